@@ -1,0 +1,1176 @@
+"""Every method of the db interface, written once over the storage kernel.
+
+This is the async source; `agentkeep/db/_sync/domain.py` is generated from it by
+`scripts/unasync.py` (never edit the generated file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+from agentkeep.db import models as m
+from agentkeep.db import validate as v
+from agentkeep.db.errors import ConflictError, InvalidInputError, NotFoundError, OwnershipError, SchemaError
+from agentkeep.db.kernel import DuplicateKey
+from agentkeep.db.metrics import day_bounds, metrics_rows, run_days
+from agentkeep.db.query import Cond, Query, eq
+from agentkeep.db.schedule import check_cron, next_fire
+from agentkeep.db.tables import EXPORT_TABLES, TableSpec, build_specs
+from agentkeep.db.traces import merge_trace, trace_stats
+
+MAX_RETRIES = 64
+CHUNK = 500
+EXPORT_FORMAT = "agentkeep-export"
+EXPORT_VERSION = 1
+
+SESSION_ORDERS = {
+    "updated_desc": (("updated_at", "session_id"), True),
+    "updated_asc": (("updated_at", "session_id"), False),
+    "created_desc": (("created_at", "session_id"), True),
+    "created_asc": (("created_at", "session_id"), False),
+}
+RUN_ORDER = {"seq": (("seq", "run_id"), False)}
+MEMORY_ORDERS = {
+    "updated_desc": (("updated_at", "memory_id"), True),
+    "updated_asc": (("updated_at", "memory_id"), False),
+}
+KNOWLEDGE_ORDERS = {"updated_desc": (("updated_at", "id"), True), "updated_asc": (("updated_at", "id"), False)}
+TRACE_ORDERS = {"start_desc": (("start_time", "trace_id"), True), "start_asc": (("start_time", "trace_id"), False)}
+CREATED_ORDERS = {"created_desc": (("created_at", "id"), True), "created_asc": (("created_at", "id"), False)}
+SCHEDULE_RUN_ORDER = {"started_desc": (("started_at", "id"), True)}
+STATS_ORDER = {"user_asc": (("user_id",), False)}
+TRACE_GROUPS = {"agent": "agent_id", "session": "session_id", "team": "team_id", "workflow": "workflow_id"}
+APPROVAL_RESOLUTIONS = ("approved", "rejected", "expired")
+TTL_TABLES = (("sessions", "runs", "session_id"), ("memories", None, None), ("approvals", None, None))
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _scope(where: list[Cond], field: str, value: Any) -> None:
+    if value is not None:
+        where.append(eq(field, value))
+
+
+class AsyncDb:
+    """The interface every backend satisfies (API.md section 3)."""
+
+    def __init__(
+        self,
+        kernel: Any,
+        *,
+        id: str | None = None,
+        table_prefix: str = "agentkeep_",
+        tables: dict[str, str] | None = None,
+    ) -> None:
+        self.specs: dict[str, TableSpec] = build_specs(table_prefix, tables)
+        self.kernel = kernel
+        kernel.setup(self.specs)
+        self.id = id or kernel.default_id()
+        self._schema_checked = False
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset(self.kernel.capabilities)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.kernel.describe()})"
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.kernel.close()
+
+    async def _ready(self) -> None:
+        if not self._schema_checked:
+            await self._ensure_schema(dry_run=False)
+            self._schema_checked = True
+
+    def _model(self, table: str, row: dict | None):
+        if row is None:
+            return None
+        spec = self.specs[table]
+        return spec.model.model_validate({k: row[k] for k in spec.model.model_fields if k in row})
+
+    def _row(self, table: str, record: Any, what: str) -> dict:
+        spec = self.specs[table]
+        row = {c.name: getattr(record, c.name) for c in spec.columns if c.name not in spec.internal}
+        for c in spec.columns:
+            value = row.get(c.name)
+            if c.kind == "json" and hasattr(value, "model_dump"):
+                row[c.name] = value.model_dump()
+        v.check_payload(row, what)
+        for k in spec.key:
+            if spec.kind(k) == "str":
+                v.check_id(row[k], f"{what}.{k}")
+        if "user_id" in row:
+            v.check_opt_id(row["user_id"], f"{what}.user_id")
+        return row
+
+    async def _page(
+        self,
+        table: str,
+        where: list[Cond],
+        orders: dict,
+        order: str,
+        limit: int,
+        cursor: Any,
+        with_total: bool,
+    ) -> m.Page:
+        v.check_choice(order, list(orders), "order")
+        v.check_limit(limit)
+        fields, desc = orders[order]
+        after = v.decode_cursor(cursor, order, len(fields))
+        if after is not None:
+            self._check_cursor_kinds(table, fields, after)
+        rows = await self.kernel.find(Query(table, tuple(where), fields, desc, limit + 1, after))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = v.encode_cursor(order, [rows[-1][f] for f in fields]) if more else None
+        total = await self.kernel.count(table, tuple(where)) if with_total else None
+        return m.Page(items=[self._model(table, r) for r in rows], next_cursor=next_cursor, total=total)
+
+    def _check_cursor_kinds(self, table: str, fields: Sequence[str], values: Sequence[Any]) -> None:
+        types = {"time": dt.datetime, "date": dt.date, "int": int, "str": str, "text": str, "float": (int, float)}
+        for f, value in zip(fields, values):
+            if value is not None and not isinstance(value, types.get(self.specs[table].kind(f), object)):
+                raise InvalidInputError("invalid cursor: it was not made by this list call")
+
+    async def _put(
+        self,
+        table: str,
+        row: dict,
+        *,
+        expected_revision: int | None = None,
+        keep: Sequence[str] = ("created_at",),
+        defaults: dict | None = None,
+    ) -> dict:
+        """Create or replace one owned record: ownership checked, revision bumped by compare-
+        and-set, so concurrent writers never lose an update silently."""
+        spec = self.specs[table]
+        key = spec.key_of(row)
+        revisioned = "revision" in spec.column_map
+        for _ in range(MAX_RETRIES):
+            async with self.kernel.transaction():
+                cur = await self.kernel.get(table, key)
+                if cur is None:
+                    if expected_revision not in (None, 0):
+                        raise ConflictError(f"{table} {key[0]!r} does not exist (expected revision {expected_revision})")
+                    new = {**(defaults or {}), **row}
+                    if revisioned:
+                        new["revision"] = 1
+                    try:
+                        await self.kernel.insert(table, new)
+                    except DuplicateKey:
+                        continue
+                    return new
+                if cur.get("user_id") != row.get("user_id"):
+                    raise OwnershipError(f"{table} {key[0]!r} belongs to another user")
+                if expected_revision is not None and (not revisioned or cur["revision"] != expected_revision):
+                    raise ConflictError(
+                        f"{table} {key[0]!r} is at revision {cur.get('revision')}, not {expected_revision}"
+                    )
+                new = {**row, **{f: cur[f] for f in keep if f in cur}}
+                if revisioned:
+                    new["revision"] = cur["revision"] + 1
+                    where = (eq("revision", cur["revision"]),)
+                else:
+                    where = (eq("user_id", cur.get("user_id")),)
+                values = {k: val for k, val in new.items() if k not in spec.key}
+                if await self.kernel.update(table, key, set=values, where=where) is not None:
+                    return {**cur, **new}
+                if expected_revision is not None:
+                    raise ConflictError(f"{table} {key[0]!r} was changed concurrently")
+        raise ConflictError(f"{table} {key[0]!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    async def _get_visible(self, table: str, key: tuple, user_id: str | None, *, shared: bool = False):
+        row = await self.kernel.get(table, key)
+        if row is None or user_id is None:
+            return row
+        owner = row.get("user_id")
+        if owner == user_id or (shared and owner is None):
+            return row
+        return None
+
+    async def _delete_where(self, table: str, where: list[Cond], children: Sequence[tuple[str, str]] = ()) -> dict:
+        """Delete matching rows in chunks, children first; counts per table."""
+        spec = self.specs[table]
+        counts = {table: 0, **{child: 0 for child, _ in children}}
+        keyfield = spec.key[0]
+        while True:
+            async with self.kernel.transaction():
+                rows = await self.kernel.find(Query(table, tuple(where), (keyfield,), False, CHUNK, None, (keyfield,)))
+                if not rows:
+                    return counts
+                keys = [r[keyfield] for r in rows]
+                for child, fk in children:
+                    counts[child] += await self.kernel.delete(child, (Cond(fk, "in", keys),))
+                counts[table] += await self.kernel.delete(table, (Cond(keyfield, "in", keys), *where))
+            if len(rows) < CHUNK:
+                return counts
+
+    # -- schema --------------------------------------------------------------------------
+
+    async def _stored_versions(self) -> dict[str, int]:
+        if not await self.kernel.has_table("meta"):
+            return {}
+        rows = await self.kernel.find(Query("meta", (Cond("key", "gte", "version:"), Cond("key", "lt", "version;"))))
+        return {r["key"][len("version:") :]: int(r["value"]) for r in rows}
+
+    async def _ensure_schema(self, *, dry_run: bool) -> list[str]:
+        async with self.kernel.schema_lock():
+            stored = await self._stored_versions()
+            newer = {t: n for t, n in stored.items() if t in self.specs and n > self.specs[t].version}
+            if newer:
+                raise SchemaError(
+                    f"the stored schema is newer than this agentkeep knows ({newer}); upgrade agentkeep"
+                )
+            steps = await self.kernel.plan_schema()
+            done = [s.description for s in steps]
+            stale = [t for t, spec in self.specs.items() if t != "meta" and stored.get(t) != spec.version]
+            done += [f"record {t} schema version {self.specs[t].version}" for t in stale]
+            if dry_run:
+                return done
+            for step in steps:
+                await self.kernel.apply_step(step)
+            now = _now()
+            for t in stale:
+                await self.kernel.put_many(
+                    "meta", [{"key": f"version:{t}", "value": self.specs[t].version, "updated_at": now}], True
+                )
+            return done
+
+    async def create_tables(self) -> None:
+        await self._ensure_schema(dry_run=False)
+        self._schema_checked = True
+
+    async def migrate(self, *, dry_run: bool = False) -> list[str]:
+        steps = await self._ensure_schema(dry_run=dry_run)
+        if not dry_run:
+            self._schema_checked = True
+        return steps
+
+    async def schema_status(self) -> dict[str, dict]:
+        stored = await self._stored_versions()
+        return {
+            t: {"version": stored.get(t), "expected": spec.version, "up_to_date": stored.get(t) == spec.version}
+            for t, spec in self.specs.items()
+            if t != "meta"
+        }
+
+    # -- sessions and runs -------------------------------------------------------------
+
+    async def upsert_session(self, session: m.Session, *, expected_revision: int | None = None) -> m.Session:
+        await self._ready()
+        s = v.coerce(m.Session, session, "session")
+        expected = self._check_revision(expected_revision)
+        row = self._row("sessions", s, "session")
+        v.check_opt_id(s.agent_id, "session.agent_id")
+        now = _now()
+        row.update(created_at=s.created_at or now, updated_at=now)
+        stored = await self._put("sessions", row, expected_revision=expected, defaults={"last_seq": 0})
+        return self._model("sessions", stored)
+
+    @staticmethod
+    def _check_revision(value: Any) -> int | None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidInputError(f"expected_revision must be a non-negative integer, got {value!r}")
+        return value
+
+    async def get_session(self, session_id: str, *, user_id: str | None = None, runs: int | None = None):
+        await self._ready()
+        v.check_id(session_id, "session_id")
+        v.check_opt_id(user_id, "user_id")
+        if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < -1):
+            raise InvalidInputError(f"runs must be None, -1 (all) or a count >= 0, got {runs!r}")
+        row = await self._get_visible("sessions", (session_id,), user_id)
+        session = self._model("sessions", row)
+        if session is not None and runs is not None:
+            session.runs = await self._runs_tail(session_id, runs)
+        return session
+
+    async def _runs_tail(self, session_id: str, n: int) -> list[m.Run]:
+        if n == 0:
+            return []
+        fields, _ = RUN_ORDER["seq"]
+        where = (eq("session_id", session_id),)
+        if n < 0:
+            rows = await self.kernel.find(Query("runs", where, fields, False))
+        else:
+            rows = (await self.kernel.find(Query("runs", where, fields, True, n)))[::-1]
+        return [self._model("runs", r) for r in rows]
+
+    async def list_sessions(
+        self,
+        *,
+        user_id: str | None = None,
+        session_type: str | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        workflow_id: str | None = None,
+        name_contains: str | None = None,
+        updated_after: dt.datetime | None = None,
+        updated_before: dt.datetime | None = None,
+        order: str = "updated_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.Session]:
+        await self._ready()
+        where: list[Cond] = []
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        if session_type is not None:
+            _scope(where, "session_type", v.check_choice(session_type, ("agent", "team", "workflow"), "session_type"))
+        _scope(where, "agent_id", v.check_opt_id(agent_id, "agent_id"))
+        _scope(where, "team_id", v.check_opt_id(team_id, "team_id"))
+        _scope(where, "workflow_id", v.check_opt_id(workflow_id, "workflow_id"))
+        if v.check_str(name_contains, "name_contains"):
+            where.append(Cond("name", "icontains", name_contains))
+        if updated_after is not None:
+            where.append(Cond("updated_at", "gt", v.check_time(updated_after, "updated_after")))
+        if updated_before is not None:
+            where.append(Cond("updated_at", "lt", v.check_time(updated_before, "updated_before")))
+        return await self._page("sessions", where, SESSION_ORDERS, order, limit, cursor, with_total)
+
+    async def rename_session(self, session_id: str, name: str, *, user_id: str | None = None) -> m.Session:
+        await self._ready()
+        v.check_id(session_id, "session_id")
+        v.check_opt_id(user_id, "user_id")
+        if not isinstance(name, str):
+            raise InvalidInputError(f"name must be a string, got {type(name).__name__}")
+        v.check_payload({"name": name}, "name")
+        for _ in range(MAX_RETRIES):
+            cur = await self._get_visible("sessions", (session_id,), user_id)
+            if cur is None:
+                raise NotFoundError(f"session {session_id!r} not found")
+            values = {"name": name, "revision": cur["revision"] + 1, "updated_at": _now()}
+            got = await self.kernel.update("sessions", (session_id,), set=values, where=(eq("revision", cur["revision"]),))
+            if got is not None:
+                return self._model("sessions", {**cur, **values})
+        raise ConflictError(f"session {session_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    async def delete_session(self, session_id: str, *, user_id: str | None = None) -> bool:
+        return await self.delete_sessions([session_id], user_id=user_id) == 1
+
+    async def delete_sessions(self, session_ids: Sequence[str], *, user_id: str | None = None) -> int:
+        await self._ready()
+        ids = v.check_ids(session_ids, "session_ids")
+        v.check_opt_id(user_id, "user_id")
+        total = 0
+        for chunk in _chunks(ids):
+            where = [Cond("session_id", "in", list(chunk))]
+            _scope(where, "user_id", user_id)
+            total += (await self._delete_where("sessions", where, [("runs", "session_id")]))["sessions"]
+        return total
+
+    async def append_run(self, run: m.Run) -> m.Run:
+        await self._ready()
+        r = v.coerce(m.Run, run, "run")
+        row = self._row("runs", r, "run")
+        v.check_id(r.session_id, "run.session_id")
+        now = _now()
+        where = (eq("user_id", r.user_id),) if r.user_id is not None else ()
+        async with self.kernel.transaction():
+            got = await self.kernel.update(
+                "sessions", (r.session_id,), set={"updated_at": now}, incr={"last_seq": 1}, where=where,
+                returning=("last_seq", "user_id"),
+            )
+            if got is None:
+                raise NotFoundError(f"session {r.session_id!r} not found")
+            row.update(seq=got["last_seq"], user_id=got["user_id"], created_at=r.created_at or now, updated_at=now)
+            try:
+                await self.kernel.insert("runs", row)
+            except DuplicateKey:
+                other = await self.kernel.get("runs", (r.run_id,))
+                if other is not None and other.get("user_id") != row["user_id"]:
+                    raise OwnershipError(f"run {r.run_id!r} belongs to another user") from None
+                raise ConflictError(f"run {r.run_id!r} already exists; use update_run to change it") from None
+        return self._model("runs", row)
+
+    async def update_run(self, run: m.Run) -> m.Run:
+        await self._ready()
+        r = v.coerce(m.Run, run, "run")
+        row = self._row("runs", r, "run")
+        cur = await self._get_visible("runs", (r.run_id,), r.user_id)
+        if cur is None or cur["session_id"] != r.session_id:
+            raise NotFoundError(f"run {r.run_id!r} not found in session {r.session_id!r}")
+        row.update(seq=cur["seq"], user_id=cur["user_id"], created_at=cur["created_at"], updated_at=_now())
+        values = {k: val for k, val in row.items() if k != "run_id"}
+        if await self.kernel.update("runs", (r.run_id,), set=values, where=(eq("user_id", cur["user_id"]),)) is None:
+            raise NotFoundError(f"run {r.run_id!r} not found")
+        return self._model("runs", row)
+
+    async def get_run(self, run_id: str, *, user_id: str | None = None) -> m.Run | None:
+        await self._ready()
+        v.check_id(run_id, "run_id")
+        v.check_opt_id(user_id, "user_id")
+        return self._model("runs", await self._get_visible("runs", (run_id,), user_id))
+
+    async def list_runs(
+        self,
+        session_id: str,
+        *,
+        user_id: str | None = None,
+        last: int | None = None,
+        after_seq: int | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.Run]:
+        await self._ready()
+        where = [eq("session_id", v.check_id(session_id, "session_id"))]
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        if after_seq is not None:
+            if isinstance(after_seq, bool) or not isinstance(after_seq, int):
+                raise InvalidInputError(f"after_seq must be an integer, got {after_seq!r}")
+            where.append(Cond("seq", "gt", after_seq))
+        if status is not None:
+            where.append(eq("status", v.check_choice(status, m.RunStatus.__args__, "status")))
+        if last is not None:
+            v.check_limit(last)
+            fields, _ = RUN_ORDER["seq"]
+            rows = await self.kernel.find(Query("runs", tuple(where), fields, True, last))
+            total = await self.kernel.count("runs", tuple(where)) if with_total else None
+            return m.Page(items=[self._model("runs", r) for r in reversed(rows)], total=total)
+        return await self._page("runs", where, RUN_ORDER, "seq", limit, cursor, with_total)
+
+    # -- memories ----------------------------------------------------------------------
+
+    def _memory_row(self, memory: Any, now: dt.datetime) -> dict:
+        mem = v.coerce(m.UserMemory, memory, "memory")
+        for t in mem.topics:
+            v.check_id(t, "memory topic")
+        row = self._row("memories", mem, "memory")
+        row.update(created_at=mem.created_at or now, updated_at=now)
+        return row
+
+    async def upsert_memory(self, memory: m.UserMemory) -> m.UserMemory:
+        await self._ready()
+        row = self._memory_row(memory, _now())
+        return self._model("memories", await self._put("memories", row))
+
+    async def upsert_memories(self, memories: Sequence[m.UserMemory]) -> list[m.UserMemory]:
+        await self._ready()
+        now = _now()
+        rows = list({r["memory_id"]: r for r in (self._memory_row(x, now) for x in memories)}.values())
+        out: list[dict] = []
+        for chunk in _chunks(rows):
+            async with self.kernel.transaction():
+                ids = [r["memory_id"] for r in chunk]
+                existing = {
+                    r["memory_id"]: r
+                    for r in await self.kernel.find(Query("memories", (Cond("memory_id", "in", ids),), fields=("memory_id", "user_id")))
+                }
+                for r in chunk:
+                    if r["memory_id"] in existing and existing[r["memory_id"]]["user_id"] != r["user_id"]:
+                        raise OwnershipError(f"memory {r['memory_id']!r} belongs to another user")
+                fresh = [r for r in chunk if r["memory_id"] not in existing]
+                if await self.kernel.put_many("memories", fresh, False) == len(fresh):
+                    out.extend(fresh)
+                    todo = [r for r in chunk if r["memory_id"] in existing]
+                else:  # a concurrent writer created some of them: take the careful path
+                    todo = chunk
+                for r in todo:
+                    out.append(await self._put("memories", r))
+        return [self._model("memories", r) for r in out]
+
+    async def get_memory(self, memory_id: str, *, user_id: str | None = None) -> m.UserMemory | None:
+        await self._ready()
+        v.check_id(memory_id, "memory_id")
+        v.check_opt_id(user_id, "user_id")
+        return self._model("memories", await self._get_visible("memories", (memory_id,), user_id))
+
+    async def list_memories(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        topics: Sequence[str] | None = None,
+        search: str | None = None,
+        order: str = "updated_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.UserMemory]:
+        await self._ready()
+        where: list[Cond] = []
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        _scope(where, "agent_id", v.check_opt_id(agent_id, "agent_id"))
+        _scope(where, "team_id", v.check_opt_id(team_id, "team_id"))
+        if topics:
+            where.append(Cond("topics", "contains_all", v.check_ids(topics, "topics")))
+        if v.check_str(search, "search"):
+            where.append(Cond("memory", "icontains", search))
+        return await self._page("memories", where, MEMORY_ORDERS, order, limit, cursor, with_total)
+
+    async def memory_topics(self, *, user_id: str | None = None) -> list[str]:
+        await self._ready()
+        where: list[Cond] = []
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        return sorted(await self.kernel.distinct("memories", "topics", tuple(where)))
+
+    async def memory_stats(self, *, limit: int = 20, cursor: str | None = None) -> m.Page[m.MemoryStats]:
+        await self._ready()
+        v.check_limit(limit)
+        after = v.decode_cursor(cursor, "user_asc", 1)
+        if after is not None and not isinstance(after[0], str):
+            raise InvalidInputError("invalid cursor: it was not made by memory_stats")
+        where = (Cond("user_id", "gt", after[0] if after else ""),)
+        groups = await self.kernel.group_count("memories", "user_id", "updated_at", where, limit + 1)
+        items = [m.MemoryStats(user_id=k, memories=n, last_updated=last) for k, n, last in groups[:limit]]
+        next_cursor = v.encode_cursor("user_asc", [items[-1].user_id]) if len(groups) > limit else None
+        return m.Page(items=items, next_cursor=next_cursor)
+
+    async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> bool:
+        return await self.delete_memories([memory_id], user_id=user_id) == 1
+
+    async def delete_memories(self, memory_ids: Sequence[str], *, user_id: str | None = None) -> int:
+        await self._ready()
+        ids = v.check_ids(memory_ids, "memory_ids")
+        v.check_opt_id(user_id, "user_id")
+        total = 0
+        for chunk in _chunks(ids):
+            where = [Cond("memory_id", "in", list(chunk))]
+            _scope(where, "user_id", user_id)
+            total += await self.kernel.delete("memories", tuple(where))
+        return total
+
+    async def clear_memories(self, *, user_id: str) -> int:
+        await self._ready()
+        v.check_id(user_id, "user_id")
+        return (await self._delete_where("memories", [eq("user_id", user_id)]))["memories"]
+
+    # -- knowledge contents --------------------------------------------------------------
+
+    async def upsert_knowledge(self, content: m.KnowledgeContent) -> m.KnowledgeContent:
+        await self._ready()
+        c = v.coerce(m.KnowledgeContent, content, "knowledge content")
+        row = self._row("knowledge", c, "knowledge content")
+        now = _now()
+        row.update(created_at=c.created_at or now, updated_at=now)
+        return self._model("knowledge", await self._put("knowledge", row))
+
+    async def get_knowledge(self, content_id: str, *, user_id: str | None = None):
+        await self._ready()
+        v.check_id(content_id, "content_id")
+        v.check_opt_id(user_id, "user_id")
+        return self._model("knowledge", await self._get_visible("knowledge", (content_id,), user_id, shared=True))
+
+    async def list_knowledge(
+        self,
+        *,
+        user_id: str | None = None,
+        linked_to: str | None = None,
+        status: str | None = None,
+        order: str = "updated_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.KnowledgeContent]:
+        await self._ready()
+        where: list[Cond] = []
+        if v.check_opt_id(user_id, "user_id") is not None:
+            where.append(Cond("user_id", "in", [user_id, None]))
+        _scope(where, "linked_to", v.check_opt_id(linked_to, "linked_to"))
+        if status is not None:
+            where.append(eq("status", v.check_choice(status, m.ContentStatus.__args__, "status")))
+        return await self._page("knowledge", where, KNOWLEDGE_ORDERS, order, limit, cursor, with_total)
+
+    async def delete_knowledge(self, content_id: str, *, user_id: str | None = None) -> bool:
+        await self._ready()
+        where = [eq("id", v.check_id(content_id, "content_id"))]
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        return await self.kernel.delete("knowledge", tuple(where)) == 1
+
+    # -- traces and spans ---------------------------------------------------------------
+
+    async def write_spans(self, spans: Sequence[m.Span]) -> None:
+        await self._ready()
+        if isinstance(spans, (str, bytes, dict)) or not hasattr(spans, "__iter__"):
+            raise InvalidInputError("spans must be a list of Span")
+        rows = {}
+        for s in spans:
+            span = v.coerce(m.Span, s, "span")
+            v.check_id(span.trace_id, "span.trace_id")
+            rows[span.span_id] = self._row("spans", span, "span")
+        by_trace: dict[str, list[dict]] = defaultdict(list)
+        for row in rows.values():
+            by_trace[row["trace_id"]].append(row)
+        for chunk in _chunks(list(rows)):
+            async with self.kernel.transaction():
+                query = Query("spans", (Cond("span_id", "in", list(chunk)),), fields=("span_id",))
+                known = {r["span_id"] for r in await self.kernel.find(query)}
+                await self.kernel.put_many("spans", [rows[i] for i in chunk], True)
+                fresh = defaultdict(int)
+                for i in chunk:
+                    if i not in known:
+                        fresh[rows[i]["trace_id"]] += 1
+                for trace_id in dict.fromkeys(rows[i]["trace_id"] for i in chunk):
+                    group = [rows[i] for i in chunk if rows[i]["trace_id"] == trace_id]
+                    await self._merge_trace(trace_id, group, fresh[trace_id])
+
+    async def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int) -> None:
+        for _ in range(MAX_RETRIES):
+            cur = await self.kernel.get("traces", (trace_id,))
+            merged = merge_trace(cur, trace_id, spans, new_spans)
+            if cur is None:
+                try:
+                    await self.kernel.insert("traces", {**merged, "revision": 1})
+                    return
+                except DuplicateKey:
+                    continue
+            merged["revision"] = cur["revision"] + 1
+            values = {k: val for k, val in merged.items() if k != "trace_id"}
+            if await self.kernel.update("traces", (trace_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
+                return
+        raise ConflictError(f"trace {trace_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    async def get_trace(self, trace_id: str, *, user_id: str | None = None) -> m.Trace | None:
+        await self._ready()
+        v.check_id(trace_id, "trace_id")
+        return self._model("traces", await self._get_visible("traces", (trace_id,), v.check_opt_id(user_id, "user_id")))
+
+    async def get_spans(self, trace_id: str) -> list[m.Span]:
+        await self._ready()
+        v.check_id(trace_id, "trace_id")
+        rows = await self.kernel.find(Query("spans", (eq("trace_id", trace_id),), ("start_time", "span_id")))
+        return [self._model("spans", r) for r in rows]
+
+    async def list_traces(
+        self,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        run_id: str | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        started_after: dt.datetime | None = None,
+        started_before: dt.datetime | None = None,
+        order: str = "start_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.Trace]:
+        await self._ready()
+        where: list[Cond] = []
+        for f, val in (("user_id", user_id), ("session_id", session_id), ("run_id", run_id),
+                       ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id)):
+            _scope(where, f, v.check_opt_id(val, f))
+        if status is not None:
+            where.append(eq("status", v.check_choice(status, m.TraceStatus.__args__, "status")))
+        where += self._time_range("start_time", started_after, started_before)
+        return await self._page("traces", where, TRACE_ORDERS, order, limit, cursor, with_total)
+
+    @staticmethod
+    def _time_range(field: str, after: Any, before: Any) -> list[Cond]:
+        out = []
+        if after is not None:
+            out.append(Cond(field, "gte", v.check_time(after, f"{field} lower bound")))
+        if before is not None:
+            out.append(Cond(field, "lt", v.check_time(before, f"{field} upper bound")))
+        return out
+
+    async def trace_stats(
+        self,
+        *,
+        group_by: str = "agent",
+        started_after: dt.datetime | None = None,
+        started_before: dt.datetime | None = None,
+    ) -> list[m.TraceStats]:
+        await self._ready()
+        field = TRACE_GROUPS[v.check_choice(group_by, list(TRACE_GROUPS), "group_by")]
+        where = tuple(self._time_range("start_time", started_after, started_before))
+        rows = []
+        async for batch in self._scan("traces", where, ("trace_id", field, "status", "duration_ms")):
+            rows.extend((r[field], r["status"], r["duration_ms"]) for r in batch)
+        return [m.TraceStats(**s) for s in trace_stats(rows)]
+
+    async def _scan(self, table: str, where: tuple, fields: tuple | None = None):
+        """Yield every matching row in key order, a chunk at a time (bounded memory)."""
+        spec = self.specs[table]
+        after = None
+        while True:
+            rows = await self.kernel.find(Query(table, where, spec.key, False, CHUNK * 2, after, fields))
+            if rows:
+                yield rows
+            if len(rows) < CHUNK * 2:
+                return
+            after = spec.key_of(rows[-1])
+
+    # -- approvals ------------------------------------------------------------------------
+
+    async def create_approval(self, approval: m.Approval) -> m.Approval:
+        await self._ready()
+        a = v.coerce(m.Approval, approval, "approval")
+        row = self._row("approvals", a, "approval")
+        row["created_at"] = a.created_at or _now()
+        try:
+            await self.kernel.insert("approvals", row)
+        except DuplicateKey:
+            cur = await self.kernel.get("approvals", (a.id,))
+            if cur is not None and cur.get("user_id") != a.user_id:
+                raise OwnershipError(f"approval {a.id!r} belongs to another user") from None
+            raise ConflictError(f"approval {a.id!r} already exists") from None
+        return self._model("approvals", row)
+
+    async def get_approval(self, approval_id: str, *, user_id: str | None = None) -> m.Approval | None:
+        await self._ready()
+        v.check_id(approval_id, "approval_id")
+        return self._model("approvals", await self._get_visible("approvals", (approval_id,), v.check_opt_id(user_id, "user_id")))
+
+    async def list_approvals(
+        self,
+        *,
+        status: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        run_id: str | None = None,
+        agent_id: str | None = None,
+        order: str = "created_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.Approval]:
+        await self._ready()
+        where: list[Cond] = []
+        if status is not None:
+            where.append(eq("status", v.check_choice(status, m.ApprovalStatus.__args__, "status")))
+        for f, val in (("user_id", user_id), ("session_id", session_id), ("run_id", run_id), ("agent_id", agent_id)):
+            _scope(where, f, v.check_opt_id(val, f))
+        return await self._page("approvals", where, CREATED_ORDERS, order, limit, cursor, with_total)
+
+    async def resolve_approval(
+        self,
+        approval_id: str,
+        *,
+        status: str,
+        resolved_by: str | None,
+        resolution: dict | None = None,
+        user_id: str | None = None,
+    ) -> m.Approval:
+        await self._ready()
+        v.check_id(approval_id, "approval_id")
+        v.check_opt_id(user_id, "user_id")
+        v.check_choice(status, APPROVAL_RESOLUTIONS, "resolution status")
+        v.check_str(resolved_by, "resolved_by")
+        if resolution is not None and not isinstance(resolution, dict):
+            raise InvalidInputError("resolution must be a dict")
+        v.check_payload({"resolution": resolution, "resolved_by": resolved_by}, "resolution")
+        cur = await self._get_visible("approvals", (approval_id,), user_id)
+        if cur is None:
+            raise NotFoundError(f"approval {approval_id!r} not found")
+        if cur["status"] != "pending":
+            raise ConflictError(f"approval {approval_id!r} is already {cur['status']}")
+        now = _now()
+        pending = (eq("status", "pending"),)
+        if cur["expires_at"] is not None and cur["expires_at"] <= now and status != "expired":
+            await self.kernel.update("approvals", (approval_id,), set={"status": "expired", "resolved_at": now}, where=pending)
+            raise ConflictError(f"approval {approval_id!r} expired at {cur['expires_at'].isoformat()}")
+        values = {"status": status, "resolved_by": resolved_by, "resolution": resolution, "resolved_at": now}
+        if await self.kernel.update("approvals", (approval_id,), set=values, where=pending) is None:
+            raise ConflictError(f"approval {approval_id!r} was resolved concurrently")
+        return self._model("approvals", {**cur, **values})
+
+    async def count_pending_approvals(self, *, user_id: str | None = None) -> int:
+        await self._ready()
+        where = [eq("status", "pending")]
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        return await self.kernel.count("approvals", tuple(where))
+
+    async def delete_approval(self, approval_id: str, *, user_id: str | None = None) -> bool:
+        await self._ready()
+        where = [eq("id", v.check_id(approval_id, "approval_id"))]
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        return await self.kernel.delete("approvals", tuple(where)) == 1
+
+    # -- schedules ------------------------------------------------------------------------
+
+    async def upsert_schedule(self, schedule: m.Schedule, *, expected_revision: int | None = None) -> m.Schedule:
+        await self._ready()
+        s = v.coerce(m.Schedule, schedule, "schedule")
+        expected = self._check_revision(expected_revision)
+        check_cron(s.cron, s.timezone)
+        row = self._row("schedules", s, "schedule")
+        now = _now()
+        if row["next_run_at"] is None and s.enabled:
+            row["next_run_at"] = next_fire(s.cron, s.timezone, now)
+        row.update(created_at=s.created_at or now, updated_at=now, locked_by=None, locked_until=None)
+        stored = await self._put(
+            "schedules", row, expected_revision=expected, keep=("created_at", "locked_by", "locked_until")
+        )
+        return self._model("schedules", stored)
+
+    async def get_schedule(self, schedule_id: str, *, user_id: str | None = None) -> m.Schedule | None:
+        await self._ready()
+        v.check_id(schedule_id, "schedule_id")
+        return self._model("schedules", await self._get_visible("schedules", (schedule_id,), v.check_opt_id(user_id, "user_id")))
+
+    async def list_schedules(
+        self,
+        *,
+        user_id: str | None = None,
+        enabled: bool | None = None,
+        order: str = "created_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.Schedule]:
+        await self._ready()
+        where: list[Cond] = []
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        _scope(where, "enabled", v.check_bool(enabled, "enabled"))
+        return await self._page("schedules", where, CREATED_ORDERS, order, limit, cursor, with_total)
+
+    async def delete_schedule(self, schedule_id: str, *, user_id: str | None = None) -> bool:
+        await self._ready()
+        where = [eq("id", v.check_id(schedule_id, "schedule_id"))]
+        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        counts = await self._delete_where("schedules", where, [("schedule_runs", "schedule_id")])
+        return counts["schedules"] == 1
+
+    async def claim_due_schedules(
+        self, *, worker_id: str, now: dt.datetime | None = None, lease_seconds: float = 300, limit: int = 1
+    ) -> list[m.Schedule]:
+        await self._ready()
+        v.check_id(worker_id, "worker_id")
+        now = v.check_time(now, "now") or _now()
+        v.check_limit(limit)
+        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
+            raise InvalidInputError(f"lease_seconds must be a positive number, got {lease_seconds!r}")
+        until = now + dt.timedelta(seconds=lease_seconds)
+        where = (eq("enabled", True), Cond("next_run_at", "lte", now))
+        batch = max(2 * limit, 16)
+        claimed: list[m.Schedule] = []
+        after = None
+        while len(claimed) < limit:
+            rows = await self.kernel.find(Query("schedules", where, ("next_run_at", "id"), False, batch, after))
+            for row in rows:
+                if row["locked_until"] is not None and row["locked_until"] > now:
+                    continue
+                values = {"locked_by": worker_id, "locked_until": until, "revision": row["revision"] + 1}
+                if await self.kernel.update("schedules", (row["id"],), set=values, where=(eq("revision", row["revision"]),)) is not None:
+                    claimed.append(self._model("schedules", {**row, **values}))
+                    if len(claimed) == limit:
+                        break
+            if len(rows) < batch:
+                break
+            after = (rows[-1]["next_run_at"], rows[-1]["id"])
+        return claimed
+
+    async def release_schedule(
+        self, schedule_id: str, *, worker_id: str, next_run_at: dt.datetime | None
+    ) -> m.Schedule:
+        await self._ready()
+        v.check_id(schedule_id, "schedule_id")
+        v.check_id(worker_id, "worker_id")
+        next_run_at = v.check_time(next_run_at, "next_run_at")
+        for _ in range(MAX_RETRIES):
+            cur = await self.kernel.get("schedules", (schedule_id,))
+            if cur is None:
+                raise NotFoundError(f"schedule {schedule_id!r} not found")
+            if cur["locked_by"] != worker_id:
+                raise ConflictError(f"schedule {schedule_id!r} is not leased to worker {worker_id!r}")
+            values = {"locked_by": None, "locked_until": None, "next_run_at": next_run_at,
+                      "revision": cur["revision"] + 1, "updated_at": _now()}
+            if await self.kernel.update("schedules", (schedule_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
+                return self._model("schedules", {**cur, **values})
+        raise ConflictError(f"schedule {schedule_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    async def record_schedule_run(self, run: m.ScheduleRun) -> m.ScheduleRun:
+        await self._ready()
+        r = v.coerce(m.ScheduleRun, run, "schedule run")
+        row = self._row("schedule_runs", r, "schedule run")
+        v.check_id(r.schedule_id, "schedule_id")
+        if await self.kernel.get("schedules", (r.schedule_id,)) is None:
+            raise NotFoundError(f"schedule {r.schedule_id!r} not found")
+        row["started_at"] = r.started_at or _now()
+        await self.kernel.put_many("schedule_runs", [row], True)
+        return self._model("schedule_runs", row)
+
+    async def list_schedule_runs(
+        self, schedule_id: str, *, limit: int = 20, cursor: str | None = None, with_total: bool = False
+    ) -> m.Page[m.ScheduleRun]:
+        await self._ready()
+        where = [eq("schedule_id", v.check_id(schedule_id, "schedule_id"))]
+        return await self._page("schedule_runs", where, SCHEDULE_RUN_ORDER, "started_desc", limit, cursor, with_total)
+
+    # -- metrics and evals -----------------------------------------------------------------
+
+    async def refresh_metrics(self, *, now: dt.datetime | None = None) -> int:
+        await self._ready()
+        now = v.check_time(now, "now") or _now()
+        state = await self.kernel.get("meta", ("metrics:watermark",))
+        mark = dt.datetime.fromisoformat(state["value"]) if state else None
+        days: set[dt.date] = set()
+        newest = mark
+        for table, field in (("runs", "updated_at"), ("sessions", "created_at")):
+            where = (Cond(field, "gt", mark),) if mark else ()
+            async for batch in self._scan(table, where, (self.specs[table].key[0], "created_at", field)):
+                days |= run_days(batch)
+                top = max(r[field] for r in batch)
+                newest = top if newest is None or top > newest else newest
+        written = 0
+        for day in sorted(d for d in days if d <= now.date()):
+            start, end = day_bounds(day)
+            runs, sessions = [], []
+            fields = ("run_id", "user_id", "agent_id", "team_id", "workflow_id", "metrics")
+            async for batch in self._scan("runs", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), fields):
+                runs.extend(batch)
+            async for batch in self._scan("sessions", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), ("session_id", "user_id")):
+                sessions.extend(batch)
+            rows = metrics_rows(day, runs, sessions, now)
+            written += await self.kernel.put_many("metrics", rows, True)
+        if newest is not None and newest != mark:
+            await self.kernel.put_many("meta", [{"key": "metrics:watermark", "value": newest.isoformat(), "updated_at": now}], True)
+        return written
+
+    async def get_metrics(
+        self, *, start_date: dt.date | None = None, end_date: dt.date | None = None, user_id: str | None = None
+    ) -> list[m.MetricsDay]:
+        await self._ready()
+        where = [eq("user_id", v.check_opt_id(user_id, "user_id") or "")]
+        if v.check_date(start_date, "start_date") is not None:
+            where.append(Cond("date", "gte", start_date))
+        if v.check_date(end_date, "end_date") is not None:
+            where.append(Cond("date", "lte", end_date))
+        rows = await self.kernel.find(Query("metrics", tuple(where), ("date", "user_id")))
+        return [self._model("metrics", r) for r in rows]
+
+    async def save_eval_run(self, eval_run: m.EvalRun) -> m.EvalRun:
+        await self._ready()
+        e = v.coerce(m.EvalRun, eval_run, "eval run")
+        row = self._row("eval_runs", e, "eval run")
+        now = _now()
+        row.update(created_at=e.created_at or now, updated_at=now)
+        return self._model("eval_runs", await self._put("eval_runs", row))
+
+    async def get_eval_run(self, eval_run_id: str, *, user_id: str | None = None) -> m.EvalRun | None:
+        await self._ready()
+        v.check_id(eval_run_id, "eval_run_id")
+        return self._model("eval_runs", await self._get_visible("eval_runs", (eval_run_id,), v.check_opt_id(user_id, "user_id")))
+
+    async def list_eval_runs(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        team_id: str | None = None,
+        workflow_id: str | None = None,
+        eval_type: str | None = None,
+        order: str = "created_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        with_total: bool = False,
+    ) -> m.Page[m.EvalRun]:
+        await self._ready()
+        where: list[Cond] = []
+        for f, val in (("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id)):
+            _scope(where, f, v.check_opt_id(val, f))
+        if eval_type is not None:
+            where.append(eq("eval_type", v.check_choice(eval_type, m.EvalType.__args__, "eval_type")))
+        return await self._page("eval_runs", where, CREATED_ORDERS, order, limit, cursor, with_total)
+
+    async def rename_eval_run(self, eval_run_id: str, name: str, *, user_id: str | None = None) -> m.EvalRun:
+        await self._ready()
+        v.check_id(eval_run_id, "eval_run_id")
+        v.check_opt_id(user_id, "user_id")
+        if not isinstance(name, str):
+            raise InvalidInputError(f"name must be a string, got {type(name).__name__}")
+        cur = await self._get_visible("eval_runs", (eval_run_id,), user_id)
+        values = {"name": name, "updated_at": _now()}
+        if cur is None or await self.kernel.update("eval_runs", (eval_run_id,), set=values, where=(eq("user_id", cur["user_id"]),)) is None:
+            raise NotFoundError(f"eval run {eval_run_id!r} not found")
+        return self._model("eval_runs", {**cur, **values})
+
+    async def delete_eval_runs(self, eval_run_ids: Sequence[str], *, user_id: str | None = None) -> int:
+        await self._ready()
+        ids = v.check_ids(eval_run_ids, "eval_run_ids")
+        v.check_opt_id(user_id, "user_id")
+        total = 0
+        for chunk in _chunks(ids):
+            where = [Cond("id", "in", list(chunk))]
+            _scope(where, "user_id", user_id)
+            total += await self.kernel.delete("eval_runs", tuple(where))
+        return total
+
+    # -- lifecycle and data management -----------------------------------------------------
+
+    async def purge_expired(self, *, now: dt.datetime | None = None) -> dict[str, int]:
+        await self._ready()
+        now = v.check_time(now, "now") or _now()
+        result: dict[str, int] = {}
+        for table, child, fk in TTL_TABLES:
+            counts = await self._delete_where(table, [Cond("expires_at", "lte", now)], [(child, fk)] if child else [])
+            for t, n in counts.items():
+                result[t] = result.get(t, 0) + n
+        return result
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        await self._ready()
+        v.check_id(user_id, "user_id")
+        mine = [eq("user_id", user_id)]
+        result: dict[str, int] = {}
+        for table, children in (
+            ("sessions", [("runs", "session_id")]),
+            ("runs", []),
+            ("memories", []),
+            ("knowledge", []),
+            ("traces", [("spans", "trace_id")]),
+            ("approvals", []),
+            ("schedules", [("schedule_runs", "schedule_id")]),
+            ("eval_runs", []),
+            ("metrics", []),
+        ):
+            if table == "metrics":
+                counts = {"metrics": await self.kernel.delete("metrics", tuple(mine))}
+            else:
+                counts = await self._delete_where(table, mine, children)
+            for t, n in counts.items():
+                result[t] = result.get(t, 0) + n
+        return result
+
+    async def export_jsonl(self, fp_or_path: Any, *, tables: Sequence[str] | None = None) -> int:
+        """Write a versioned, backend-neutral dump, streaming (memory does not grow with size)."""
+        await self._ready()
+        chosen = EXPORT_TABLES if tables is None else [v.check_choice(t, EXPORT_TABLES, "table") for t in tables]
+        chosen = [t for t in EXPORT_TABLES if t in chosen]
+        count = 0
+        with _open_text(fp_or_path, "w") as out:
+            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "tables": chosen, "exported_at": _now().isoformat()}
+            out.write(json.dumps(header) + "\n")
+            for table in chosen:
+                spec = self.specs[table]
+                async for batch in self._scan(table, ()):
+                    lines = []
+                    for row in batch:
+                        line = {"table": table, "record": self._model(table, row).model_dump(mode="json")}
+                        hidden = {k: row[k] for k in spec.internal if k != "revision"}
+                        if hidden:
+                            line["internal"] = hidden
+                        lines.append(json.dumps(line, separators=(",", ":")))
+                    out.write("\n".join(lines) + "\n")
+                    count += len(batch)
+        return count
+
+    async def import_jsonl(self, fp_or_path: Any, *, on_conflict: str = "skip") -> int:
+        """Read a dump made by export_jsonl. The file is checked whole first, so a bad line
+        (or, with on_conflict="error", an existing record) writes nothing."""
+        await self._ready()
+        v.check_choice(on_conflict, ("skip", "replace", "error"), "on_conflict")
+        with _open_text(fp_or_path, "r") as src:
+            start = src.tell() if src.seekable() else None
+            if start is None:  # a stream: check and write in one pass
+                return await self._import_lines(src, on_conflict, write=True)
+            await self._import_lines(src, on_conflict, write=False)
+            src.seek(start)
+            return await self._import_lines(src, on_conflict, write=True)
+
+    async def _import_lines(self, src: Any, on_conflict: str, *, write: bool) -> int:
+        header_line = src.readline()
+        try:
+            header = json.loads(header_line)
+            ok = header.get("format") == EXPORT_FORMAT
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise InvalidInputError("not an agentkeep export: the first line is not its header")
+        if header.get("version", 0) > EXPORT_VERSION:
+            raise InvalidInputError(f"export version {header['version']} is newer than this agentkeep reads")
+        written = 0
+        batch: list[dict] = []
+        table = None
+        for lineno, line in enumerate(src, start=2):
+            if not line.strip():
+                continue
+            t, row = self._import_row(line, lineno)
+            if batch and (t != table or len(batch) >= CHUNK):
+                written += await self._import_batch(table, batch, on_conflict, write)
+                batch = []
+            table = t
+            batch.append(row)
+        if batch:
+            written += await self._import_batch(table, batch, on_conflict, write)
+        return written
+
+    def _import_row(self, line: str, lineno: int) -> tuple[str, dict]:
+        try:
+            item = json.loads(line)
+            table = v.check_choice(item["table"], EXPORT_TABLES, "table")
+            spec = self.specs[table]
+            record = spec.model.model_validate(item["record"])
+            row = {c.name: getattr(record, c.name) for c in spec.columns if c.name not in spec.internal}
+            for c in spec.columns:
+                if c.kind == "json" and hasattr(row.get(c.name), "model_dump"):
+                    row[c.name] = row[c.name].model_dump()
+            v.check_payload(row, table)
+            hidden = item.get("internal") or {}
+            for name in spec.internal:
+                row[name] = int(hidden.get(name, 1 if name == "revision" else 0))
+            if table == "sessions":
+                row["last_seq"] = max(row["last_seq"], 0)
+            return table, row
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"line {lineno}: {exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"line {lineno}: not a valid record: {str(exc)[:300]}") from None
+
+    async def _import_batch(self, table: str, rows: list[dict], on_conflict: str, write: bool) -> int:
+        spec = self.specs[table]
+        if on_conflict == "error" and not write:
+            keyfield = spec.key[0]
+            if len(spec.key) == 1:
+                query = Query(table, (Cond(keyfield, "in", [r[keyfield] for r in rows]),), fields=spec.key)
+                found = await self.kernel.find(query)
+            else:
+                found = [r for r in [await self.kernel.get(table, spec.key_of(r)) for r in rows] if r]
+            if found:
+                raise ConflictError(f"{table} {spec.key_of(found[0])} already exists (on_conflict='error')")
+        if not write:
+            return 0
+        async with self.kernel.transaction():
+            return await self.kernel.put_many(table, rows, on_conflict == "replace")
+
+
+class _open_text:
+    """Open a path for text, or wrap a caller's file object (text or binary) without closing it."""
+
+    def __init__(self, target: Any, mode: str) -> None:
+        self.target, self.mode, self.owned = target, mode, None
+
+    def __enter__(self):
+        if isinstance(self.target, (str, os.PathLike)):
+            try:
+                self.owned = open(self.target, self.mode, encoding="utf-8", newline="\n")
+            except OSError as exc:
+                raise InvalidInputError(f"cannot open {self.target!r}: {exc.strerror}") from None
+            return self.owned
+        if not hasattr(self.target, "write" if self.mode == "w" else "read"):
+            raise InvalidInputError("expected a path or a file object")
+        if isinstance(self.target, io.TextIOBase) or "b" not in getattr(self.target, "mode", "b"):
+            return self.target
+        return io.TextIOWrapper(self.target, encoding="utf-8", newline="\n", write_through=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.owned is not None:
+            self.owned.close()

@@ -1,0 +1,283 @@
+"""The records every db stores: pydantic v2 models, identical on every backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from typing import Any, Generic, Literal, Optional, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+UTC = dt.timezone.utc
+
+SessionType = Literal["agent", "team", "workflow"]
+RunStatus = Literal["pending", "running", "paused", "completed", "cancelled", "error"]
+ContentStatus = Literal["processing", "completed", "failed"]
+TraceStatus = Literal["ok", "error", "unset"]
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+ScheduleRunStatus = Literal["running", "success", "failed", "skipped"]
+EvalType = Literal["accuracy", "performance", "reliability", "agent_as_judge"]
+
+
+def new_id() -> str:
+    """A time-ordered uuid7 as 32 hex characters (keeps B-tree inserts local)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= (rand >> 68) << 64  # 12 bits rand_a
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)
+    return f"{value:032x}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def _to_utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+Timestamp = AwareDatetime
+JsonDict = dict[str, Any]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        # Every stored time is UTC; aware datetimes in other zones are converted.
+        if isinstance(value, dt.datetime):
+            return _to_utc(value)
+        return value
+
+
+class RunMetrics(Record):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: Optional[float] = None
+    duration_ms: Optional[float] = None
+    model: Optional[str] = None
+    provider: Optional[str] = None
+
+
+class Run(Record):
+    run_id: str = Field(default_factory=new_id)
+    session_id: str
+    user_id: Optional[str] = None
+    agent_id: Optional[str] = None
+    team_id: Optional[str] = None
+    workflow_id: Optional[str] = None
+    parent_run_id: Optional[str] = None
+    seq: Optional[int] = None
+    status: RunStatus = "completed"
+    input: Any = None
+    content: Any = None
+    messages: list[JsonDict] = Field(default_factory=list)
+    tools: list[JsonDict] = Field(default_factory=list)
+    metrics: RunMetrics = Field(default_factory=RunMetrics)
+    metadata: JsonDict = Field(default_factory=dict)
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+
+
+class Session(Record):
+    session_id: str = Field(default_factory=new_id)
+    session_type: SessionType = "agent"
+    user_id: Optional[str] = None
+    agent_id: Optional[str] = None
+    team_id: Optional[str] = None
+    workflow_id: Optional[str] = None
+    name: Optional[str] = None
+    state: JsonDict = Field(default_factory=dict)
+    metadata: JsonDict = Field(default_factory=dict)
+    summary: Optional[JsonDict] = None
+    revision: Optional[int] = None
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+    expires_at: Optional[Timestamp] = None
+    runs: Optional[list[Run]] = None
+
+
+class UserMemory(Record):
+    memory_id: str = Field(default_factory=new_id)
+    user_id: Optional[str] = None
+    memory: str
+    topics: list[str] = Field(default_factory=list)
+    input: Optional[str] = None
+    feedback: Optional[str] = None
+    agent_id: Optional[str] = None
+    team_id: Optional[str] = None
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+    expires_at: Optional[Timestamp] = None
+
+
+class MemoryStats(Record):
+    user_id: Optional[str]
+    memories: int
+    last_updated: Optional[Timestamp]
+
+
+class KnowledgeContent(Record):
+    id: str = Field(default_factory=new_id)
+    name: Optional[str] = None
+    description: Optional[str] = None
+    metadata: JsonDict = Field(default_factory=dict)
+    type: Optional[str] = None
+    size: Optional[int] = None
+    linked_to: Optional[str] = None
+    status: ContentStatus = "processing"
+    status_message: Optional[str] = None
+    external_id: Optional[str] = None
+    user_id: Optional[str] = None
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+
+
+class Trace(Record):
+    trace_id: str
+    name: Optional[str] = None
+    status: TraceStatus = "unset"
+    start_time: Optional[Timestamp] = None
+    end_time: Optional[Timestamp] = None
+    duration_ms: Optional[float] = None
+    run_id: Optional[str] = None
+    session_id: Optional[str] = None
+    user_id: Optional[str] = None
+    agent_id: Optional[str] = None
+    team_id: Optional[str] = None
+    workflow_id: Optional[str] = None
+    span_count: int = 0
+
+
+class Span(Record):
+    span_id: str
+    trace_id: str
+    parent_span_id: Optional[str] = None
+    name: str = ""
+    kind: str = "INTERNAL"
+    status_code: Literal["UNSET", "OK", "ERROR"] = "UNSET"
+    status_message: Optional[str] = None
+    start_time: Timestamp
+    end_time: Optional[Timestamp] = None
+    duration_ms: Optional[float] = None
+    attributes: JsonDict = Field(default_factory=dict)
+    events: list[JsonDict] = Field(default_factory=list)
+
+
+class TraceStats(Record):
+    key: Optional[str]
+    traces: int
+    errors: int
+    avg_ms: Optional[float]
+    p95_ms: Optional[float]
+    max_ms: Optional[float]
+
+
+class Approval(Record):
+    id: str = Field(default_factory=new_id)
+    status: ApprovalStatus = "pending"
+    run_id: Optional[str] = None
+    session_id: Optional[str] = None
+    user_id: Optional[str] = None
+    agent_id: Optional[str] = None
+    team_id: Optional[str] = None
+    workflow_id: Optional[str] = None
+    tool_name: Optional[str] = None
+    tool_args: JsonDict = Field(default_factory=dict)
+    context: JsonDict = Field(default_factory=dict)
+    requested_by: Optional[str] = None
+    resolved_by: Optional[str] = None
+    resolution: Optional[JsonDict] = None
+    created_at: Optional[Timestamp] = None
+    resolved_at: Optional[Timestamp] = None
+    expires_at: Optional[Timestamp] = None
+
+
+class ScheduleTarget(Record):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["agent", "team", "workflow", "http"]
+    id: Optional[str] = None
+    endpoint: Optional[str] = None
+    payload: JsonDict = Field(default_factory=dict)
+
+
+class Schedule(Record):
+    id: str = Field(default_factory=new_id)
+    name: str = ""
+    cron: str
+    timezone: str = "UTC"
+    target: ScheduleTarget
+    enabled: bool = True
+    next_run_at: Optional[Timestamp] = None
+    max_retries: int = 0
+    timeout_seconds: Optional[float] = None
+    user_id: Optional[str] = None
+    locked_by: Optional[str] = None
+    locked_until: Optional[Timestamp] = None
+    revision: Optional[int] = None
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+
+
+class ScheduleRun(Record):
+    id: str = Field(default_factory=new_id)
+    schedule_id: str
+    attempt: int = 1
+    status: ScheduleRunStatus = "running"
+    started_at: Optional[Timestamp] = None
+    finished_at: Optional[Timestamp] = None
+    error: Optional[str] = None
+    output: Any = None
+    run_id: Optional[str] = None
+    session_id: Optional[str] = None
+
+
+class MetricsDay(Record):
+    date: dt.date
+    user_id: str = ""
+    agent_runs: int = 0
+    team_runs: int = 0
+    workflow_runs: int = 0
+    sessions: int = 0
+    users: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost: float = 0.0
+    by_model: JsonDict = Field(default_factory=dict)
+    updated_at: Optional[Timestamp] = None
+
+
+class EvalRun(Record):
+    id: str = Field(default_factory=new_id)
+    name: Optional[str] = None
+    eval_type: EvalType
+    agent_id: Optional[str] = None
+    team_id: Optional[str] = None
+    workflow_id: Optional[str] = None
+    model: Optional[str] = None
+    input: Any = None
+    result: JsonDict = Field(default_factory=dict)
+    score: Optional[float] = None
+    user_id: Optional[str] = None
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: Optional[str] = None
+    total: Optional[int] = None

@@ -1,0 +1,88 @@
+"""The query description every kernel compiles natively, and a reference evaluator for it.
+
+A `Query` is a conjunction of conditions, one order (a tuple of fields, all ascending or
+all descending, ending with the table key so the order is total), a limit and a keyset
+position (`after`: the order values of the last row of the previous page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+OPS = ("eq", "in", "lt", "lte", "gt", "gte", "icontains", "contains_all")
+
+
+@dataclass(frozen=True)
+class Cond:
+    field: str
+    op: str
+    value: Any
+
+    def __post_init__(self) -> None:
+        assert self.op in OPS, self.op
+
+
+def eq(f: str, v: Any) -> Cond:
+    return Cond(f, "eq", v)
+
+
+@dataclass(frozen=True)
+class Query:
+    table: str
+    where: tuple[Cond, ...] = ()
+    order: tuple[str, ...] = ()
+    desc: bool = False
+    limit: int | None = None
+    after: tuple | None = None
+    fields: tuple[str, ...] | None = None  # projection; None = every column
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+# -- reference semantics, used by the in-memory and JSON kernels ---------------------------
+
+_LOW = (0,)
+
+
+def sort_key(value: Any) -> tuple:
+    """Totally ordered key for one value; None sorts first, as NULL does in SQLite."""
+    return _LOW if value is None else (1, value)
+
+
+def row_key(row: dict, order: Sequence[str]) -> tuple:
+    return tuple(sort_key(row.get(f)) for f in order)
+
+
+def matches(row: dict, cond: Cond) -> bool:
+    value = row.get(cond.field)
+    op, target = cond.op, cond.value
+    if op == "eq":
+        return value == target if target is not None else value is None
+    if op == "in":
+        return value in target
+    if op == "icontains":
+        return value is not None and target.lower() in value.lower()
+    if op == "contains_all":
+        return value is not None and all(t in value for t in target)
+    if value is None:
+        return False
+    if op == "lt":
+        return value < target
+    if op == "lte":
+        return value <= target
+    if op == "gt":
+        return value > target
+    return value >= target  # gte
+
+
+def matches_all(row: dict, where: Iterable[Cond]) -> bool:
+    return all(matches(row, c) for c in where)
+
+
+def after_filter(rows: Iterable[dict], q: Query) -> Iterable[dict]:
+    if q.after is None:
+        return rows
+    pos = tuple(sort_key(v) for v in q.after)
+    if q.desc:
+        return (r for r in rows if row_key(r, q.order) < pos)
+    return (r for r in rows if row_key(r, q.order) > pos)

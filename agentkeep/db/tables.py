@@ -1,0 +1,170 @@
+"""One declarative spec per table. Every backend derives its layout from these specs.
+
+Column kinds: "str" (short, indexable text), "text" (unbounded text), "int", "float",
+"bool", "time" (UTC datetime), "date", "json" (any JSON value). List-valued columns named in
+`multi` can be filtered with "contains all" (SQL keeps them in a side table, document stores
+in a multikey index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from agentkeep.db import models as m
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class Index:
+    fields: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str  # logical name, used in code, exports and results
+    physical: str  # the name in the store
+    model: type[BaseModel] | None
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    indexes: tuple[Index, ...] = ()
+    multi: tuple[str, ...] = ()
+    version: int = 1
+    internal: tuple[str, ...] = ()  # columns kept by the db but not part of the record
+    column_map: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.column_map.update({c.name: c for c in self.columns})
+
+    def kind(self, name: str) -> str:
+        return self.column_map[name].kind
+
+    def key_of(self, row: dict) -> tuple:
+        return tuple(row[k] for k in self.key)
+
+
+_SCALAR_KINDS = {str: "str", int: "int", float: "float", bool: "bool", dt.datetime: "time", dt.date: "date"}
+_TEXT_FIELDS = {"memory", "status_message", "error", "description", "input", "feedback"}
+
+
+def _kind_of(annotation: typing.Any) -> tuple[str, bool]:
+    origin = typing.get_origin(annotation)
+    nullable = False
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(annotation))
+        if len(args) == 1:
+            annotation, origin = args[0], typing.get_origin(args[0])
+        else:
+            return "json", True
+    if origin is typing.Literal:
+        return "str", nullable
+    if annotation is typing.Any:
+        return "json", True
+    # AwareDatetime is an Annotated datetime
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return _SCALAR_KINDS.get(annotation, "json"), nullable
+
+
+def _columns(model: type[BaseModel], skip: tuple[str, ...] = (), extra: tuple[Column, ...] = ()) -> tuple[Column, ...]:
+    cols = []
+    hints = typing.get_type_hints(model, include_extras=True)
+    for name in model.model_fields:
+        if name in skip:
+            continue
+        kind, nullable = _kind_of(hints[name])
+        if kind == "str" and name in _TEXT_FIELDS:
+            kind = "text"
+        cols.append(Column(name, kind, nullable))
+    return tuple(cols) + extra
+
+
+def _spec(name, model, key, indexes, *, skip=(), extra=(), multi=(), version=1) -> TableSpec:
+    return TableSpec(
+        name=name,
+        physical=name,
+        model=model,
+        key=key,
+        columns=_columns(model, skip, extra) if model else extra,
+        indexes=tuple(Index(tuple(f)) if not isinstance(f, Index) else f for f in indexes),
+        multi=multi,
+        version=version,
+        internal=tuple(c.name for c in extra),
+    )
+
+
+def default_specs() -> dict[str, TableSpec]:
+    """The tables of the current schema, by logical name, with unprefixed physical names."""
+    rev = Column("revision", "int", False)
+    specs = [
+        _spec(
+            "sessions", m.Session, ("session_id",),
+            [("user_id", "updated_at"), ("user_id", "created_at"), ("updated_at",), ("created_at",),
+             ("expires_at",)],
+            skip=("runs",), extra=(Column("last_seq", "int", False),),
+        ),
+        _spec(
+            "runs", m.Run, ("run_id",),
+            [Index(("session_id", "seq"), unique=True), ("created_at",), ("updated_at",), ("user_id", "created_at")],
+        ),
+        _spec(
+            "memories", m.UserMemory, ("memory_id",),
+            [("user_id", "updated_at"), ("updated_at",), ("expires_at",)],
+            multi=("topics",),
+        ),
+        _spec("knowledge", m.KnowledgeContent, ("id",), [("user_id", "updated_at"), ("updated_at",), ("linked_to",)]),
+        _spec(
+            "traces", m.Trace, ("trace_id",),
+            [("start_time",), ("user_id", "start_time"), ("session_id", "start_time"), ("run_id",),
+             ("agent_id", "start_time")],
+            extra=(rev,),
+        ),
+        _spec("spans", m.Span, ("span_id",), [("trace_id", "start_time")]),
+        _spec(
+            "approvals", m.Approval, ("id",),
+            [("status", "created_at"), ("user_id", "created_at"), ("session_id", "created_at"),
+             ("created_at",), ("expires_at",)],
+        ),
+        _spec("schedules", m.Schedule, ("id",), [("enabled", "next_run_at"), ("user_id", "created_at"), ("created_at",)]),
+        _spec("schedule_runs", m.ScheduleRun, ("id",), [("schedule_id", "started_at")]),
+        _spec("metrics", m.MetricsDay, ("date", "user_id"), [("user_id", "date")]),
+        _spec("eval_runs", m.EvalRun, ("id",), [("user_id", "created_at"), ("created_at",)]),
+        _spec(
+            "meta", None, ("key",), [],
+            extra=(Column("key", "str", False), Column("value", "json"), Column("updated_at", "time")),
+        ),
+    ]
+    return {s.name: s for s in specs}
+
+
+TABLES = tuple(default_specs())
+# Export order: parents before children, so an import never meets an orphan.
+EXPORT_TABLES = tuple(t for t in TABLES if t != "meta")
+USER_TABLES = ("sessions", "runs", "memories", "knowledge", "traces", "approvals", "schedules", "eval_runs", "metrics")
+
+
+def build_specs(table_prefix: str = "agentkeep_", overrides: dict[str, str] | None = None) -> dict[str, TableSpec]:
+    """Specs with their physical names: `table_prefix` + name, or an explicit override."""
+    overrides = overrides or {}
+    unknown = set(overrides) - set(TABLES)
+    if unknown:
+        from agentkeep.db.errors import InvalidInputError
+
+        raise InvalidInputError(f"unknown table override(s): {sorted(unknown)}; tables are {list(TABLES)}")
+    return {
+        name: dataclasses.replace(spec, physical=overrides.get(name) or f"{table_prefix}{name}", column_map={})
+        for name, spec in default_specs().items()
+    }

@@ -1,0 +1,182 @@
+"""Input checks and cursors, shared by the sync and async domain layers (pure, no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from agentkeep.db.errors import InvalidInputError
+
+MAX_ID_LENGTH = 255
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 256
+MAX_LIMIT = 1000
+UTC = dt.timezone.utc
+
+
+def check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        raise InvalidInputError(f"{what} must be 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    if not value.isprintable():
+        raise InvalidInputError(f"{what} must not contain control characters: {value!r}")
+    return value
+
+
+def check_opt_id(value: Any, what: str) -> str | None:
+    return None if value is None else check_id(value, what)
+
+
+def check_ids(values: Any, what: str) -> list[str]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InvalidInputError(f"{what} must be a list of ids")
+    return list(dict.fromkeys(check_id(v, what) for v in values))
+
+
+def check_time(value: Any, what: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise InvalidInputError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInputError(f"{what} must be timezone-aware (naive datetimes are ambiguous): {value!r}")
+    return value.astimezone(UTC)
+
+
+def check_date(value: Any, what: str) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+        raise InvalidInputError(f"{what} must be a date, got {type(value).__name__}")
+    return value
+
+
+def check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInputError(f"limit must be an integer in 1..{MAX_LIMIT}, got {limit!r}")
+    return limit
+
+
+def check_bool(value: Any, what: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_str(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def check_choice(value: Any, choices: Sequence[str], what: str) -> str:
+    if value not in choices:
+        raise InvalidInputError(f"unknown {what} {value!r}; expected one of {list(choices)}")
+    return value
+
+
+def coerce(model: type[BaseModel], value: Any, what: str) -> BaseModel:
+    """Accept a model instance or a dict; re-validate so in-place edits are checked too."""
+    if isinstance(value, BaseModel) and not isinstance(value, model):
+        raise InvalidInputError(f"{what} must be a {model.__name__}, got {type(value).__name__}")
+    if not isinstance(value, (dict, BaseModel)):
+        raise InvalidInputError(f"{what} must be a {model.__name__} or a dict, got {type(value).__name__}")
+    try:
+        data = value if isinstance(value, dict) else dict(value)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid {model.__name__}: {exc}") from None
+
+
+def check_payload(row: dict, what: str) -> None:
+    """Check a record holds only JSON values, nests at most MAX_DEPTH levels and fits the
+    size limit; one iterative walk (no recursion limit to hit)."""
+    size = 0
+    stack: list[tuple[Any, int]] = [(v, 1) for v in row.values()]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if value.isascii():
+                size += len(value) + 2
+            else:
+                try:
+                    size += len(value.encode("utf-8")) + 2
+                except UnicodeEncodeError:
+                    raise InvalidInputError(f"{what} holds a lone surrogate, which is not valid unicode") from None
+        elif isinstance(value, dict):
+            if depth > MAX_DEPTH:
+                raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise InvalidInputError(f"{what} has a non-string key {k!r}; JSON keys are strings")
+                size += len(k) + 4
+                stack.append((v, depth + 1))
+        elif isinstance(value, (list, tuple)):
+            if depth > MAX_DEPTH:
+                raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
+            size += 2
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidInputError(f"{what} holds {value!r}, which JSON cannot represent")
+            size += 24
+        elif value is None or isinstance(value, (bool, int)):
+            size += 8
+        elif depth == 1 and isinstance(value, (dt.datetime, dt.date)):
+            size += 8  # a time column; inside JSON values only JSON types are allowed
+        else:
+            raise InvalidInputError(f"{what} holds a {type(value).__name__}, which is not a JSON value")
+        if size > MAX_RECORD_BYTES:
+            raise InvalidInputError(f"{what} is larger than the {MAX_RECORD_BYTES // 2**20} MiB record limit")
+
+
+# -- keyset cursors ----------------------------------------------------------------------
+
+
+def _enc(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"t": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"d": value.isoformat()}
+    return value
+
+
+def _dec(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "t" in value:
+            parsed = dt.datetime.fromisoformat(value["t"])
+            if parsed.tzinfo is None:
+                raise ValueError("naive time in cursor")
+            return parsed
+        return dt.date.fromisoformat(value["d"])
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise ValueError("bad cursor value")
+
+
+def encode_cursor(order: str, values: Sequence[Any]) -> str:
+    raw = json.dumps([order, [_enc(v) for v in values]], separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Any, order: str, width: int) -> tuple | None:
+    if cursor is None:
+        return None
+    try:
+        if not isinstance(cursor, str):
+            raise ValueError
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        made_for, values = json.loads(raw)
+        if made_for != order or not isinstance(values, list) or len(values) != width:
+            raise ValueError
+        return tuple(_dec(v) for v in values)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise InvalidInputError(
+            f"invalid cursor {str(cursor)[:40]!r}: pass next_cursor from a previous page of the same order"
+        ) from None
