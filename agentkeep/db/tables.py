@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from agentkeep.db import models as m
 
@@ -56,7 +56,7 @@ class TableSpec:
 
 
 _SCALAR_KINDS = {str: "str", int: "int", float: "float", bool: "bool", dt.datetime: "time", dt.date: "date"}
-_TEXT_FIELDS = {"memory", "status_message", "error", "description", "input", "feedback"}
+_TEXT_FIELDS = {"memory", "status_message", "error", "description", "input", "feedback", "name"}
 
 
 def _kind_of(annotation: typing.Any) -> tuple[str, bool]:
@@ -73,6 +73,8 @@ def _kind_of(annotation: typing.Any) -> tuple[str, bool]:
         return "str", nullable
     if annotation is typing.Any:
         return "json", True
+    if annotation is AwareDatetime:
+        return "time", nullable
     # AwareDatetime is an Annotated datetime
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]

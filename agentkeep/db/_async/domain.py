@@ -117,6 +117,10 @@ class AsyncDb:
             if c.kind == "json" and hasattr(value, "model_dump"):
                 row[c.name] = value.model_dump()
         v.check_payload(row, what)
+        for c in spec.columns:
+            value = row.get(c.name)
+            if c.kind == "str" and isinstance(value, str) and len(value) > v.MAX_ID_LENGTH:
+                raise InvalidInputError(f"{what}.{c.name} is longer than {v.MAX_ID_LENGTH} characters")
         for k in spec.key:
             if spec.kind(k) == "str":
                 v.check_id(row[k], f"{what}.{k}")
