@@ -160,9 +160,12 @@ def tables(
         return
     console = _console()
     render_schema_status(status, console, title=f"Tables in {db_url}")
-    stale = [name for name, _, _, ok in _status_rows(status) if not ok]
-    if stale:
-        console.print(f"{len(stale)} table(s) not up to date; run `agentkeep migrate`.")
+    rows = _status_rows(status)
+    stale = [name for name, _, _, ok in rows if not ok]
+    if rows and all(version is None for _, version, _, _ in rows):
+        console.print("No tables yet: they are created on first use, or now with `agentkeep migrate`.")
+    elif stale:
+        console.print(f"{len(stale)} table(s) not up to date: run `agentkeep migrate`.")
 
 
 @app.command()

@@ -269,11 +269,13 @@ def fill(db: Any, *, now: Optional[dt.datetime] = None) -> dict[str, Any]:
             user_id="alice",
             max_retries=2,
             timeout_seconds=120,
+            next_run_at=now - dt.timedelta(seconds=1),  # due now, so the worker below picks it up
         ),
         expected_revision=0,
     )
     worker = f"demo-worker-{new_id()[-6:]}"
-    claim_at = (schedule.next_run_at or now) + dt.timedelta(seconds=1)
+    due = schedule.next_run_at or now
+    claim_at = now if due <= now else due + dt.timedelta(seconds=1)
     claimed = db.claim_due_schedules(worker_id=worker, now=claim_at, lease_seconds=60, limit=1000)
     for s in claimed:  # earlier demo runs' schedules may be due too; this worker runs them all
         if s.id == schedule.id:
@@ -338,6 +340,10 @@ def _total(list_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return page.total if page.total is not None else len(page.items)
 
 
+def _users(sessions: list[Any]) -> list[str]:
+    return sorted({s.user_id for s in sessions if s.user_id})
+
+
 def count_rows(db: Any) -> dict[str, int]:
     """Rows per logical table, counted through the public API (works on every backend)."""
     sessions = _all_pages(db.list_sessions)
@@ -353,7 +359,8 @@ def count_rows(db: Any) -> dict[str, int]:
         "approvals": _total(db.list_approvals),
         "schedules": len(schedules),
         "schedule_runs": sum(_total(db.list_schedule_runs, s.id) for s in schedules),
-        "metrics": len(db.get_metrics()),
+        # get_metrics() without user_id gives the all-users rows; per-user rows are asked per user.
+        "metrics": len(db.get_metrics()) + sum(len(db.get_metrics(user_id=u)) for u in _users(sessions)),
         "eval_runs": _total(db.list_eval_runs),
     }
 
@@ -375,8 +382,11 @@ def _samples(db: Any, table: str, n: int = 3) -> tuple[list[str], list[list[Any]
             [s.session_id, s.session_type, s.user_id, s.name, s.revision] for s in items
         ]
     if table == "runs":
-        session = next(iter(db.list_sessions(limit=1).items), None)
-        items = db.list_runs(session.session_id, last=n).items if session else []
+        items = []
+        for session in db.list_sessions(limit=n).items:  # the latest runs of the latest sessions
+            items.extend(reversed(db.list_runs(session.session_id, last=n - len(items)).items))
+            if len(items) >= n:
+                break
         return ["session_id", "seq", "status", "tokens", "model", "content"], [
             [r.session_id, r.seq, r.status, r.metrics.total_tokens, r.metrics.model, r.content] for r in items
         ]
@@ -414,7 +424,8 @@ def _samples(db: Any, table: str, n: int = 3) -> tuple[list[str], list[list[Any]
             [r.schedule_id, r.attempt, r.status, r.started_at] for r in items
         ]
     if table == "metrics":
-        items = sorted(db.get_metrics(), key=lambda m: (m.date, m.user_id), reverse=True)[:n]
+        rows = db.get_metrics() + [r for u in _users(db.list_sessions(limit=100).items) for r in db.get_metrics(user_id=u)]
+        items = sorted(rows, key=lambda m: (m.date, m.user_id == "", m.user_id), reverse=True)[:n]
         return ["date", "user", "agent runs", "team runs", "tokens", "cost"], [
             [m.date, m.user_id or "(all)", m.agent_runs, m.team_runs, m.total_tokens, round(m.cost, 6)] for m in items
         ]
@@ -465,7 +476,7 @@ def run_demo(url: str = DEFAULT_DEMO_URL, *, console: Optional["Console"] = None
             f"1 schedule (claimed and released), 1 schedule run, {made['metric_rows_written']} metric rows "
             f"and 1 eval run to {url}"
         )
-        return show(db, console, title=f"What {url} holds now")
+        return show(db, console, title="Rows per table")
     finally:
         db.close()
 
@@ -480,6 +491,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         run_demo(args.db)
     except DbError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("agentkeep"):
+            raise
+        extra = {"sqlalchemy": "sqlite", "fsspec": "json", "filelock": "json"}.get((exc.name or "").split(".")[0])
+        hint = f"; install it with: pip install 'agentkeep[{extra}]'" if extra else ""
+        print(f"error: this db needs the Python package {exc.name!r}, which is not installed{hint}", file=sys.stderr)
         return 2
     return 0
 

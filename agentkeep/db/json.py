@@ -77,6 +77,13 @@ class _TableState:
         self.lines = 0
         self.scalar = [c for c in spec.columns if c.kind != "json" or c.name in spec.multi]
         self.json = [c.name for c in spec.columns if c.kind == "json" and c.name not in spec.multi]
+        self.key_kinds = [spec.kind(k) for k in spec.key]
+
+    def key_out(self, key: tuple) -> list:
+        return [_encode(kind, v) for kind, v in zip(self.key_kinds, key)]
+
+    def key_in(self, raw: list) -> tuple:
+        return tuple(_decode(kind, v) for kind, v in zip(self.key_kinds, raw))
 
 
 class JsonKernel:
@@ -123,7 +130,7 @@ class JsonKernel:
         return f"{self._dir(st)}/index-{st.gen if gen is None else gen}.jsonl"
 
     def _record_path(self, st: _TableState, key: tuple, version: int) -> str:
-        digest = hashlib.sha1(_dumps(list(key)).encode()).hexdigest()
+        digest = hashlib.sha1(_dumps(st.key_out(key)).encode()).hexdigest()
         return f"{self._dir(st)}/r/{digest[:2]}/{digest}.{version}.json"
 
     def _append(self, path: str, data: str) -> None:
@@ -193,7 +200,7 @@ class JsonKernel:
         if "moved" in item:
             return True
         st.lines += 1
-        key = tuple(item["k"])
+        key = st.key_in(item["k"])
         if item.get("del"):
             st.index.remove(key)
             return False
@@ -225,11 +232,11 @@ class JsonKernel:
             version = None
             if st.json:
                 version = (prev["_v"] if prev and prev.get("_v") is not None else 0) + 1
-                record = {"k": list(key), "j": {c: row.get(c) for c in st.json}}
+                record = {"k": st.key_out(key), "j": {c: row.get(c) for c in st.json}}
                 with self.fs.open(self._record_path(st, key, version), "wb") as f:
                     f.write(_dumps(record).encode("utf-8"))
             scalars = {c.name: _encode(c.kind, row.get(c.name)) for c in st.scalar}
-            lines.append(_dumps({"k": list(key), "r": scalars, "v": version}))
+            lines.append(_dumps({"k": st.key_out(key), "r": scalars, "v": version}))
         self._repair_tail(st)
         self._append(self._log(st), "\n".join(lines) + "\n")
         self._sync(st)
@@ -268,7 +275,7 @@ class JsonKernel:
             return
         new_gen = st.gen + 1
         lines = [
-            _dumps({"k": list(st.spec.key_of(r)), "r": {c.name: _encode(c.kind, r.get(c.name)) for c in st.scalar}, "v": r.get("_v")})
+            _dumps({"k": st.key_out(st.spec.key_of(r)), "r": {c.name: _encode(c.kind, r.get(c.name)) for c in st.scalar}, "v": r.get("_v")})
             for r in st.index.rows.values()
         ]
         path = self._log(st, new_gen)
@@ -359,7 +366,7 @@ class JsonKernel:
             if current is entry:
                 scalars = {c.name: _encode(c.kind, new.get(c.name)) for c in st.scalar}
                 self._repair_tail(st)
-                self._append(self._log(st), _dumps({"k": list(key), "r": scalars, "v": entry.get("_v")}) + "\n")
+                self._append(self._log(st), _dumps({"k": st.key_out(key), "r": scalars, "v": entry.get("_v")}) + "\n")
                 self._sync(st)
                 self._maybe_compact(st)
             else:
@@ -374,7 +381,7 @@ class JsonKernel:
                 return 0
             keys = [st.spec.key_of(r) for r in gone]
             self._repair_tail(st)
-            self._append(self._log(st), "".join(_dumps({"k": list(k), "del": 1}) + "\n" for k in keys))
+            self._append(self._log(st), "".join(_dumps({"k": st.key_out(k), "del": 1}) + "\n" for k in keys))
             self._sync(st)
             if st.json:
                 for key, row in zip(keys, gone):

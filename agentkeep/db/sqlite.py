@@ -1,7 +1,7 @@
 """SqliteDb: the embedded default. `SqliteDb()` keeps everything in ./agentkeep.db.
 
 WAL journal (readers never block the writer), every write transaction opened with
-BEGIN IMMEDIATE (no lock upgrade deadlocks), a busy timeout plus a bounded retry when the
+BEGIN IMMEDIATE (no lock-upgrade deadlocks), a busy timeout plus a bounded retry when the
 database stays locked, foreign keys on, and an index for every documented filter.
 
 Durability: `durability="normal"` (default) is WAL with synchronous=NORMAL: a committed
@@ -12,16 +12,19 @@ transactions before a checkpoint but never corrupts the file. `durability="full"
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import random
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import InvalidInputError
@@ -30,30 +33,45 @@ from agentkeep.db.sql.kernel import SqlKernel
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+MICRO = dt.timedelta(microseconds=1)
 
 
 def _lower(value):
     return value.lower() if isinstance(value, str) else value
 
 
+def _dumps(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 class SqliteKernel(SqlKernel):
     def __init__(self, url: sa.URL, durability: str) -> None:
         memory = url.database in (None, "", ":memory:")
         kwargs: dict = {"connect_args": {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}}
-        if memory:
-            kwargs["poolclass"] = StaticPool
-        else:
+        # a file db keeps one connection per thread (opened on first use, closed when the
+        # thread ends or the db closes): no pool round trip per call
+        kwargs["poolclass"] = StaticPool if memory else NullPool
+        if not memory:
             Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, **kwargs)
         super().__init__(engine)
+        self._open: weakref.WeakSet = weakref.WeakSet()
+        self._open_lock = threading.Lock()
         if memory:
             self.serial = threading.RLock()
             self.capabilities = frozenset({"transactions"})
+        # times as integer microseconds since the epoch: exact, compact, and they sort
+        self.encode = {"time": lambda d: (d - EPOCH) // MICRO, "date": dt.date.isoformat, "json": _dumps, "bool": int}
+        self.decode = {
+            "time": lambda v: EPOCH + dt.timedelta(microseconds=v), "date": dt.date.fromisoformat,
+            "json": json.loads, "bool": bool,
+        }
         sync = {"normal": "NORMAL", "full": "FULL"}[durability]
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            dbapi_conn.isolation_level = None  # autocommit; writes say BEGIN IMMEDIATE themselves
             cur = dbapi_conn.cursor()
             if not memory:
                 cur.execute("PRAGMA journal_mode=WAL")
@@ -62,31 +80,43 @@ class SqliteKernel(SqlKernel):
             cur.close()
             dbapi_conn.create_function("ak_lower", 1, _lower, deterministic=True)
 
-        @event.listens_for(engine, "begin")
-        def _begin(conn):
-            if conn.info.get("ak_write"):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
     def describe(self) -> str:
         return f"SQLite {sqlite3.sqlite_version} file {self.engine.url.database}"
 
-    def begin_write(self, conn) -> None:
-        conn.info["ak_write"] = True
-        try:
-            for attempt in range(BEGIN_RETRIES):
-                try:
-                    conn.begin()
-                    return
-                except sa.exc.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc) or attempt == BEGIN_RETRIES - 1:
-                        raise
-                    conn.rollback()
-                    time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # back off, then retry
-        finally:
-            conn.info["ak_write"] = False
+    def acquire(self):
+        holder = getattr(self._local, "holder", None)
+        if holder is None or holder.raw is None:
+            holder = self._local.holder = _ThreadConnection(self.engine.raw_connection())
+            with self._open_lock:
+                self._open.add(holder)
+        return holder.raw
 
-    def icontains(self, column, needle: str):
-        return sa.func.instr(sa.func.ak_lower(column), needle.lower()) > 0
+    def release(self, raw) -> None:
+        pass  # stays with its thread
+
+    def close(self) -> None:
+        with self._open_lock:
+            holders, self._open = list(self._open), weakref.WeakSet()
+        for holder in holders:
+            holder.close()
+        super().close()
+
+    def begin(self, raw) -> None:
+        for attempt in range(BEGIN_RETRIES):
+            try:
+                raw.cursor().execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                # the busy timeout already waited; back off and retry a few more times
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == BEGIN_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+
+    def end_read(self, raw) -> None:
+        pass  # autocommit reads: nothing to end
+
+    def icontains(self, column, needle):
+        return sa.func.instr(sa.func.ak_lower(column), needle) > 0
 
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool):
         stmt = sqlite_insert(table)
@@ -95,6 +125,23 @@ class SqliteKernel(SqlKernel):
         return stmt.on_conflict_do_update(
             index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
         )
+
+
+class _ThreadConnection:
+    """A thread's own connection; closed when the thread's locals go away."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+
+    def close(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            try:
+                raw.close()
+            except Exception:  # already closed by its thread finishing: nothing to do
+                pass
+
+    __del__ = close
 
 
 class SqliteDb(Db):

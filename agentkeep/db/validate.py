@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import math
+import re
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
@@ -16,6 +17,7 @@ MAX_ID_LENGTH = 255
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 256
 MAX_LIMIT = 1000
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 UTC = dt.timezone.utc
 
 
@@ -24,7 +26,7 @@ def check_id(value: Any, what: str) -> str:
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
     if not 0 < len(value) <= MAX_ID_LENGTH:
         raise InvalidInputError(f"{what} must be 1..{MAX_ID_LENGTH} characters, got {len(value)}")
-    if not value.isprintable():
+    if _CONTROL.search(value):
         raise InvalidInputError(f"{what} must not contain control characters: {value!r}")
     return value
 

@@ -6,6 +6,7 @@ GENERATED from agentkeep/db/_async/domain.py by scripts/unasync.py: do not edit.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -51,6 +52,17 @@ TTL_TABLES = (("sessions", "runs", "session_id"), ("memories", None, None), ("ap
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+@functools.lru_cache(maxsize=None)
+def _nested(model: type) -> tuple:
+    """Fields of `model` that hold a record of their own (Run.metrics, Schedule.target)."""
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, m.Record):
+            out.append((name, ann))
+    return tuple(out)
 
 
 def _now() -> dt.datetime:
@@ -103,10 +115,16 @@ class Db:
             self._schema_checked = True
 
     def _model(self, table: str, row: dict | None):
+        """A record from a stored row. Rows were validated on the way in, so they are only
+        assembled here (nested records included), not validated again."""
         if row is None:
             return None
         spec = self.specs[table]
-        return spec.model.model_validate({k: row[k] for k in spec.model.model_fields if k in row})
+        data = {k: row[k] for k in spec.model.model_fields if k in row}
+        for name, sub in _nested(spec.model):
+            if isinstance(data.get(name), dict):
+                data[name] = sub.model_construct(**data[name])
+        return spec.model.model_construct(**data)
 
     def _row(self, table: str, record: Any, what: str) -> dict:
         spec = self.specs[table]
@@ -460,7 +478,8 @@ class Db:
     def _memory_row(self, memory: Any, now: dt.datetime) -> dict:
         mem = v.coerce(m.UserMemory, memory, "memory")
         for t in mem.topics:
-            v.check_id(t, "memory topic")
+            if len(t) > v.MAX_ID_LENGTH:  # any string is a topic, up to the indexable length
+                raise InvalidInputError(f"a memory topic is longer than {v.MAX_ID_LENGTH} characters")
         row = self._row("memories", mem, "memory")
         row.update(created_at=mem.created_at or now, updated_at=now)
         return row
@@ -520,7 +539,9 @@ class Db:
         _scope(where, "agent_id", v.check_opt_id(agent_id, "agent_id"))
         _scope(where, "team_id", v.check_opt_id(team_id, "team_id"))
         if topics:
-            where.append(Cond("topics", "contains_all", v.check_ids(topics, "topics")))
+            if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):
+                raise InvalidInputError("topics must be a list of strings")
+            where.append(Cond("topics", "contains_all", list(dict.fromkeys(topics))))
         if v.check_str(search, "search"):
             where.append(Cond("memory", "icontains", search))
         return self._page("memories", where, MEMORY_ORDERS, order, limit, cursor, with_total)
