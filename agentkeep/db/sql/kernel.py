@@ -262,9 +262,10 @@ class SqlKernel:
             return str(sa.schema.CreateTable(step.detail, if_not_exists=True).compile(dialect=self.dialect))
         if step.action == "add_index":
             return str(sa.schema.CreateIndex(step.detail, if_not_exists=True).compile(dialect=self.dialect))
-        col = step.detail.copy()
-        if not col.nullable and col.server_default is None:
-            col.server_default = sa.text("0")  # an added NOT NULL column needs a value for old rows
+        old = step.detail
+        # an added NOT NULL column needs a value for the rows already there
+        default = sa.text("0") if not old.nullable and old.server_default is None else old.server_default
+        col = sa.Column(old.name, old.type, nullable=old.nullable, server_default=default)
         spec = sa.schema.CreateColumn(col).compile(dialect=self.dialect)
         return f"ALTER TABLE {self.dialect.identifier_preparer.quote(step.table)} ADD COLUMN {spec}"
 
