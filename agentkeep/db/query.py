@@ -41,16 +41,46 @@ class Query:
 
 # -- reference semantics, used by the in-memory and JSON kernels ---------------------------
 
-_LOW = (0,)
+class _Bound:
+    """A value below (LOW) or above (HIGH) every other value: None sorts as LOW, like NULL
+    in SQLite, and index entries stay flat tuples of the row's own values."""
+
+    __slots__ = ("high",)
+
+    def __init__(self, high: bool) -> None:
+        self.high = high
+
+    def __lt__(self, other: Any) -> bool:
+        return not self.high and other is not self
+
+    def __gt__(self, other: Any) -> bool:
+        return self.high and other is not self
+
+    def __le__(self, other: Any) -> bool:
+        return other is self or not self.high
+
+    def __ge__(self, other: Any) -> bool:
+        return other is self or self.high
+
+    def __eq__(self, other: Any) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return hash(self.high)
+
+    def __repr__(self) -> str:
+        return "HIGH" if self.high else "LOW"
 
 
-def sort_key(value: Any) -> tuple:
-    """Totally ordered key for one value; None sorts first, as NULL does in SQLite."""
-    return _LOW if value is None else (1, value)
+LOW, HIGH = _Bound(False), _Bound(True)
+
+
+def sort_key(value: Any) -> Any:
+    return LOW if value is None else value
 
 
 def row_key(row: dict, order: Sequence[str]) -> tuple:
-    return tuple(sort_key(row.get(f)) for f in order)
+    return tuple(LOW if (v := row.get(f)) is None else v for f in order)
 
 
 def matches(row: dict, cond: Cond) -> bool:

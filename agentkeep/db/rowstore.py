@@ -11,10 +11,8 @@ import json
 from bisect import bisect_left, bisect_right, insort
 from typing import Any, Iterable
 
-from agentkeep.db.query import Cond, Query, after_filter, matches, matches_all, row_key, sort_key
+from agentkeep.db.query import HIGH, Cond, Query, after_filter, matches, matches_all, row_key, sort_key
 from agentkeep.db.tables import TableSpec
-
-HIGH = (2,)  # sorts after every sort_key()
 
 
 def clone(row: dict, json_cols: Iterable[str]) -> dict:
@@ -31,6 +29,7 @@ class _Index:
     def __init__(self, fields: tuple[str, ...], key: tuple[str, ...]) -> None:
         self.fields = fields
         self.order = fields + tuple(k for k in key if k not in fields)
+        self.key_pos = tuple(self.order.index(k) for k in key)
         self.entries: list[tuple] = []
 
     def entry(self, row: dict) -> tuple:
@@ -173,7 +172,7 @@ class RowTable:
         return best
 
     def _key_of_entry(self, idx: _Index, entry: tuple) -> tuple:
-        return tuple(entry[idx.order.index(k)][1] for k in self.spec.key)
+        return tuple(entry[i] for i in idx.key_pos)
 
     def _range(self, idx: _Index, prefix: tuple, q: Query, after: tuple | None) -> list[tuple]:
         entries = idx.entries

@@ -115,6 +115,9 @@ class SqliteKernel(SqlKernel):
     def end_read(self, raw) -> None:
         pass  # autocommit reads: nothing to end
 
+    def sparse_index(self, column) -> dict:
+        return {"sqlite_where": column.is_not(None)}
+
     def icontains(self, column, needle):
         return sa.func.instr(sa.func.ak_lower(column), needle) > 0
 

@@ -30,6 +30,7 @@ class Column:
 class Index:
     fields: tuple[str, ...]
     unique: bool = False
+    sparse: bool = False  # index only rows where the first field is set (expiry times)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,9 @@ def _spec(name, model, key, indexes, *, skip=(), extra=(), multi=(), version=1) 
     )
 
 
+EXPIRES = Index(("expires_at",), sparse=True)  # most records never expire
+
+
 def default_specs() -> dict[str, TableSpec]:
     """The tables of the current schema, by logical name, with unprefixed physical names."""
     rev = Column("revision", "int", False)
@@ -115,16 +119,16 @@ def default_specs() -> dict[str, TableSpec]:
         _spec(
             "sessions", m.Session, ("session_id",),
             [("user_id", "updated_at"), ("user_id", "created_at"), ("updated_at",), ("created_at",),
-             ("expires_at",)],
+             EXPIRES],
             skip=("runs",), extra=(Column("last_seq", "int", False),),
         ),
         _spec(
             "runs", m.Run, ("run_id",),
-            [Index(("session_id", "seq"), unique=True), ("created_at",), ("updated_at",), ("user_id", "created_at")],
+            [Index(("session_id", "seq"), unique=True), ("created_at",), ("updated_at",)],
         ),
         _spec(
             "memories", m.UserMemory, ("memory_id",),
-            [("user_id", "updated_at"), ("updated_at",), ("expires_at",)],
+            [("user_id", "updated_at"), ("updated_at",), EXPIRES],
             multi=("topics",),
         ),
         _spec("knowledge", m.KnowledgeContent, ("id",), [("user_id", "updated_at"), ("updated_at",), ("linked_to",)]),
@@ -138,7 +142,7 @@ def default_specs() -> dict[str, TableSpec]:
         _spec(
             "approvals", m.Approval, ("id",),
             [("status", "created_at"), ("user_id", "created_at"), ("session_id", "created_at"),
-             ("created_at",), ("expires_at",)],
+             ("created_at",), EXPIRES],
         ),
         _spec("schedules", m.Schedule, ("id",), [("enabled", "next_run_at"), ("user_id", "created_at"), ("created_at",)]),
         _spec("schedule_runs", m.ScheduleRun, ("id",), [("schedule_id", "started_at")]),

@@ -188,20 +188,24 @@ class Db:
         spec = self.specs[table]
         key = spec.key_of(row)
         revisioned = "revision" in spec.column_map
+        may_be_new = expected_revision in (None, 0)
         for _ in range(MAX_RETRIES):
             with self.kernel.transaction():
-                cur = self.kernel.get(table, key)
-                if cur is None:
-                    if expected_revision not in (None, 0):
-                        raise ConflictError(f"{table} {key[0]!r} does not exist (expected revision {expected_revision})")
+                if may_be_new:  # creation is the common case: try it first, one statement
                     new = {**(defaults or {}), **row}
                     if revisioned:
                         new["revision"] = 1
                     try:
                         self.kernel.insert(table, new)
+                        return new
                     except DuplicateKey:
-                        continue
-                    return new
+                        pass
+                cur = self.kernel.get(table, key)
+                if cur is None:
+                    if expected_revision not in (None, 0):
+                        raise ConflictError(f"{table} {key[0]!r} does not exist (expected revision {expected_revision})")
+                    may_be_new = True
+                    continue  # deleted since the insert failed: try creating again
                 if cur.get("user_id") != row.get("user_id"):
                     raise OwnershipError(f"{table} {key[0]!r} belongs to another user")
                 if expected_revision is not None and (not revisioned or cur["revision"] != expected_revision):
@@ -219,6 +223,7 @@ class Db:
                     return {**cur, **new}
                 if expected_revision is not None:
                     raise ConflictError(f"{table} {key[0]!r} was changed concurrently")
+                may_be_new = False
         raise ConflictError(f"{table} {key[0]!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
     def _get_visible(self, table: str, key: tuple, user_id: str | None, *, shared: bool = False):
@@ -1056,8 +1061,7 @@ class Db:
         mine = [eq("user_id", user_id)]
         result: dict[str, int] = {}
         for table, children in (
-            ("sessions", [("runs", "session_id")]),
-            ("runs", []),
+            ("sessions", [("runs", "session_id")]),  # a run always has its session's owner
             ("memories", []),
             ("knowledge", []),
             ("traces", [("spans", "trace_id")]),

@@ -79,6 +79,10 @@ class SqlKernel:
     def icontains(self, column: sa.ColumnElement, needle: sa.ColumnElement) -> sa.ColumnElement:
         return sa.func.strpos(sa.func.lower(column), needle) > 0
 
+    def sparse_index(self, column: sa.Column) -> dict:
+        """Keyword arguments making an index partial (only rows where `column` is set)."""
+        return {}
+
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool) -> sa.Insert:
         raise NotImplementedError  # each dialect has its own
 
@@ -107,7 +111,8 @@ class SqlKernel:
             ]
             table = sa.Table(spec.physical, self.metadata, *cols)
             for idx in spec.indexes:
-                sa.Index(_name("ix", spec.physical, *idx.fields), *[table.c[f] for f in idx.fields], unique=idx.unique)
+                sa.Index(_name("ix", spec.physical, *idx.fields), *[table.c[f] for f in idx.fields], unique=idx.unique,
+                         **self.sparse_index(table.c[idx.fields[0]]) if idx.sparse else {})
             self.tables[name] = table
             self.kinds[name] = {c.name: c.kind for c in spec.columns}
             for field in spec.multi:
@@ -421,25 +426,16 @@ class SqlKernel:
                     sa.insert(side).values({k: sa.bindparam(k) for k in side_kinds}), side_kinds, ()))
                 cur.executemany(c.sql, [self._params(c, v) for v in values_list])
 
-    def is_duplicate(self, exc: Exception) -> bool:
-        return isinstance(exc, self.dialect.loaded_dbapi.IntegrityError)
-
-    def savepoint(self, raw: Any):
-        """PostgreSQL aborts a transaction on a failed statement; dialects that need it fence
-        the insert with a savepoint."""
-        return nullcontext()
-
     def insert(self, table: str, row: dict) -> None:
-        c = self._insert_compiled(table, "insert")
+        # ON CONFLICT DO NOTHING + rowcount: a duplicate key is an answer, not an error, so no
+        # dialect needs a savepoint to survive it
+        c = self._insert_compiled(table, "ignore")
         values = {k: row.get(k) for k in c.kinds}
         with self.transaction() as raw:
-            try:
-                with self.savepoint(raw):
-                    raw.cursor().execute(c.sql, self._params(c, values))
-            except Exception as exc:
-                if self.is_duplicate(exc):
-                    raise DuplicateKey(table) from None
-                raise
+            cur = raw.cursor()
+            cur.execute(c.sql, self._params(c, values))
+            if cur.rowcount == 0:
+                raise DuplicateKey(table)
             if self.specs[table].multi:
                 self._write_side(table, [row], replace=False)
 
