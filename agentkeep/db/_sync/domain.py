@@ -731,21 +731,25 @@ class Db:
         field = TRACE_GROUPS[v.check_choice(group_by, list(TRACE_GROUPS), "group_by")]
         where = tuple(self._time_range("start_time", started_after, started_before))
         rows = []
-        for batch in self._scan("traces", where, ("trace_id", field, "status", "duration_ms")):
+        for batch in self._scan("traces", where, (field, "status", "duration_ms"), by="start_time"):
             rows.extend((r[field], r["status"], r["duration_ms"]) for r in batch)
         return [m.TraceStats(**s) for s in trace_stats(rows)]
 
-    def _scan(self, table: str, where: tuple, fields: tuple | None = None):
-        """Yield every matching row in key order, a chunk at a time (bounded memory)."""
+    def _scan(self, table: str, where: tuple, fields: tuple | None = None, by: str | None = None):
+        """Yield every matching row a chunk at a time (bounded memory), in key order, or in
+        (`by`, key) order so a range on an indexed time field walks that index."""
         spec = self.specs[table]
+        order = ((by,) if by else ()) + spec.key
+        if fields is not None:
+            fields = tuple(dict.fromkeys(fields + order))
         after = None
         while True:
-            rows = self.kernel.find(Query(table, where, spec.key, False, CHUNK * 2, after, fields))
+            rows = self.kernel.find(Query(table, where, order, False, CHUNK * 2, after, fields))
             if rows:
                 yield rows
             if len(rows) < CHUNK * 2:
                 return
-            after = spec.key_of(rows[-1])
+            after = tuple(rows[-1][f] for f in order)
 
     # -- approvals ------------------------------------------------------------------------
 
@@ -955,7 +959,7 @@ class Db:
         newest = mark
         for table, field in (("runs", "updated_at"), ("sessions", "created_at")):
             where = (Cond(field, "gt", mark),) if mark else ()
-            for batch in self._scan(table, where, (self.specs[table].key[0], "created_at", field)):
+            for batch in self._scan(table, where, ("created_at", field), by=field):
                 days |= run_days(batch)
                 top = max(r[field] for r in batch)
                 newest = top if newest is None or top > newest else newest
@@ -964,9 +968,9 @@ class Db:
             start, end = day_bounds(day)
             runs, sessions = [], []
             fields = ("run_id", "user_id", "agent_id", "team_id", "workflow_id", "metrics")
-            for batch in self._scan("runs", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), fields):
+            for batch in self._scan("runs", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), fields, by="created_at"):
                 runs.extend(batch)
-            for batch in self._scan("sessions", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), ("session_id", "user_id")):
+            for batch in self._scan("sessions", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), ("user_id",), by="created_at"):
                 sessions.extend(batch)
             rows = metrics_rows(day, runs, sessions, now)
             written += self.kernel.put_many("metrics", rows, True)
