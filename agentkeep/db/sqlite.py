@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool, StaticPool
 
 from agentkeep.db._sync.domain import Db
-from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.in_memory import _table_overrides
 from agentkeep.db.sql.kernel import SqlKernel
 
@@ -74,7 +74,7 @@ class SqliteKernel(SqlKernel):
             dbapi_conn.isolation_level = None  # autocommit; writes say BEGIN IMMEDIATE themselves
             cur = dbapi_conn.cursor()
             if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(cur)
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -128,6 +128,23 @@ class SqliteKernel(SqlKernel):
         return stmt.on_conflict_do_update(
             index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
         )
+
+
+def _enable_wal(cur) -> None:
+    """WAL is a property of the file, set once by whichever connection comes first. Changing
+    the journal mode can report 'locked' without waiting on the busy handler while another
+    process is creating the same file, so retry it here."""
+    for attempt in range(BEGIN_RETRIES + 4):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * min(2**attempt, 32))
+    raise DbError("the SQLite file stayed locked while enabling WAL; is another program holding it?")
 
 
 class _ThreadConnection:

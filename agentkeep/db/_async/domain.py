@@ -472,7 +472,8 @@ class AsyncDb:
         if status is not None:
             where.append(eq("status", v.check_choice(status, m.RunStatus.__args__, "status")))
         if last is not None:
-            v.check_limit(last)
+            if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= v.MAX_LIMIT:
+                raise InvalidInputError(f"last must be an integer in 1..{v.MAX_LIMIT}, got {last!r}")
             fields, _ = RUN_ORDER["seq"]
             rows = await self.kernel.find(Query("runs", tuple(where), fields, True, last))
             total = await self.kernel.count("runs", tuple(where)) if with_total else None
@@ -983,7 +984,8 @@ class AsyncDb:
         self, *, start_date: dt.date | None = None, end_date: dt.date | None = None, user_id: str | None = None
     ) -> list[m.MetricsDay]:
         await self._ready()
-        where = [eq("user_id", v.check_opt_id(user_id, "user_id") or "")]
+        # user_id None (or "", as the rows store it) reads the all-users rows
+        where = [eq("user_id", "" if user_id in (None, "") else v.check_id(user_id, "user_id"))]
         if v.check_date(start_date, "start_date") is not None:
             where.append(Cond("date", "gte", start_date))
         if v.check_date(end_date, "end_date") is not None:

@@ -1,0 +1,214 @@
+"""The one list of backends the conformance suite runs against.
+
+Every entry says how to build a fresh, isolated db under a per-test directory, how a
+child process opens the same db (a URL for `agentkeep.db.connect`, or a picklable
+zero-argument opener) and what the backend runs against (for the end-of-run summary).
+
+Adding a backend means adding an entry to `BACKENDS`; test bodies never name a backend.
+An async db is added through `SyncAdapter`, which runs each coroutine on a private
+background event loop, so the very same sync tests drive it, e.g.::
+
+    Backend(
+        name="sqlite_async",
+        target=_sqlite_target,
+        build=lambda d: Handle(
+            db=SyncAdapter(lambda: AsyncSqliteDb(db_file=str(d / "t.db"))),
+            url=f"sqlite:///{(d / 't.db').resolve()}",
+        ),
+    )
+
+A backend whose driver is missing or whose server is unreachable reports why through
+`Backend.unavailable()`; the fixtures skip it then (or fail, with AGENTKEEP_REQUIRE_ALL=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import inspect
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+def open_url(url: str) -> Any:
+    """Open a db from its URL (module level so that `functools.partial` of it pickles)."""
+    from agentkeep.db import connect
+
+    return connect(url)
+
+
+@dataclass
+class Handle:
+    """One built db plus what another process needs to open the same data."""
+
+    db: Any
+    url: Optional[str] = None
+    opener: Optional[Callable[[], Any]] = None  # picklable; opens the same db
+    cleanup: Optional[Callable[[], None]] = None  # removes what the db left behind
+
+    def __post_init__(self) -> None:
+        if self.opener is None and self.url is not None:
+            self.opener = functools.partial(open_url, self.url)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    target: Callable[[], str]  # what it runs against, e.g. "SQLite 3.40.1 file"
+    build: Callable[[Path], Handle]  # a fresh, isolated db inside the given (empty) dir
+    requires: tuple[str, ...] = ()  # importable driver modules
+    check: Optional[Callable[[], Optional[str]]] = None  # reason when server unreachable
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def unavailable(self) -> Optional[str]:
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                return f"{self.name}: driver {module!r} is not installed ({exc})"
+        if self.check is not None:
+            return self.check()
+        return None
+
+    def __repr__(self) -> str:  # pytest ids and messages
+        return self.name
+
+
+class SyncAdapter:
+    """Drive an async db from sync code: every coroutine runs on a background loop.
+
+    `factory` is called on the loop's thread (async drivers often bind to the loop they
+    were created on).
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="agentkeep-sync-adapter", daemon=True
+        )
+        self._thread.start()
+
+        async def make() -> Any:
+            return factory()
+
+        self._db = self._run(make())
+        self._closed = False
+
+    def _run(self, awaitable: Any) -> Any:
+        async def wrap() -> Any:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._db, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if inspect.iscoroutinefunction(attr):
+                return self._run(attr(*args, **kwargs))
+            result = attr(*args, **kwargs)
+            return self._run(result) if inspect.isawaitable(result) else result
+
+        return call
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            result = self._db.close()
+            if inspect.isawaitable(result):
+                self._run(result)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
+
+    def __enter__(self) -> "SyncAdapter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# -- the backends -----------------------------------------------------------------------
+
+
+def _inmemory(directory: Path) -> Handle:
+    from agentkeep.db.in_memory import InMemoryDb
+
+    return Handle(db=InMemoryDb())
+
+
+def _sqlite_target() -> str:
+    return f"SQLite {sqlite3.sqlite_version} file"
+
+
+def _sqlite(directory: Path) -> Handle:
+    from agentkeep.db.sqlite import SqliteDb
+
+    db_file = (directory / "t.db").resolve()
+    return Handle(db=SqliteDb(db_file=str(db_file)), url=f"sqlite:///{db_file}")
+
+
+def _json_dir(directory: Path) -> Handle:
+    from agentkeep.db.json import JsonDb
+
+    path = (directory / "keep").resolve()
+    return Handle(db=JsonDb(path=str(path)), url=f"json://{path}")
+
+
+def _json_memory(directory: Path) -> Handle:
+    from agentkeep.db.json import JsonDb
+
+    name = f"agentkeep-test-{uuid.uuid4().hex}"
+
+    def cleanup() -> None:
+        import fsspec
+
+        fs = fsspec.filesystem("memory")
+        if fs.exists(f"/{name}"):
+            fs.rm(f"/{name}", recursive=True)
+
+    # fsspec's memory filesystem lives in this process only: no URL for children.
+    return Handle(db=JsonDb(path=f"memory://{name}"), cleanup=cleanup)
+
+
+def _fsspec_target(kind: str) -> Callable[[], str]:
+    def target() -> str:
+        try:
+            import fsspec
+
+            return f"{kind} (fsspec {fsspec.__version__})"
+        except ImportError:  # pragma: no cover - reported as unavailable anyway
+            return kind
+
+    return target
+
+
+BACKENDS: list[Backend] = [
+    Backend(name="inmemory", target=lambda: "in-process memory", build=_inmemory),
+    Backend(name="sqlite", target=_sqlite_target, build=_sqlite, requires=("sqlalchemy",)),
+    Backend(
+        name="json",
+        target=_fsspec_target("local directory"),
+        build=_json_dir,
+        requires=("fsspec", "filelock"),
+    ),
+    Backend(
+        name="json_memory",
+        target=_fsspec_target("fsspec memory://"),
+        build=_json_memory,
+        requires=("fsspec",),
+    ),
+]
+
+BY_NAME: dict[str, Backend] = {b.name: b for b in BACKENDS}

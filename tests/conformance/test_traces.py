@@ -1,0 +1,179 @@
+"""Traces and spans: idempotent ingestion, trace row merge, list filters, stats."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from agentkeep.db import InvalidInputError
+
+from ._helpers import T0, all_items, at, dump, ids, span
+
+
+def _ms(delta: dt.timedelta) -> float:
+    return delta.total_seconds() * 1000
+
+
+ROOT_ATTRS = {
+    "agentkeep.run_id": "run-1",
+    "agentkeep.session_id": "sess-1",
+    "agentkeep.user_id": "alice",
+    "agentkeep.agent_id": "agent-1",
+    "agentkeep.team_id": "team-1",
+    "agentkeep.workflow_id": "wf-1",
+}
+
+
+def test_spans_round_trip(db):
+    s = span("t1", "s1", T0, 250, name="llm call", kind="CLIENT", status_code="OK", status_message="fine",
+             attributes={"llm.model": "gpt", "n": 3, "nested": {"a": [1, 2]}},
+             events=[{"name": "token", "attributes": {"i": 1}}], parent_span_id=None)
+    db.write_spans([s])
+    got = db.get_spans("t1")
+    assert [dump(x) for x in got] == [dump(s)]
+    assert db.get_spans("missing") == []
+    assert db.get_trace("missing") is None
+
+
+def test_trace_row_is_merged_from_spans(db):
+    root = span("t1", "root", T0, 1000, name="agent.run", status_code="OK", attributes=ROOT_ATTRS)
+    child = span("t1", "child", at(0.001), 300, name="tool", parent_span_id="root", status_code="OK")
+    late = span("t1", "late", T0 + dt.timedelta(milliseconds=900), 500, name="late", parent_span_id="root",
+                status_code="OK")
+    db.write_spans([child])
+    db.write_spans([root, late])
+    t = db.get_trace("t1")
+    assert t.trace_id == "t1"
+    assert t.name == "agent.run"
+    assert t.start_time == T0
+    assert t.end_time == T0 + dt.timedelta(milliseconds=1400)
+    assert t.duration_ms == pytest.approx(1400)
+    assert t.span_count == 3
+    assert t.status == "ok"
+    assert (t.run_id, t.session_id, t.user_id, t.agent_id, t.team_id, t.workflow_id) == (
+        "run-1", "sess-1", "alice", "agent-1", "team-1", "wf-1")
+    assert ids(db.get_spans("t1"), "span_id") == {"root", "child", "late"}
+
+
+def test_write_spans_is_idempotent_on_span_id(db):
+    spans = [span("t1", f"s{i}", at(i), 100, parent_span_id=None if i == 0 else "s0") for i in range(4)]
+    db.write_spans(spans)
+    db.write_spans(spans)
+    db.write_spans(spans[:2])
+    assert db.get_trace("t1").span_count == 4
+    got = db.get_spans("t1")
+    assert sorted(s.span_id for s in got) == ["s0", "s1", "s2", "s3"]
+    # a rewritten span replaces the stored one
+    changed = span("t1", "s1", at(1), 100, parent_span_id="s0", name="renamed")
+    db.write_spans([changed])
+    assert {s.span_id: s.name for s in db.get_spans("t1")}["s1"] == "renamed"
+    assert db.get_trace("t1").span_count == 4
+
+
+def test_any_error_span_marks_the_trace(db):
+    db.write_spans([span("t1", "root", T0, 100, status_code="OK")])
+    assert db.get_trace("t1").status == "ok"
+    db.write_spans([span("t1", "bad", at(0.01), 10, parent_span_id="root", status_code="ERROR",
+                         status_message="boom")])
+    assert db.get_trace("t1").status == "error"
+    db.write_spans([span("t1", "ok2", at(0.02), 10, parent_span_id="root", status_code="OK")])
+    t = db.get_trace("t1")
+    assert t.status == "error" and t.span_count == 3
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"run_id": "r", "session_id": "s", "user_id": "u", "agent_id": "a", "team_id": "t", "workflow_id": "w"},
+        {"run.id": "r", "session.id": "s", "user.id": "u", "agent.id": "a", "team.id": "t", "workflow.id": "w"},
+    ],
+    ids=["plain", "dotted"],
+)
+def test_trace_ids_from_attribute_spellings(db, attrs):
+    db.write_spans([span("t1", "root", T0, 10, attributes=attrs)])
+    t = db.get_trace("t1")
+    assert (t.run_id, t.session_id, t.user_id, t.agent_id, t.team_id, t.workflow_id) == (
+        "r", "s", "u", "a", "t", "w")
+
+
+def test_one_batch_spanning_several_traces(db):
+    db.write_spans([span("ta", "a1", T0, 10), span("tb", "b1", at(1), 20), span("ta", "a2", at(0.1), 10,
+                                                                                parent_span_id="a1")])
+    assert db.get_trace("ta").span_count == 2
+    assert db.get_trace("tb").span_count == 1
+    assert ids(db.get_spans("tb"), "span_id") == {"b1"}
+
+
+def _trace(db, trace_id, start, ms, *, error=False, **attrs):
+    db.write_spans([span(trace_id, f"{trace_id}-root", start, ms, name=trace_id,
+                         status_code="ERROR" if error else "OK", attributes=attrs)])
+
+
+def test_list_traces_filters_and_orders(db):
+    _trace(db, "t1", at(1), 100, **{"user.id": "alice", "session.id": "s1", "run.id": "r1", "agent.id": "a1"})
+    _trace(db, "t2", at(2), 100, error=True,
+           **{"user.id": "alice", "session.id": "s2", "run.id": "r2", "team.id": "tm1"})
+    _trace(db, "t3", at(3), 100, **{"user.id": "bob", "session.id": "s3", "run.id": "r3", "workflow.id": "w1",
+                                    "agent.id": "a1"})
+    _trace(db, "t4", at(4), 100)
+
+    def found(**kw):
+        return [t.trace_id for t in all_items(db.list_traces, **kw)]
+
+    assert found() == ["t4", "t3", "t2", "t1"]
+    assert found(order="start_desc") == ["t4", "t3", "t2", "t1"]
+    assert found(order="start_asc") == ["t1", "t2", "t3", "t4"]
+    assert found(user_id="alice") == ["t2", "t1"]
+    assert found(user_id="carol") == []
+    assert found(session_id="s3") == ["t3"]
+    assert found(run_id="r1") == ["t1"]
+    assert found(agent_id="a1") == ["t3", "t1"]
+    assert found(agent_id="a1", user_id="alice") == ["t1"]
+    assert found(team_id="tm1") == ["t2"]
+    assert found(workflow_id="w1") == ["t3"]
+    assert found(status="error") == ["t2"]
+    assert found(status="ok") == ["t4", "t3", "t1"]
+    assert found(started_after=at(2.5)) == ["t4", "t3"]
+    assert found(started_before=at(2.5)) == ["t2", "t1"]
+    assert found(started_after=at(1.5), started_before=at(3.5), order="start_asc") == ["t2", "t3"]
+    ist = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    assert found(started_after=at(2.5).astimezone(ist)) == ["t4", "t3"]
+    assert db.list_traces(user_id="alice", with_total=True, limit=1).total == 2
+
+
+def test_trace_stats_by_agent(db):
+    _trace(db, "a1x", at(1), 100, **{"agent.id": "a1"})
+    _trace(db, "a1y", at(2), 200, error=True, **{"agent.id": "a1"})
+    _trace(db, "a1z", at(3), 300, **{"agent.id": "a1"})
+    _trace(db, "a2x", at(4), 50, **{"agent.id": "a2"})
+    stats = {s.key: s for s in db.trace_stats(group_by="agent")}
+    a1, a2 = stats["a1"], stats["a2"]
+    assert (a1.traces, a1.errors) == (3, 1)
+    assert a1.avg_ms == pytest.approx(200)
+    assert a1.max_ms == pytest.approx(300)
+    assert 200 <= a1.p95_ms <= 300
+    assert (a2.traces, a2.errors) == (1, 0)
+    assert a2.avg_ms == pytest.approx(50) and a2.max_ms == pytest.approx(50) and a2.p95_ms == pytest.approx(50)
+    late = {s.key: s for s in db.trace_stats(group_by="agent", started_after=at(2.5))}
+    assert late["a1"].traces == 1 and late["a1"].max_ms == pytest.approx(300)
+    assert late["a2"].traces == 1
+    early = {s.key: s for s in db.trace_stats(group_by="agent", started_before=at(2.5))}
+    assert early["a1"].traces == 2 and "a2" not in early
+
+
+@pytest.mark.parametrize("group_by,attr", [("session", "session.id"), ("team", "team.id"),
+                                           ("workflow", "workflow.id")])
+def test_trace_stats_other_groupings(db, group_by, attr):
+    _trace(db, "x1", at(1), 10, **{attr: "k1"})
+    _trace(db, "x2", at(2), 30, error=True, **{attr: "k1"})
+    _trace(db, "x3", at(3), 70, **{attr: "k2"})
+    stats = {s.key: s for s in db.trace_stats(group_by=group_by)}
+    assert (stats["k1"].traces, stats["k1"].errors) == (2, 1)
+    assert stats["k1"].avg_ms == pytest.approx(20) and stats["k1"].max_ms == pytest.approx(30)
+    assert (stats["k2"].traces, stats["k2"].errors) == (1, 0)
+
+
+def test_trace_stats_unknown_grouping(db):
+    with pytest.raises(InvalidInputError):
+        db.trace_stats(group_by="planet")

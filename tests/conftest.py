@@ -1,0 +1,164 @@
+"""Shared fixtures: the `db` fixture runs every test once per backend.
+
+- `db`: a fresh, isolated db of one backend (pytest id = backend name), closed afterwards.
+- `db_url` / `db_opener`: how a child process opens the same db (None when it cannot).
+- `make_db`: build further fresh dbs of the same backend (the test closes them).
+- AGENTKEEP_REQUIRE_ALL=1 turns "backend unavailable" skips into failures.
+- At the end of the run, one line per backend: what it ran against and its counts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.conformance.backends import BACKENDS, BY_NAME, Backend, Handle
+
+REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
+_PROP_BACKEND = "agentkeep_backend"
+_PROP_TARGET = "agentkeep_target"
+
+
+def require_backend(backend: Backend) -> None:
+    """Skip (or, with AGENTKEEP_REQUIRE_ALL=1, fail) when the backend is unavailable."""
+    reason = backend.unavailable()
+    if reason is None:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (AGENTKEEP_REQUIRE_ALL=1: unavailable backends fail)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _close(handle: Handle) -> None:
+    try:
+        handle.db.close()
+    finally:
+        if handle.cleanup is not None:
+            handle.cleanup()
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    b: Backend = request.param
+    require_backend(b)
+    return b
+
+
+@pytest.fixture
+def db_handle(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Handle]:
+    handle = backend.build(tmp_path_factory.mktemp(f"db-{backend.name}"))
+    yield handle
+    _close(handle)
+
+
+@pytest.fixture
+def db(db_handle: Handle) -> Any:
+    return db_handle.db
+
+
+@pytest.fixture
+def db_url(db_handle: Handle) -> str | None:
+    """A URL that `agentkeep.db.connect` opens to the same db, or None."""
+    return db_handle.url
+
+
+@pytest.fixture
+def db_opener(db_handle: Handle) -> Callable[[], Any] | None:
+    """A picklable zero-argument callable opening the same db in another process, or None."""
+    return db_handle.opener
+
+
+@pytest.fixture
+def make_db(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Handle]]:
+    """Build more fresh dbs of the test's backend. The test closes each db it builds;
+    leftovers (e.g. fsspec memory files) are cleaned up afterwards."""
+    handles: list[Handle] = []
+
+    def make() -> Handle:
+        handle = backend.build(tmp_path_factory.mktemp(f"extra-{backend.name}"))
+        handles.append(handle)
+        return handle
+
+    yield make
+    for handle in handles:
+        if handle.cleanup is not None:
+            handle.cleanup()
+
+
+# -- per-backend summary ---------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        b = callspec.params.get("backend") if callspec is not None else None
+        if isinstance(b, Backend):
+            item.user_properties.append((_PROP_BACKEND, b.name))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    props = dict(item.user_properties)
+    name = props.get(_PROP_BACKEND)
+    if name and report.when == "setup" and report.passed:
+        report.user_properties.append((_PROP_TARGET, _target(name)))
+
+
+_targets: dict[str, str] = {}
+
+
+def _target(name: str) -> str:
+    if name not in _targets:
+        try:
+            _targets[name] = BY_NAME[name].target()
+        except Exception as exc:  # noqa: BLE001 - only for the summary line
+            _targets[name] = f"unknown ({exc.__class__.__name__})"
+    return _targets[name]
+
+
+_outcomes: dict[str, tuple[str, str]] = {}  # nodeid -> (backend, outcome)
+_seen_targets: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    name = props.get(_PROP_BACKEND)
+    if not name:
+        return
+    if _PROP_TARGET in props:
+        _seen_targets[name] = props[_PROP_TARGET]
+    previous = _outcomes.get(report.nodeid, (name, ""))[1]
+    if previous == "failed":
+        return
+    if report.failed:
+        outcome = "failed"
+    elif report.skipped:
+        outcome = "skipped"
+    elif report.when == "call":
+        outcome = "passed"
+    else:
+        return
+    _outcomes[report.nodeid] = (name, outcome)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _outcomes:
+        return
+    counts: dict[str, dict[str, int]] = {b.name: {"passed": 0, "failed": 0, "skipped": 0} for b in BACKENDS}
+    for name, outcome in _outcomes.values():
+        counts.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
+    terminalreporter.section("agentkeep backends")
+    for name, c in counts.items():
+        if not any(c.values()):
+            continue
+        target = _seen_targets.get(name)
+        if target is None:
+            reason = BY_NAME[name].unavailable() if name in BY_NAME else None
+            target = f"unavailable ({reason})" if reason else _target(name)
+        terminalreporter.write_line(
+            f"{name:<14} {target:<40} passed={c['passed']} failed={c['failed']} skipped={c['skipped']}"
+        )
