@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from typing import Any, Generic, Literal, Optional, TypeVar
+from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 UTC = dt.timezone.utc
 
@@ -36,24 +36,17 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def _to_utc(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.astimezone(UTC)
+def _to_utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-Timestamp = AwareDatetime
+# Every stored time is timezone-aware and kept in UTC (other zones are converted).
+Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 JsonDict = dict[str, Any]
 
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc(cls, value: Any) -> Any:
-        # Every stored time is UTC; aware datetimes in other zones are converted.
-        if isinstance(value, dt.datetime):
-            return _to_utc(value)
-        return value
 
 
 class RunMetrics(Record):

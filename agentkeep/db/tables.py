@@ -74,7 +74,9 @@ def _kind_of(annotation: typing.Any) -> tuple[str, bool]:
         return "str", nullable
     if annotation is typing.Any:
         return "json", True
-    if annotation is AwareDatetime:
+    if annotation is AwareDatetime or (
+        typing.get_origin(annotation) is typing.Annotated and typing.get_args(annotation)[0] is AwareDatetime
+    ):
         return "time", nullable
     # AwareDatetime is an Annotated datetime
     if typing.get_origin(annotation) is typing.Annotated:

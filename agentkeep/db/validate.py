@@ -96,21 +96,36 @@ def coerce(model: type[BaseModel], value: Any, what: str) -> BaseModel:
         raise InvalidInputError(f"invalid {model.__name__}: {exc}") from None
 
 
-def check_payload(row: dict, what: str) -> None:
-    """Check a record holds only JSON values, nests at most MAX_DEPTH levels and fits the
-    size limit; one iterative walk (no recursion limit to hit)."""
+def _str_size(value: str, what: str) -> int:
+    if value.isascii():
+        return len(value) + 2
+    try:
+        return len(value.encode("utf-8")) + 2
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} holds a lone surrogate, which is not valid unicode") from None
+
+
+def check_payload(row: dict, what: str, short: Sequence[str] = ()) -> None:
+    """Check a record holds only JSON values, nests at most MAX_DEPTH levels, fits the size
+    limit, and that its `short` (indexed) string columns fit MAX_ID_LENGTH. One iterative
+    walk over containers (no recursion limit to hit); top-level scalars take a fast path."""
     size = 0
-    stack: list[tuple[Any, int]] = [(v, 1) for v in row.values()]
+    stack: list[tuple[Any, int]] = []
+    for value in row.values():
+        if value is None or value.__class__ in _SCALARS:
+            size += 8
+        elif isinstance(value, str):
+            size += _str_size(value, what)
+        else:
+            stack.append((value, 1))
+    for name in short:
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+            raise InvalidInputError(f"{what}.{name} is longer than {MAX_ID_LENGTH} characters")
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            if value.isascii():
-                size += len(value) + 2
-            else:
-                try:
-                    size += len(value.encode("utf-8")) + 2
-                except UnicodeEncodeError:
-                    raise InvalidInputError(f"{what} holds a lone surrogate, which is not valid unicode") from None
+            size += _str_size(value, what)
         elif isinstance(value, dict):
             if depth > MAX_DEPTH:
                 raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
@@ -136,6 +151,9 @@ def check_payload(row: dict, what: str) -> None:
             raise InvalidInputError(f"{what} holds a {type(value).__name__}, which is not a JSON value")
         if size > MAX_RECORD_BYTES:
             raise InvalidInputError(f"{what} is larger than the {MAX_RECORD_BYTES // 2**20} MiB record limit")
+
+
+_SCALARS = frozenset({int, bool, dt.datetime, dt.date})
 
 
 # -- keyset cursors ----------------------------------------------------------------------

@@ -65,6 +65,11 @@ def _nested(model: type) -> tuple:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _short_columns(spec: TableSpec) -> tuple[str, ...]:
+    return tuple(c.name for c in spec.columns if c.kind == "str")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -133,11 +138,7 @@ class Db:
             value = row.get(c.name)
             if c.kind == "json" and hasattr(value, "model_dump"):
                 row[c.name] = value.model_dump()
-        v.check_payload(row, what)
-        for c in spec.columns:
-            value = row.get(c.name)
-            if c.kind == "str" and isinstance(value, str) and len(value) > v.MAX_ID_LENGTH:
-                raise InvalidInputError(f"{what}.{c.name} is longer than {v.MAX_ID_LENGTH} characters")
+        v.check_payload(row, what, _short_columns(spec))
         for k in spec.key:
             if spec.kind(k) == "str":
                 v.check_id(row[k], f"{what}.{k}")

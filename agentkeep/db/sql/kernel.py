@@ -79,6 +79,10 @@ class SqlKernel:
     def icontains(self, column: sa.ColumnElement, needle: sa.ColumnElement) -> sa.ColumnElement:
         return sa.func.strpos(sa.func.lower(column), needle) > 0
 
+    def table_options(self) -> dict:
+        """Dialect keyword arguments for every data table."""
+        return {}
+
     def sparse_index(self, column: sa.Column) -> dict:
         """Keyword arguments making an index partial (only rows where `column` is set)."""
         return {}
@@ -109,7 +113,7 @@ class SqlKernel:
                           nullable=c.nullable and c.name not in spec.key)
                 for c in spec.columns
             ]
-            table = sa.Table(spec.physical, self.metadata, *cols)
+            table = sa.Table(spec.physical, self.metadata, *cols, **self.table_options())
             for idx in spec.indexes:
                 sa.Index(_name("ix", spec.physical, *idx.fields), *[table.c[f] for f in idx.fields], unique=idx.unique,
                          **self.sparse_index(table.c[idx.fields[0]]) if idx.sparse else {})
