@@ -1,0 +1,1 @@
+"""Benchmark harness for agentkeep: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,134 @@
+"""Raw sqlite3 baselines: the floor agentkeep's figures are compared with.
+
+They store the same rows as agentkeep would (a session row, a run row with ~1 KB JSON)
+but with pre-serialised payloads, hand-written SQL and no validation: storage cost only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from statistics import fmean
+
+from bench import data
+from bench.common import Progress, med, perf, timed_us
+
+SCHEMA = """
+CREATE TABLE sessions (
+  session_id TEXT PRIMARY KEY, session_type TEXT NOT NULL, user_id TEXT, agent_id TEXT,
+  name TEXT, data TEXT NOT NULL, revision INTEGER NOT NULL, run_count INTEGER NOT NULL,
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_user_updated ON sessions (user_id, updated_at, session_id);
+CREATE TABLE runs (
+  run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER NOT NULL, user_id TEXT,
+  status TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX runs_session_seq ON runs (session_id, seq);
+"""
+
+INSERT_SESSION = "INSERT INTO sessions VALUES (?, 'agent', ?, 'support-agent', ?, ?, 1, 1, ?, ?)"
+INSERT_RUN = "INSERT INTO runs VALUES (?, ?, 1, ?, 'completed', ?, ?, ?)"
+
+
+def connect(path: str, synchronous: str) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute(f"PRAGMA synchronous={synchronous}")
+    con.executescript(SCHEMA)
+    return con
+
+
+def _rows(rnd, n: int, n_users: int = 100):
+    us = [f"user-{i:03d}" for i in range(n_users)]
+    out = []
+    for i in range(n):
+        sp = data.session_payload(rnd, i)
+        out.append(
+            (data.hex_id(rnd, 16), us[i % n_users], sp["name"], json.dumps(sp),
+             data.hex_id(rnd, 16), json.dumps(data.run_payload(rnd, 0)))
+        )
+    return out
+
+
+def raw_new_session(ctx, synchronous: str) -> None:
+    n = ctx.sizes["n"]
+    con = connect(ctx.path("raw.db"), synchronous)
+    rows = _rows(data.seed("raw_new_session"), n + 1)
+    now = 1_700_000_000_000_000
+
+    def one(i, row):
+        sid, uid, name, sdata, rid, rdata = row
+        con.execute("BEGIN")
+        con.execute(INSERT_SESSION, (sid, uid, name, sdata, now + i, now + i))
+        con.execute(INSERT_RUN, (rid, sid, uid, rdata, now + i, now + i))
+        con.execute("COMMIT")
+
+    one(-1, rows[0])  # warm-up
+    progress = Progress(f"raw {n:,} inserts", n, ctx.budget)
+    t0 = perf()
+    for i, row in enumerate(rows[1:]):
+        one(i, row)
+        if i % 100 == 99:
+            progress.check(i + 1)
+    ctx.metrics["rate"] = n / (perf() - t0)
+    ctx.note(f"WAL, synchronous={synchronous}, sqlite {sqlite3.sqlite_version}")
+    con.close()
+
+
+def raw_new_session_full(ctx) -> None:
+    raw_new_session(ctx, "FULL")
+
+
+def raw_new_session_normal(ctx) -> None:
+    raw_new_session(ctx, "NORMAL")
+
+
+def raw_list_sessions(ctx) -> None:
+    z = ctx.sizes
+    con = connect(ctx.path("raw.db"), "NORMAL")
+    rnd = data.seed("raw_list_sessions")
+    us = [f"user-{i:03d}" for i in range(z["users"])]
+    now = 1_700_000_000_000_000
+    con.execute("BEGIN")
+    for i in range(z["sessions"]):
+        sp = data.session_payload(rnd, i)
+        con.execute(INSERT_SESSION, (data.hex_id(rnd, 16), us[i % len(us)], sp["name"], json.dumps(sp), now + i, now + i))
+    con.execute("COMMIT")
+    con.execute("ANALYZE")
+    first_q = "SELECT * FROM sessions WHERE user_id = ? ORDER BY updated_at DESC, session_id DESC LIMIT ?"
+    next_q = (
+        "SELECT * FROM sessions WHERE user_id = ? AND (updated_at, session_id) < (?, ?) "
+        "ORDER BY updated_at DESC, session_id DESC LIMIT ?"
+    )
+    limit = z["limit"]
+
+    def page(u, cursor):
+        if cursor is None:
+            rows = con.execute(first_q, (u, limit)).fetchall()
+        else:
+            rows = con.execute(next_q, (u, cursor[0], cursor[1], limit)).fetchall()
+        return rows, ((rows[-1][9], rows[-1][0]) if len(rows) == limit else None)
+
+    first = [timed_us(page, us[k % len(us)], None)[1] for k in range(z["calls"])]
+    ctx.metrics["first_us"] = med(first)
+    pages = []
+    for u in us[: z["walk_users"]]:
+        cursor = None
+        for _ in range(z["pages"]):
+            (rows, cursor), t = timed_us(page, u, cursor)
+            pages.append(t)
+            if cursor is None:
+                break
+    ctx.metrics["pages_mean_us"] = fmean(pages)
+    plan = con.execute("EXPLAIN QUERY PLAN " + first_q, (us[0], limit)).fetchall()
+    ctx.note("plan: " + "; ".join(r[-1] for r in plan))
+    con.close()
+
+
+BASELINES = {
+    "raw_new_session_full": ("new_session", raw_new_session_full),
+    "raw_new_session_normal": ("new_session", raw_new_session_normal),
+    "raw_list_sessions": ("list_sessions", raw_list_sessions),
+}

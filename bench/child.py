@@ -1,0 +1,92 @@
+"""One benchmark case in its own process: `python -m bench.child SPEC.json`.
+
+SPEC: {"kind": "agentkeep"|"baseline", "backend", "case", "sizes" (this benchmark's),
+"tmp" (an empty dir owned by this case), "shared" (dict), "budget" (s), "out" (result path)}.
+The result JSON: metrics, notes, error (traceback), infeasible, rss_mb (ru_maxrss at the
+end), wall_s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+from bench.common import Infeasible, peak_rss_mb, perf
+
+
+class Ctx:
+    def __init__(self, spec: dict):
+        self.backend = spec.get("backend")
+        self.sizes = spec["sizes"]
+        self.tmp = spec["tmp"]
+        self.shared = spec.get("shared") or {}
+        self.budget = float(spec["budget"])
+        self.metrics: dict = {}
+        self.notes: list[str] = []
+        self._dbs: list = []
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.tmp, name)
+
+    def note(self, text) -> None:
+        if text:
+            self.notes.append(str(text))
+
+    def seed_note(self, seconds: float, extra: str = "") -> None:
+        self.metrics["seed_s"] = seconds  # shown in the Notes column
+        if extra:
+            self.note(f"seeding {seconds:.1f} s ({extra})")
+
+    def fresh_db(self, name: str = "db"):
+        from bench.cases import make_db
+
+        db = make_db(self.backend, self.path(name))
+        self._dbs.append(db)
+        return db
+
+    def close_all(self) -> None:
+        from bench.cases import close
+
+        for db in self._dbs:
+            try:
+                close(db)
+            except Exception:  # noqa: BLE001 - closing twice or after a failure
+                pass
+
+
+def run(spec: dict) -> dict:
+    ctx = Ctx(spec)
+    result: dict = {"error": None, "infeasible": None}
+    t0 = perf()
+    try:
+        if spec["kind"] == "baseline":
+            from bench.baselines import BASELINES
+
+            BASELINES[spec["case"]][1](ctx)
+        else:
+            from bench.cases import CASES
+
+            CASES[spec["case"]](ctx)
+    except Infeasible as exc:
+        result["infeasible"] = str(exc)
+    except BaseException:  # noqa: BLE001 - reported, the parent goes on
+        result["error"] = traceback.format_exc()
+    finally:
+        ctx.close_all()
+    result.update(metrics=ctx.metrics, notes=ctx.notes, rss_mb=peak_rss_mb(), wall_s=perf() - t0)
+    return result
+
+
+def main() -> int:
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+    result = run(spec)
+    with open(spec["out"], "w") as f:
+        json.dump(result, f, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
