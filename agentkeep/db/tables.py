@@ -45,9 +45,11 @@ class TableSpec:
     version: int = 1
     internal: tuple[str, ...] = ()  # columns kept by the db but not part of the record
     column_map: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+    short: tuple[str, ...] = field(default=(), compare=False, repr=False)  # indexed str columns
 
     def __post_init__(self) -> None:
         self.column_map.update({c.name: c for c in self.columns})
+        object.__setattr__(self, "short", tuple(c.name for c in self.columns if c.kind == "str"))
 
     def kind(self, name: str) -> str:
         return self.column_map[name].kind

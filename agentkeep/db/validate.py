@@ -108,52 +108,64 @@ def _str_size(value: str, what: str) -> int:
 def check_payload(row: dict, what: str, short: Sequence[str] = ()) -> None:
     """Check a record holds only JSON values, nests at most MAX_DEPTH levels, fits the size
     limit, and that its `short` (indexed) string columns fit MAX_ID_LENGTH. One iterative
-    walk over containers (no recursion limit to hit); top-level scalars take a fast path."""
-    size = 0
-    stack: list[tuple[Any, int]] = []
-    for value in row.values():
-        if value is None or value.__class__ in _SCALARS:
-            size += 8
-        elif isinstance(value, str):
-            size += _str_size(value, what)
-        else:
-            stack.append((value, 1))
+    walk over containers (no recursion limit to hit); strings and scalars are sized where
+    they are met, only containers go on the stack."""
     for name in short:
         value = row.get(name)
         if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
             raise InvalidInputError(f"{what}.{name} is longer than {MAX_ID_LENGTH} characters")
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, str):
-            size += _str_size(value, what)
-        elif isinstance(value, dict):
-            if depth > MAX_DEPTH:
-                raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise InvalidInputError(f"{what} has a non-string key {k!r}; JSON keys are strings")
-                size += len(k) + 4
-                stack.append((v, depth + 1))
-        elif isinstance(value, (list, tuple)):
-            if depth > MAX_DEPTH:
-                raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
-            size += 2
-            stack.extend((v, depth + 1) for v in value)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidInputError(f"{what} holds {value!r}, which JSON cannot represent")
-            size += 24
-        elif value is None or isinstance(value, (bool, int)):
-            size += 8
-        elif depth == 1 and isinstance(value, (dt.datetime, dt.date)):
+    size = 0
+    stack: list[tuple[Any, int]] = []
+    for value in row.values():
+        if isinstance(value, (dict, list)):
+            stack.append((value, 1))
+        elif value.__class__ in _TIMES:
             size += 8  # a time column; inside JSON values only JSON types are allowed
         else:
-            raise InvalidInputError(f"{what} holds a {type(value).__name__}, which is not a JSON value")
+            size += _scalar_size(value, what)
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
+        if isinstance(container, dict):
+            size += 2
+            for k, value in container.items():
+                if k.__class__ is not str:
+                    raise InvalidInputError(f"{what} has a non-string key {k!r}; JSON keys are strings")
+                size += len(k) + 4
+                if isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+                else:
+                    size += _scalar_size(value, what)
+        else:
+            size += 2
+            for value in container:
+                if isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+                else:
+                    size += _scalar_size(value, what)
         if size > MAX_RECORD_BYTES:
-            raise InvalidInputError(f"{what} is larger than the {MAX_RECORD_BYTES // 2**20} MiB record limit")
+            break
+    if size > MAX_RECORD_BYTES:
+        raise InvalidInputError(f"{what} is larger than the {MAX_RECORD_BYTES // 2**20} MiB record limit")
 
 
-_SCALARS = frozenset({int, bool, dt.datetime, dt.date})
+def _scalar_size(value: Any, what: str) -> int:
+    cls = value.__class__
+    if cls is str:
+        return _str_size(value, what)
+    if value is None or cls is bool or cls is int:
+        return 8
+    if cls is float:
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{what} holds {value!r}, which JSON cannot represent")
+        return 24
+    if isinstance(value, str):  # a str subclass (an enum member, ...) is stored as its text
+        return _str_size(value, what)
+    raise InvalidInputError(f"{what} holds a {type(value).__name__}, which is not a JSON value")
+
+
+_TIMES = frozenset({dt.datetime, dt.date})
 
 
 # -- keyset cursors ----------------------------------------------------------------------

@@ -65,11 +65,6 @@ def _nested(model: type) -> tuple:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=None)
-def _short_columns(spec: TableSpec) -> tuple[str, ...]:
-    return tuple(c.name for c in spec.columns if c.kind == "str")
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -138,7 +133,7 @@ class Db:
             value = row.get(c.name)
             if c.kind == "json" and hasattr(value, "model_dump"):
                 row[c.name] = value.model_dump()
-        v.check_payload(row, what, _short_columns(spec))
+        v.check_payload(row, what, spec.short)
         for k in spec.key:
             if spec.kind(k) == "str":
                 v.check_id(row[k], f"{what}.{k}")
