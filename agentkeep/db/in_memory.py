@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
 
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
-from agentkeep.db.rowstore import RowTable, apply_update, check_where, clone
-from agentkeep.db.tables import TableSpec
+from agentkeep.db.rowstore import RowTable, apply_update, check_where
+from agentkeep.db.tables import TableSpec, table_overrides
 
 
 class MemoryKernel:
@@ -109,23 +107,4 @@ class InMemoryDb(Db):
     """Everything in process memory: for tests, notebooks and ephemeral agents."""
 
     def __init__(self, *, id: str | None = None, table_prefix: str = "agentkeep_", **tables: str) -> None:
-        super().__init__(MemoryKernel(), id=id, table_prefix=table_prefix, tables=_table_overrides(tables))
-
-
-def _table_overrides(kwargs: dict[str, Any]) -> dict[str, str]:
-    """`session_table="x"` style keyword arguments -> {"sessions": "x"}."""
-    from agentkeep.db.errors import InvalidInputError
-    from agentkeep.db.tables import TABLES
-
-    aliases = {"session": "sessions", "run": "runs", "memory": "memories", "knowledge": "knowledge",
-               "trace": "traces", "span": "spans", "approval": "approvals", "schedule": "schedules",
-               "schedule_run": "schedule_runs", "metrics": "metrics", "eval": "eval_runs", "eval_run": "eval_runs",
-               "meta": "meta", "versions": "meta"}
-    out = {}
-    for name, value in kwargs.items():
-        base = name[: -len("_table")] if name.endswith("_table") else None
-        table = aliases.get(base or "", base if base in TABLES else None)
-        if table is None:
-            raise InvalidInputError(f"unexpected keyword argument {name!r}")
-        out[table] = value
-    return out
+        super().__init__(MemoryKernel(), id=id, table_prefix=table_prefix, tables=table_overrides(tables))

@@ -30,11 +30,10 @@ from filelock import FileLock
 
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.db.in_memory import _table_overrides
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.rowstore import RowTable, apply_update, check_where
-from agentkeep.db.tables import TableSpec
+from agentkeep.db.tables import TableSpec, table_overrides
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MICRO = dt.timedelta(microseconds=1)
@@ -237,12 +236,17 @@ class JsonKernel:
                     f.write(_dumps(record).encode("utf-8"))
             scalars = {c.name: _encode(c.kind, row.get(c.name)) for c in st.scalar}
             lines.append(_dumps({"k": st.key_out(key), "r": scalars, "v": version}))
-        self._repair_tail(st)
-        self._append(self._log(st), "\n".join(lines) + "\n")
-        self._sync(st)
+        self._log_lines(st, lines)
         for key, prev in old.items():
             if prev and prev.get("_v") is not None and st.json:
                 self._unlink(self._record_path(st, key, prev["_v"]))
+
+    def _log_lines(self, st: _TableState, lines: list[str]) -> None:
+        """Append whole lines to the table's index log (after cutting a torn tail), apply
+        them to this process's index, and compact when the log has grown stale."""
+        self._repair_tail(st)
+        self._append(self._log(st), "\n".join(lines) + "\n")
+        self._sync(st)
         self._maybe_compact(st)
 
     def _unlink(self, path: str) -> None:
@@ -365,10 +369,7 @@ class JsonKernel:
             new = apply_update(current, set, incr)
             if current is entry:
                 scalars = {c.name: _encode(c.kind, new.get(c.name)) for c in st.scalar}
-                self._repair_tail(st)
-                self._append(self._log(st), _dumps({"k": st.key_out(key), "r": scalars, "v": entry.get("_v")}) + "\n")
-                self._sync(st)
-                self._maybe_compact(st)
+                self._log_lines(st, [_dumps({"k": st.key_out(key), "r": scalars, "v": entry.get("_v")})])
             else:
                 self._write_rows(st, [new], {key: entry})
             return {f: new.get(f) for f in returning}
@@ -380,14 +381,11 @@ class JsonKernel:
             if not gone:
                 return 0
             keys = [st.spec.key_of(r) for r in gone]
-            self._repair_tail(st)
-            self._append(self._log(st), "".join(_dumps({"k": st.key_out(k), "del": 1}) + "\n" for k in keys))
-            self._sync(st)
+            self._log_lines(st, [_dumps({"k": st.key_out(k), "del": 1}) for k in keys])
             if st.json:
                 for key, row in zip(keys, gone):
                     if row.get("_v") is not None:
                         self._unlink(self._record_path(st, key, row["_v"]))
-            self._maybe_compact(st)
             return len(keys)
 
     def distinct(self, table: str, field: str, where: tuple[Cond, ...]) -> list:
@@ -417,4 +415,4 @@ class JsonDb(Db):
         **tables: str,
     ) -> None:
         super().__init__(JsonKernel(str(path), storage_options), id=id, table_prefix=table_prefix,
-                         tables=_table_overrides(tables))
+                         tables=table_overrides(tables))

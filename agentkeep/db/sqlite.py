@@ -28,8 +28,8 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import DbError, InvalidInputError
-from agentkeep.db.in_memory import _table_overrides
 from agentkeep.db.sql.kernel import SqlKernel
+from agentkeep.db.tables import table_overrides
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
@@ -200,4 +200,4 @@ class SqliteDb(Db):
             raise InvalidInputError(f"invalid SQLite URL {db_url!r}: {exc}") from None
         if url.get_backend_name() != "sqlite":
             raise InvalidInputError(f"not a SQLite URL: {db_url!r} (expected sqlite:///path/to/file.db)")
-        super().__init__(SqliteKernel(url, durability), id=id, table_prefix=table_prefix, tables=_table_overrides(tables))
+        super().__init__(SqliteKernel(url, durability), id=id, table_prefix=table_prefix, tables=table_overrides(tables))

@@ -178,3 +178,21 @@ def build_specs(table_prefix: str = "agentkeep_", overrides: dict[str, str] | No
         name: dataclasses.replace(spec, physical=overrides.get(name) or f"{table_prefix}{name}", column_map={})
         for name, spec in default_specs().items()
     }
+
+
+def table_overrides(kwargs: dict[str, typing.Any]) -> dict[str, str]:
+    """`session_table="x"` style keyword arguments -> {"sessions": "x"}."""
+    from agentkeep.db.errors import InvalidInputError
+
+    aliases = {"session": "sessions", "run": "runs", "memory": "memories", "knowledge": "knowledge",
+               "trace": "traces", "span": "spans", "approval": "approvals", "schedule": "schedules",
+               "schedule_run": "schedule_runs", "metrics": "metrics", "eval": "eval_runs", "eval_run": "eval_runs",
+               "meta": "meta", "versions": "meta"}
+    out = {}
+    for name, value in kwargs.items():
+        base = name[: -len("_table")] if name.endswith("_table") else None
+        table = aliases.get(base or "", base if base in TABLES else None)
+        if table is None:
+            raise InvalidInputError(f"unexpected keyword argument {name!r}")
+        out[table] = value
+    return out

@@ -10,6 +10,7 @@ value codecs, how a write transaction begins, upserts, case-insensitive search.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import threading
 from collections import OrderedDict
@@ -47,7 +48,7 @@ class Compiled:
     decoders: tuple = ()  # per result column: (name, decoder or None)
 
 
-class SqlKernel:
+class SqlKernel(abc.ABC):
     """Shared by every SQL backend. Subclasses set the engine and the dialect hooks."""
 
     capabilities = frozenset({"transactions", "multi_process", "persistent"})
@@ -87,8 +88,9 @@ class SqlKernel:
         """Keyword arguments making an index partial (only rows where `column` is set)."""
         return {}
 
+    @abc.abstractmethod
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool) -> sa.Insert:
-        raise NotImplementedError  # each dialect has its own
+        """An insert that replaces (`replace`) or keeps an existing row with the same key."""
 
     def begin(self, raw: Any) -> None:
         """Open a write transaction on a DBAPI connection."""
