@@ -1187,7 +1187,7 @@ class _open_text:
     """Open a path for text, or wrap a caller's file object (text or binary) without closing it."""
 
     def __init__(self, target: Any, mode: str) -> None:
-        self.target, self.mode, self.owned = target, mode, None
+        self.target, self.mode, self.owned, self.wrapper = target, mode, None, None
 
     def __enter__(self):
         if isinstance(self.target, (str, os.PathLike)):
@@ -1200,8 +1200,12 @@ class _open_text:
             raise InvalidInputError("expected a path or a file object")
         if isinstance(self.target, io.TextIOBase) or "b" not in getattr(self.target, "mode", "b"):
             return self.target
-        return io.TextIOWrapper(self.target, encoding="utf-8", newline="\n", write_through=True)
+        self.wrapper = io.TextIOWrapper(self.target, encoding="utf-8", newline="\n", write_through=True)
+        return self.wrapper
 
     def __exit__(self, *exc: Any) -> None:
         if self.owned is not None:
             self.owned.close()
+        if self.wrapper is not None:
+            self.wrapper.flush()
+            self.wrapper.detach()  # the caller's file stays open
