@@ -10,6 +10,7 @@ URL_FORMS = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:",
     "json://./dir, json:///absolute/dir, json+memory://name, json+s3://bucket/prefix",
     "memory://  (InMemoryDb)",
+    "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)",
 )
 
 
@@ -33,6 +34,17 @@ def connect(url: str, **kwargs: Any):
         from agentkeep.db.json import JsonDb
 
         return JsonDb(path=f"{scheme[5:]}://{rest}", **kwargs)
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        from agentkeep.db.postgres import PostgresDb
+
+        # db_schema is agentkeep's own query parameter; the rest goes to libpq
+        base, _, query = url.partition("?")
+        params = [p for p in query.split("&") if p]
+        schema = [p.split("=", 1)[1] for p in params if p.startswith("db_schema=")]
+        rest = "&".join(p for p in params if not p.startswith("db_schema="))
+        if schema:
+            kwargs.setdefault("db_schema", schema[-1])
+        return PostgresDb(db_url=base + (f"?{rest}" if rest else ""), **kwargs)
     if scheme in ("memory", "inmemory"):
         from agentkeep.db.in_memory import InMemoryDb
 

@@ -27,6 +27,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import os
 import sqlite3
 import threading
 import uuid
@@ -182,6 +183,45 @@ def _json_memory(directory: Path) -> Handle:
     return Handle(db=JsonDb(path=f"memory://{name}"), cleanup=cleanup)
 
 
+POSTGRES_URL = os.environ.get("AGENTKEEP_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_check() -> Optional[str]:
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return f"postgres: server at {POSTGRES_URL} is not reachable ({str(exc).strip()[:120]})"
+    return None
+
+
+def _postgres_target() -> str:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    return f"PostgreSQL {version.split()[0]} server, a schema per test"
+
+
+def _postgres(directory: Path) -> Handle:
+    from agentkeep.db.postgres import PostgresDb
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+
+    def cleanup() -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    return Handle(
+        db=PostgresDb(db_url=POSTGRES_URL, db_schema=schema),
+        opener=functools.partial(PostgresDb, db_url=POSTGRES_URL, db_schema=schema),
+        cleanup=cleanup,
+    )
+
+
 def _fsspec_target(kind: str) -> Callable[[], str]:
     def target() -> str:
         try:
@@ -208,6 +248,13 @@ BACKENDS: list[Backend] = [
         target=_fsspec_target("fsspec memory://"),
         build=_json_memory,
         requires=("fsspec",),
+    ),
+    Backend(
+        name="postgres",
+        target=_postgres_target,
+        build=_postgres,
+        requires=("sqlalchemy", "psycopg"),
+        check=_postgres_check,
     ),
 ]
 

@@ -54,11 +54,12 @@ class SqlKernel(abc.ABC):
     capabilities = frozenset({"transactions", "multi_process", "persistent"})
     supports_returning = True
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, schema: str | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect
+        self.schema = schema  # tables live in this schema (PostgreSQL), else the default one
         self._local = threading.local()
-        self.metadata = sa.MetaData()
+        self.metadata = sa.MetaData(schema=schema)
         self.tables: dict[str, sa.Table] = {}
         self.side: dict[tuple[str, str], sa.Table] = {}
         self.specs: dict[str, TableSpec] = {}
@@ -151,7 +152,7 @@ class SqlKernel(abc.ABC):
                 return hit
         stmt, kinds, result = build()
         c = stmt.compile(dialect=self.dialect, compile_kwargs={"render_postcompile": True})
-        binds = tuple(c.positiontup) if c.positional else tuple(c.binds)
+        binds = tuple(c.positiontup) if c.positional else tuple(c.params)  # rendered names
         compiled = Compiled(
             c.string, binds, bool(c.positional),
             {k: v for k, v in c.params.items() if k not in kinds}, kinds, result,
@@ -243,32 +244,38 @@ class SqlKernel(abc.ABC):
     def has_table(self, table: str) -> bool:
         # inspected on a second connection: it sees committed schema, which is all there is
         # while the schema lock is held
-        return self.tables[table].name in sa.inspect(self.engine).get_table_names()
+        return self.tables[table].name in sa.inspect(self.engine).get_table_names(schema=self.schema)
 
     def _all_tables(self) -> list[sa.Table]:
         return [*self.tables.values(), *self.side.values()]
 
     def plan_schema(self) -> list[Step]:
         inspector = sa.inspect(self.engine)
-        existing = set(inspector.get_table_names())
         steps = []
+        if self.schema is not None and self.schema not in inspector.get_schema_names():
+            steps.append(Step(f"create schema {self.schema}", "create_schema", self.schema))
+            existing: set[str] = set()
+        else:
+            existing = set(inspector.get_table_names(schema=self.schema))
         for table in self._all_tables():
             if table.name not in existing:
                 steps.append(Step(f"create table {table.name}", "create_table", table.name, table))
                 for idx in table.indexes:
                     steps.append(Step(f"create index {idx.name}", "add_index", table.name, idx))
                 continue
-            have = {c["name"] for c in inspector.get_columns(table.name)}
+            have = {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
             for col in table.columns:
                 if col.name not in have:
                     steps.append(Step(f"add column {table.name}.{col.name}", "add_column", table.name, col))
-            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+            indexes = {i["name"] for i in inspector.get_indexes(table.name, schema=self.schema)}
             for idx in table.indexes:
                 if idx.name not in indexes:
                     steps.append(Step(f"create index {idx.name}", "add_index", table.name, idx))
         return steps
 
     def ddl(self, step: Step) -> str:
+        if step.action == "create_schema":
+            return f"CREATE SCHEMA IF NOT EXISTS {self.dialect.identifier_preparer.quote_schema(step.table)}"
         if step.action == "create_table":
             return str(sa.schema.CreateTable(step.detail, if_not_exists=True).compile(dialect=self.dialect))
         if step.action == "add_index":
@@ -278,7 +285,8 @@ class SqlKernel(abc.ABC):
         default = sa.text("0") if not old.nullable and old.server_default is None else old.server_default
         col = sa.Column(old.name, old.type, nullable=old.nullable, server_default=default)
         spec = sa.schema.CreateColumn(col).compile(dialect=self.dialect)
-        return f"ALTER TABLE {self.dialect.identifier_preparer.quote(step.table)} ADD COLUMN {spec}"
+        table = self.metadata.tables[f"{self.schema}.{step.table}" if self.schema else step.table]
+        return f"ALTER TABLE {self.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}"
 
     def apply_step(self, step: Step) -> None:
         with self.transaction() as raw:
