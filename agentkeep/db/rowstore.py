@@ -8,7 +8,7 @@ at the limit, so documented list calls never scan the table.
 from __future__ import annotations
 
 import json
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from typing import Any, Iterable
 
 from agentkeep.db.query import HIGH, Cond, Query, after_filter, matches, matches_all, row_key, sort_key
@@ -160,10 +160,12 @@ class RowTable:
             while n < len(idx.fields) and idx.fields[n] in eqs:
                 n += 1
             if order is not None:
-                # the prefix may stop short of the order's first field
-                while n > 0 and idx.order[n:] != tuple(order):
+                # the index must yield `order` after its equality prefix (which may stop short
+                # of the order's first field); fields past the order only break its ties
+                order = tuple(order)
+                while n > 0 and idx.order[n : n + len(order)] != order:
                     n -= 1
-                if idx.order[n:] != tuple(order):
+                if idx.order[n : n + len(order)] != order:
                     continue
             elif n == 0:
                 continue
@@ -195,8 +197,8 @@ class RowTable:
             pos = prefix + after
             if q.desc:
                 hi = min(hi, bisect_left(entries, pos))
-            else:
-                lo = max(lo, bisect_right(entries, pos))
+            else:  # past every entry that starts with pos, however long the entries are
+                lo = max(lo, bisect_left(entries, pos + (HIGH,)))
         return entries[lo:hi] if lo < hi else []
 
     def _walk(self, idx: _Index, prefix: tuple, q: Query) -> Iterable[dict]:

@@ -35,7 +35,7 @@ SESSION_ORDERS = {
     "created_desc": (("created_at", "session_id"), True),
     "created_asc": (("created_at", "session_id"), False),
 }
-RUN_ORDER = {"seq": (("seq", "run_id"), False)}
+RUN_ORDER = {"seq": (("seq",), False)}  # seq is unique within the one session listed
 MEMORY_ORDERS = {
     "updated_desc": (("updated_at", "memory_id"), True),
     "updated_asc": (("updated_at", "memory_id"), False),

@@ -118,7 +118,10 @@ class SqlKernel(abc.ABC):
             ]
             table = sa.Table(spec.physical, self.metadata, *cols, **self.table_options())
             for idx in spec.indexes:
-                sa.Index(_name("ix", spec.physical, *idx.fields), *[table.c[f] for f in idx.fields], unique=idx.unique,
+                # a non-unique index ends with the key: list orders end with it (a total order
+                # for keyset pages), so the index yields rows in exactly that order
+                cols = idx.fields if idx.unique else idx.fields + tuple(k for k in spec.key if k not in idx.fields)
+                sa.Index(_name("ix", spec.physical, *idx.fields), *[table.c[f] for f in cols], unique=idx.unique,
                          **self.sparse_index(table.c[idx.fields[0]]) if idx.sparse else {})
             self.tables[name] = table
             self.kinds[name] = {c.name: c.kind for c in spec.columns}

@@ -1,0 +1,148 @@
+"""PostgreSQL specifics: the hot queries are served by indexes (EXPLAIN), schema changes are
+safe when 8 processes boot at once, and an additive upgrade keeps every row."""
+
+import dataclasses
+import datetime as dt
+import multiprocessing as mp
+import os
+import uuid
+
+import pytest
+
+from agentkeep.db import Approval, Run, Schedule, Session, UserMemory
+from agentkeep.db import tables as tables_module
+from tests.conformance.backends import POSTGRES_URL, _postgres_check
+
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _server():
+    reason = _postgres_check()
+    if reason:
+        if os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def schema():
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def _db(schema):
+    from agentkeep.db.postgres import PostgresDb
+
+    return PostgresDb(db_url=POSTGRES_URL, db_schema=schema)
+
+
+def _statements(db, call):
+    """The SELECT statements a domain call runs, with their parameters."""
+    seen = []
+    run = db.kernel._run
+
+    def record(c, values, *, write):
+        if c.sql.lstrip().upper().startswith("SELECT"):
+            seen.append((c.sql, db.kernel._params(c, values)))
+        return run(c, values, write=write)
+
+    db.kernel._run = record
+    try:
+        call()
+    finally:
+        db.kernel._run = run
+    return seen
+
+
+def _plan(schema, sql, params):
+    with psycopg.connect(POSTGRES_URL) as conn:
+        # can an index serve it, in order, whatever the costs of a table this small?
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        rows = conn.execute("EXPLAIN " + sql, params).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "name, call, index, ordered",
+    [
+        ("sessions by user", lambda db: db.list_sessions(user_id="u1"), "ix_agentkeep_sessions_user_id_updated_at", True),
+        ("last runs", lambda db: db.list_runs("s1", last=10), "ix_agentkeep_runs_session_id_seq", True),
+        ("memories by user and topic", lambda db: db.list_memories(user_id="u1", topics=["t1"]), "ix_agentkeep_memories_user_id_updated_at", True),
+        ("approvals by status", lambda db: db.list_approvals(status="pending"), "ix_agentkeep_approvals_status_created_at", True),
+        ("due schedules", lambda db: db.claim_due_schedules(worker_id="w", now=NOW), "ix_agentkeep_schedules_enabled_next_run_at", True),
+    ],
+)
+def test_hot_queries_use_their_index(schema, name, call, index, ordered):
+    db = _db(schema)
+    try:
+        db.upsert_session(Session(session_id="s1", user_id="u1"))
+        db.append_run(Run(session_id="s1"))
+        db.upsert_memory(UserMemory(user_id="u1", memory="m", topics=["t1"]))
+        db.create_approval(Approval(user_id="u1"))
+        db.upsert_schedule(Schedule(cron="* * * * *", target={"type": "agent", "id": "a"}, next_run_at=NOW))
+        statements = _statements(db, lambda: call(db))
+        assert statements, f"{name}: no SELECT ran"
+        plan = _plan(schema, *statements[0])
+        assert index in plan, f"{name}: {index} not used:\n{plan}"
+        if ordered:
+            assert "Sort" not in plan, f"{name}: sorted instead of reading the index in order:\n{plan}"
+    finally:
+        db.close()
+
+
+def _boot(schema, barrier):
+    barrier.wait()
+    _db(schema).create_tables()
+
+
+def test_eight_processes_create_tables_at_once(schema):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(8)
+    procs = [ctx.Process(target=_boot, args=(schema, barrier)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with psycopg.connect(POSTGRES_URL) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))]
+        versions = conn.execute(
+            f'SELECT key, count(*) FROM "{schema}".agentkeep_meta WHERE key LIKE %s GROUP BY key', ("version:%",)).fetchall()
+    assert len(tables) == len(set(tables)) == len(tables_module.TABLES) + 1  # + the memory topics side table
+    assert len(versions) == len(tables_module.EXPORT_TABLES) and all(n == 1 for _, n in versions)
+
+
+def test_additive_upgrade_keeps_every_row(schema, monkeypatch):
+    original = tables_module.default_specs
+    db = _db(schema)
+    ids = [db.upsert_session(Session(user_id=f"u{i % 3}", state={"i": i})).session_id for i in range(40)]
+    db.close()
+
+    def upgraded():
+        specs = original()
+        old = specs["sessions"]
+        specs["sessions"] = dataclasses.replace(
+            old, columns=old.columns + (tables_module.Column("color", "str"),),
+            indexes=old.indexes + (tables_module.Index(("user_id", "color")),),
+            internal=old.internal + ("color",), version=2, column_map={},
+        )
+        return specs
+
+    monkeypatch.setattr(tables_module, "default_specs", upgraded)
+    db = _db(schema)
+    try:
+        plan = db.migrate(dry_run=True)
+        assert "add column agentkeep_sessions.color" in plan
+        assert db.migrate() == plan and db.migrate(dry_run=True) == []
+        assert [db.get_session(i).state["i"] for i in ids] == list(range(40))
+        assert db.schema_status()["sessions"] == {"version": 2, "expected": 2, "up_to_date": True}
+    finally:
+        db.close()
