@@ -143,6 +143,34 @@ class PostgresKernel(SqlKernel):
     def sparse_index(self, column) -> dict:
         return {"postgresql_where": column.is_not(None)}
 
+    def claim_due(self, *, now: dt.datetime, until: dt.datetime, worker_id: str, limit: int) -> list[dict]:
+        """Lease up to `limit` due schedules in one statement. Rows another worker is claiming
+        right now are skipped (SKIP LOCKED), not waited for, so workers never block each other."""
+        t = self.tables["schedules"]
+
+        def build():
+            due = (
+                sa.select(t.c.id)
+                .where(t.c.enabled == sa.bindparam("yes"), t.c.next_run_at <= sa.bindparam("now"),
+                       sa.or_(t.c.locked_until.is_(None), t.c.locked_until <= sa.bindparam("now")))
+                .order_by(t.c.next_run_at, t.c.id)
+                .limit(sa.bindparam("lim", type_=sa.Integer))
+                .with_for_update(skip_locked=True)
+            )
+            stmt = (
+                sa.update(t).where(t.c.id.in_(due.scalar_subquery()))
+                .values(locked_by=sa.bindparam("worker"), locked_until=sa.bindparam("until"), revision=t.c.revision + 1)
+                .returning(*t.c)
+            )
+            kinds = {"yes": "bool", "now": "time", "lim": "int", "worker": "str", "until": "time"}
+            return stmt, kinds, self._result("schedules", None)
+
+        c = self._compiled(("claim_due",), build)
+        values = {"yes": True, "now": now, "lim": limit, "worker": worker_id, "until": until}
+        with self.transaction():
+            rows = self._rows(c, self._run(c, values, write=True))
+        return sorted(rows, key=lambda r: (r["next_run_at"], r["id"]))
+
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool):
         stmt = pg.insert(table)
         if not replace:

@@ -889,6 +889,10 @@ class Db:
         if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
             raise InvalidInputError(f"lease_seconds must be a positive number, got {lease_seconds!r}")
         until = now + dt.timedelta(seconds=lease_seconds)
+        native = getattr(self.kernel, "claim_due", None)
+        if native is not None:  # one statement where the store has it (FOR UPDATE SKIP LOCKED)
+            rows = native(now=now, until=until, worker_id=worker_id, limit=limit)
+            return [self._model("schedules", r) for r in rows]
         where = (eq("enabled", True), Cond("next_run_at", "lte", now))
         batch = max(2 * limit, 16)
         claimed: list[m.Schedule] = []
