@@ -11,7 +11,8 @@ import pytest
 
 from agentkeep.db import Approval, Run, Schedule, Session, UserMemory
 from agentkeep.db import tables as tables_module
-from tests.conformance.backends import POSTGRES_URL, _postgres_check
+from tests.conformance.backends import _postgres_check, postgres_url
+from tests.services.postgres import EmbeddedPostgres
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -29,14 +30,33 @@ def _server():
 def schema():
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_a_restarted_server_is_survived():
+    """The first call after the server comes back succeeds (the pool pre-pings), and no
+    acknowledged write is lost. A private server, so restarting it disturbs no other test."""
+    from agentkeep.db.postgres import PostgresDb
+
+    server = EmbeddedPostgres()
+    server.start()
+    try:
+        db = PostgresDb(db_url=server.url, db_schema="restart")
+        ids = [db.upsert_session(Session(user_id="u", name=f"before {i}")).session_id for i in range(5)]
+        server.restart()
+        ids.append(db.upsert_session(Session(user_id="u", name="after")).session_id)
+        assert [db.get_session(i).session_id for i in ids] == ids
+        assert db.list_sessions(user_id="u", with_total=True).total == 6
+        db.close()
+    finally:
+        server.stop()
 
 
 def _db(schema):
     from agentkeep.db.postgres import PostgresDb
 
-    return PostgresDb(db_url=POSTGRES_URL, db_schema=schema)
+    return PostgresDb(db_url=postgres_url(), db_schema=schema)
 
 
 def _statements(db, call):
@@ -59,7 +79,7 @@ def _statements(db, call):
 
 
 def _plan(schema, sql, params):
-    with psycopg.connect(POSTGRES_URL) as conn:
+    with psycopg.connect(postgres_url()) as conn:
         # can an index serve it, in order, whatever the costs of a table this small?
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET enable_bitmapscan = off")
@@ -112,7 +132,7 @@ def test_eight_processes_create_tables_at_once(schema):
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    with psycopg.connect(POSTGRES_URL) as conn:
+    with psycopg.connect(postgres_url()) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))]
         versions = conn.execute(

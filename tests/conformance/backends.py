@@ -27,7 +27,6 @@ import asyncio
 import functools
 import importlib
 import inspect
-import os
 import sqlite3
 import threading
 import uuid
@@ -183,25 +182,31 @@ def _json_memory(directory: Path) -> Handle:
     return Handle(db=JsonDb(path=f"memory://{name}"), cleanup=cleanup)
 
 
-POSTGRES_URL = os.environ.get("AGENTKEEP_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+@functools.lru_cache(maxsize=None)
+def postgres_url() -> str:
+    """The local server, or an embedded one started for this process (tests/services)."""
+    from tests.services.postgres import server_url
+
+    return server_url()
 
 
 def _postgres_check() -> Optional[str]:
-    import psycopg
+    from tests.services.postgres import reachable
 
     try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return f"postgres: server at {POSTGRES_URL} is not reachable ({str(exc).strip()[:120]})"
-    return None
+        url = postgres_url()
+    except Exception as exc:  # no server and the embedded one could not start: say why
+        return f"postgres: no server on 5432 and embedded PostgreSQL did not start ({exc!r:.200})"
+    reason = reachable(url)
+    return f"postgres: server at {url} is not reachable ({reason})" if reason else None
 
 
 def _postgres_target() -> str:
     import psycopg
 
-    with psycopg.connect(POSTGRES_URL) as conn:
+    with psycopg.connect(postgres_url()) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
-    return f"PostgreSQL {version.split()[0]} server, a schema per test"
+    return f"PostgreSQL {version.split()[0]} at {postgres_url().split('@')[-1]}, a schema per test"
 
 
 def _postgres(directory: Path) -> Handle:
@@ -212,12 +217,12 @@ def _postgres(directory: Path) -> Handle:
     def cleanup() -> None:
         import psycopg
 
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        with psycopg.connect(postgres_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     return Handle(
-        db=PostgresDb(db_url=POSTGRES_URL, db_schema=schema),
-        opener=functools.partial(PostgresDb, db_url=POSTGRES_URL, db_schema=schema),
+        db=PostgresDb(db_url=postgres_url(), db_schema=schema),
+        opener=functools.partial(PostgresDb, db_url=postgres_url(), db_schema=schema),
         cleanup=cleanup,
     )
 

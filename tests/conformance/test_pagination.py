@@ -9,7 +9,6 @@ with_total counts only the matching records.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable

@@ -11,7 +11,6 @@ from agentkeep.db import (
     InvalidInputError,
     NotFoundError,
     OwnershipError,
-    Schedule,
     ScheduleRun,
 )
 
