@@ -171,13 +171,7 @@ class PostgresKernel(SqlKernel):
             rows = self._rows(c, self._run(c, values, write=True))
         return sorted(rows, key=lambda r: (r["next_run_at"], r["id"]))
 
-    def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool):
-        stmt = pg.insert(table)
-        if not replace:
-            return stmt.on_conflict_do_nothing(index_elements=list(key))
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
-        )
+    dialect_insert = staticmethod(pg.insert)
 
 
 class PostgresDb(Db):

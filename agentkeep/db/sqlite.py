@@ -134,13 +134,7 @@ class SqliteKernel(SqlKernel):
     def icontains(self, column, needle):
         return sa.func.instr(sa.func.ak_lower(column), needle) > 0
 
-    def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool):
-        stmt = sqlite_insert(table)
-        if not replace:
-            return stmt.on_conflict_do_nothing(index_elements=list(key))
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
-        )
+    dialect_insert = staticmethod(sqlite_insert)
 
 
 def _enable_wal(cur) -> None:

@@ -89,9 +89,20 @@ class SqlKernel(abc.ABC):
         """Keyword arguments making an index partial (only rows where `column` is set)."""
         return {}
 
+    @property
     @abc.abstractmethod
+    def dialect_insert(self) -> Callable[[sa.Table], Any]:
+        """The dialect's insert construct (it carries the dialect's conflict clause)."""
+
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool) -> sa.Insert:
-        """An insert that replaces (`replace`) or keeps an existing row with the same key."""
+        """An insert that replaces (`replace`) or keeps an existing row with the same key:
+        ON CONFLICT, as SQLite and PostgreSQL spell it; MySQL overrides this."""
+        stmt = self.dialect_insert(table)
+        if not replace:
+            return stmt.on_conflict_do_nothing(index_elements=list(key))
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+        )
 
     def begin(self, raw: Any) -> None:
         """Open a write transaction on a DBAPI connection."""
