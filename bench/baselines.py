@@ -127,8 +127,20 @@ def raw_list_sessions(ctx) -> None:
     con.close()
 
 
+def _pg(name: str):
+    def run(ctx) -> None:  # psycopg is imported only by the raw psycopg cases
+        from bench import baselines_pg
+
+        getattr(baselines_pg, name)(ctx)
+
+    return run
+
+
 BASELINES = {
     "raw_new_session_full": ("new_session", raw_new_session_full),
     "raw_new_session_normal": ("new_session", raw_new_session_normal),
     "raw_list_sessions": ("list_sessions", raw_list_sessions),
+    # raw psycopg (PostgreSQL): bench/baselines_pg.py
+    "raw_pg_new_session": ("new_session", _pg("raw_pg_new_session")),
+    "raw_pg_list_sessions": ("list_sessions", _pg("raw_pg_list_sessions")),
 }

@@ -1,7 +1,9 @@
 """One benchmark case in its own process: `python -m bench.child SPEC.json`.
 
 SPEC: {"kind": "agentkeep"|"baseline", "backend", "case", "sizes" (this benchmark's),
-"tmp" (an empty dir owned by this case), "shared" (dict), "budget" (s), "out" (result path)}.
+"tmp" (an empty dir owned by this case), "shared" (dict), "budget" (s), "out" (result path),
+"pg_schema_prefix" (PostgreSQL: the names of this case's schemas start with it; they are
+dropped when the case ends)}.
 The result JSON: metrics, notes, error (traceback), infeasible, rss_mb (ru_maxrss at the
 end), wall_s.
 """
@@ -26,6 +28,14 @@ class Ctx:
         self.metrics: dict = {}
         self.notes: list[str] = []
         self._dbs: list = []
+        self.pg_schema_prefix = spec.get("pg_schema_prefix") or "bench_"
+        self.pg_schemas: list[str] = []  # schemas the raw psycopg baselines create
+
+    def pg_schema(self) -> str:
+        """A new schema name for a raw psycopg baseline (dropped after the case)."""
+        name = f"{self.pg_schema_prefix}raw{len(self.pg_schemas)}"
+        self.pg_schemas.append(name)
+        return name
 
     def path(self, name: str) -> str:
         return os.path.join(self.tmp, name)
@@ -54,10 +64,26 @@ class Ctx:
                 close(db)
             except Exception:  # noqa: BLE001 - closing twice or after a failure
                 pass
+        self._dbs.clear()
+
+    def drop_pg_schemas(self) -> None:
+        import bench.cases as cases
+
+        names = [*cases.PG_SCHEMAS, *self.pg_schemas]
+        if names:
+            from bench import pg
+
+            try:
+                pg.drop_schemas(names)
+            except Exception as exc:  # noqa: BLE001 - the parent sweeps the prefix again
+                self.note(f"dropping schemas failed: {type(exc).__name__}: {exc}")
 
 
 def run(spec: dict) -> dict:
     ctx = Ctx(spec)
+    import bench.cases as cases
+
+    cases.PG_SCHEMA_PREFIX = ctx.pg_schema_prefix
     result: dict = {"error": None, "infeasible": None}
     t0 = perf()
     try:
@@ -75,6 +101,7 @@ def run(spec: dict) -> dict:
         result["error"] = traceback.format_exc()
     finally:
         ctx.close_all()
+        ctx.drop_pg_schemas()
     result.update(metrics=ctx.metrics, notes=ctx.notes, rss_mb=peak_rss_mb(), wall_s=perf() - t0)
     return result
 

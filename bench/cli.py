@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import platform
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -16,22 +17,28 @@ import sys
 import tempfile
 import time
 
-from bench import report
+from bench import pg, report
 from bench.sizes import BENCHMARKS, overridden, parse_overrides, sizes_for
 
-BACKENDS = ["inmemory", "sqlite", "json"]
+BACKENDS = ["inmemory", "sqlite", "json", "postgres"]  # postgres: only when its server is reachable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_CASES = [  # (raw case, the benchmark it is the baseline of)
     ("raw_new_session_full", "new_session"),
     ("raw_new_session_normal", "new_session"),
     ("raw_list_sessions", "list_sessions"),
 ]
+PG_BASELINE_CASES = [  # raw psycopg, run when the postgres backend is
+    ("raw_pg_new_session", "new_session"),
+    ("raw_pg_list_sessions", "list_sessions"),
+]
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: inmemory,sqlite,json")
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help="comma-separated: inmemory,sqlite,json,postgres (default: all; postgres is skipped "
+                         "with a message when the server of AGENTKEEP_POSTGRES_URL is not reachable)")
     ap.add_argument("--only", default="", help=f"comma-separated benchmarks: {','.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds per backend")
     ap.add_argument("--sizes", default="", help="override sizes: [backend:]bench.key=value,... (see bench/README.md)")
@@ -41,7 +48,7 @@ def parse_args(argv):
                     help="seconds a seeding or measuring loop may take before the size is reported "
                          "infeasible (default 240, quick 60)")
     ap.add_argument("--timeout", type=float, default=None, help="hard limit per case in seconds (default 1200, quick 300)")
-    ap.add_argument("--no-baselines", action="store_true", help="skip the raw sqlite3 baseline rows")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the raw sqlite3 and raw psycopg baselines")
     ap.add_argument("--workdir", default=None, help="where the temporary dbs go (default: a new dir in $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (dbs, dumps, child logs)")
     args = ap.parse_args(argv)
@@ -68,6 +75,7 @@ class Runner:
         self.workdir = args.workdir or tempfile.mkdtemp(prefix="agentkeep-bench-")
         os.makedirs(self.workdir, exist_ok=True)
         self.n = 0
+        self.pg_token = secrets.token_hex(4)  # this run's schemas are bench_<token>_<case no>_...
 
     def run_case(self, kind, backend, case, sizes, shared=None, budget=None) -> dict:
         self.n += 1
@@ -77,8 +85,9 @@ class Runner:
         spec_path = os.path.join(self.workdir, f"{tag}.spec.json")
         out = os.path.join(self.workdir, f"{tag}.result.json")
         log = os.path.join(self.workdir, f"{tag}.log")
+        pg_prefix = f"bench_{self.pg_token}_{self.n}_"
         spec = dict(kind=kind, backend=backend, case=case, sizes=sizes, tmp=tmp, shared=shared or {},
-                    budget=budget or self.args.budget, out=out)
+                    budget=budget or self.args.budget, out=out, pg_schema_prefix=pg_prefix)
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
@@ -99,6 +108,13 @@ class Runner:
             shutil.rmtree(tmp, ignore_errors=True)
         result.setdefault("metrics", {})
         result.setdefault("notes", [])
+        if backend in ("postgres", report.RAW_PG):
+            try:  # the child drops its schemas; this catches a child killed before it could
+                left = pg.drop_schemas_with_prefix(pg_prefix)
+                if left:
+                    result["notes"].append(f"schemas left by the child dropped: {', '.join(left)}")
+            except Exception as exc:  # noqa: BLE001 - never fail the run over cleanup
+                result["notes"].append(f"could not drop schemas {pg_prefix}*: {type(exc).__name__}: {exc}")
         result.setdefault("error", None)
         result.setdefault("infeasible", None)
         result["case_wall_s"] = time.perf_counter() - t0  # incl. process start and temp-dir cleanup
@@ -142,11 +158,33 @@ def main(argv=None) -> int:
     results: dict = {}
     global_notes: list[str] = []
     log_console.print(f"[bold]agentkeep bench[/bold] ({'quick' if args.quick else 'full'}), workdir {runner.workdir}")
+    pg_info = None
+    if "postgres" in args.backends:
+        ok, info = pg.probe()
+        if ok:
+            pg_info = info
+            log_console.print(f"postgres: {pg.shown()} ({info})", highlight=False)
+        else:
+            args.backends.remove("postgres")
+            msg = (f"postgres: SKIPPED, the server at {pg.shown()} is not reachable ({info}); "
+                   f"start it or set AGENTKEEP_POSTGRES_URL")
+            log_console.print(f"[yellow]{msg}[/yellow]", highlight=False, markup=True, soft_wrap=True)
+            global_notes.append(msg)
+    if not args.backends:
+        log_console.print("no backend left to run; nothing measured")
+        if not args.keep:
+            shutil.rmtree(runner.workdir, ignore_errors=True)
+        return 0
     try:
         if not args.no_baselines:
             for case, bench in BASELINE_CASES:
                 if bench in args.only:
                     results[(report.RAW, case)] = runner.run_case("baseline", report.RAW, case, gsizes[bench])
+            if "postgres" in args.backends:
+                for case, bench in PG_BASELINE_CASES:
+                    if bench in args.only:
+                        results[(report.RAW_PG, case)] = runner.run_case(
+                            "baseline", report.RAW_PG, case, gsizes[bench])
         dumps: dict[int, dict] = {}
         for backend in args.backends:
             bsizes = sizes_for(args.quick, args.overrides, backend)
@@ -168,16 +206,21 @@ def main(argv=None) -> int:
 
     rows = report.build_rows(args.only, gsizes)
     show_raw = not args.no_baselines and any(k[0] == report.RAW for k in results)
-    header, body, foot = report.build_table(rows, args.backends, results, show_raw)
+    show_raw_pg = not args.no_baselines and any(k[0] == report.RAW_PG for k in results)
+    header, body, foot = report.build_table(rows, args.backends, results, show_raw, show_raw_pg)
     env = (f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, Python {platform.python_version()}, "
            f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, {platform.machine()}, "
            f"{'--quick' if args.quick else 'full sizes'}, total {wall:.0f} s, "
            f"load average {load_start:.1f} at start / {os.getloadavg()[0]:.1f} at end "
-           f"(other processes skew timings)")
+           f"(other processes skew timings)"
+           + (f"; postgres: {pg_info}, same machine over TCP ({pg.shown()})" if pg_info else ""))
     title = "agentkeep benchmarks"
-    legend = ("Ratios in brackets: agentkeep's time per operation / raw sqlite3's for the same work "
-              "(1.0× = as fast as raw sqlite3; F/FULL and NORMAL = the raw run's synchronous setting). "
-              "✓/✗: against the project's target (informational only). "
+    legend = (("Ratios in brackets: agentkeep's time per operation / the raw baseline's for the same work: "
+               "raw psycopg for the postgres column, raw sqlite3 for the others (1.0× = as fast as the raw "
+               "driver; FULL and NORMAL = the raw sqlite3 run's synchronous setting). " if show_raw_pg else
+               "Ratios in brackets: agentkeep's time per operation / raw sqlite3's for the same work "
+               "(1.0× = as fast as raw sqlite3; F/FULL and NORMAL = the raw run's synchronous setting). ")
+              + "✓/✗: against the project's target (informational only). "
               "* = this backend ran other sizes (--sizes; see its note).")
     note_lines = _note_lines(results, args.backends, foot, global_notes)
 
@@ -235,12 +278,12 @@ def _prepare_dump(runner, args, size: dict, dumps: dict, global_notes: list) -> 
 def _note_lines(results, backends, foot, global_notes) -> list[str]:
     lines = [f"[{marker}] {text}" for marker, text in foot.items]
     lines += global_notes
-    order = [report.RAW, *backends]
+    order = [report.RAW, report.RAW_PG, *backends]
     for (be, case), res in sorted(results.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         notes = list(res.get("notes") or [])
         if res.get("infeasible"):
             notes.append("INFEASIBLE: " + res["infeasible"])
         if notes:
-            name = "raw sqlite3" if be == report.RAW else be
+            name = {report.RAW: "raw sqlite3", report.RAW_PG: "raw psycopg"}.get(be, be)
             lines.append(f"{name} / {case}: " + "; ".join(notes))
     return lines

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 RAW = "raw"  # the results key of the raw sqlite3 baselines
+RAW_PG = "raw_pg"  # the results key of the raw psycopg (PostgreSQL) baselines
 RSS = "__rss__"
 
 
@@ -19,7 +20,14 @@ class Row:
     target: str = ""
     check: Optional[Callable[[str, float], Optional[bool]]] = None
     baselines: list = field(default_factory=list)  # [(raw case, metric key, short name)]
-    raw: Optional[tuple] = None  # (raw case, metric key): shown in the raw sqlite3 column
+    raw: Optional[tuple] = None  # (raw case, metric key[, suffix]): shown in the raw sqlite3 column
+    pg_baselines: list = field(default_factory=list)  # the same for the postgres column, vs raw psycopg
+    pg_raw: Optional[tuple] = None  # shown in the raw psycopg column
+
+
+def targets(**by_backend):
+    """A check for Row.check from per-backend predicates: targets(sqlite=lambda v: v < 1000)."""
+    return lambda be, v: by_backend[be](v) if be in by_backend else None
 
 
 TITLES = {
@@ -43,9 +51,11 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
         elif b == "new_session":
             rows.append(Row(
                 b, "rate", f"upsert_session + append_run per s (N={z['n']:,}, 1 thread)", "rate",
-                target="sqlite ≥ 1,500/s", check=lambda be, v: (v >= 1500) if be == "sqlite" else None,
+                target="sqlite ≥ 1,500/s, postgres ≥ 1,000/s",
+                check=targets(sqlite=lambda v: v >= 1500, postgres=lambda v: v >= 1000),
                 baselines=[("raw_new_session_full", "rate", "FULL"), ("raw_new_session_normal", "rate", "NORMAL")],
                 raw=("raw_new_session_full", "rate", " (sync=FULL)"),
+                pg_baselines=[("raw_pg_new_session", "rate", "psycopg")], pg_raw=("raw_pg_new_session", "rate"),
             ))
             rows.append(Row(b, "", "raw sqlite3, WAL, synchronous=NORMAL", "rate", raw=("raw_new_session_normal", "rate", " (sync=NORMAL)")))
         elif b == "append_run":
@@ -55,17 +65,23 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
             rows.append(Row(b, "ratio", f"ratio run {cps[-1]:,} / run {cps[0]:,}", "ratio",
                             target="≤ 1.5×", check=lambda be, v: v <= 1.5))
         elif b == "get_session":
-            rows.append(Row(b, "us", f"get_session(runs={z['last']}) of a {z['runs']:,}-run session, µs (median)", "us"))
+            rows.append(Row(b, "us", f"get_session(runs={z['last']}) of a {z['runs']:,}-run session, µs (median)", "us",
+                            target="postgres < 2 ms", check=targets(postgres=lambda v: v < 2000)))
         elif b == "list_sessions":
             rows.append(Row(
                 b, "first_us",
                 f"first page (limit={z['limit']}), {z['sessions']:,} sessions / {z['users']} users, µs (median)", "us",
-                target="sqlite < 1 ms", check=lambda be, v: (v < 1000) if be == "sqlite" else None,
+                target="sqlite < 1 ms, postgres < 2 ms",
+                check=targets(sqlite=lambda v: v < 1000, postgres=lambda v: v < 2000),
                 baselines=[("raw_list_sessions", "first_us", "raw")], raw=("raw_list_sessions", "first_us"),
+                pg_baselines=[("raw_pg_list_sessions", "first_us", "psycopg")],
+                pg_raw=("raw_pg_list_sessions", "first_us"),
             ))
             rows.append(Row(
                 b, "pages_mean_us", f"mean µs per page, pages 1-{z['pages']} via next_cursor", "us",
                 baselines=[("raw_list_sessions", "pages_mean_us", "raw")], raw=("raw_list_sessions", "pages_mean_us"),
+                pg_baselines=[("raw_pg_list_sessions", "pages_mean_us", "psycopg")],
+                pg_raw=("raw_pg_list_sessions", "pages_mean_us"),
             ))
         elif b == "list_memories":
             rows.append(Row(b, "us", f"one topic, over {z['memories']:,} memories / {z['users']} users, µs (median)", "us"))
@@ -73,16 +89,18 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
             rows.append(Row(
                 b, "rate",
                 f"spans/s: {z['batches']} write_spans of {z['batch']} spans ({z['traces_per_batch']} traces)", "rate",
+                target="postgres ≥ 20,000/s", check=targets(postgres=lambda v: v >= 20000),
             ))
         elif b == "export_import":
             rows.append(Row(b, "export_s", f"export_jsonl, {z['sessions']:,} sessions + 1 run each, s", "s"))
             rows.append(Row(b, "import_s", "import_jsonl into a fresh db, s", "s"))
         raw_rss = {"new_session": ("raw_new_session_full", RSS), "list_sessions": ("raw_list_sessions", RSS)}.get(b)
+        pg_rss = {"new_session": ("raw_pg_new_session", RSS), "list_sessions": ("raw_pg_list_sessions", RSS)}.get(b)
         if b == "export_import":
             rows.append(Row(b, RSS, "peak RSS of the process (export + import), MB", "mb",
                             target="< 300 MB", check=lambda be, v: v < 300))
         else:
-            rows.append(Row(b, RSS, "peak RSS, MB", "mb", raw=raw_rss))
+            rows.append(Row(b, RSS, "peak RSS, MB", "mb", raw=raw_rss, pg_raw=pg_rss))
     return rows
 
 
@@ -128,10 +146,11 @@ class Footnotes:
         return self._by_case[k]
 
 
-def build_table(rows: list[Row], backends: list[str], results: dict, show_raw: bool):
+def build_table(rows: list[Row], backends: list[str], results: dict, show_raw: bool, show_raw_pg: bool = False):
     """-> (header, body rows as lists of str, footnotes)."""
     notes = Footnotes()
-    header = ["Benchmark", "Metric", "Target", *backends] + (["raw sqlite3"] if show_raw else []) + ["Notes"]
+    header = (["Benchmark", "Metric", "Target", *backends] + (["raw sqlite3"] if show_raw else [])
+              + (["raw psycopg"] if show_raw_pg else []) + ["Notes"])
     body = []
     last_bench = None
     for row in rows:
@@ -142,19 +161,25 @@ def build_table(rows: list[Row], backends: list[str], results: dict, show_raw: b
             res = results.get((be, row.bench))
             cells.append(_cell(row, be, res, results, notes) if row.key else "")
         if show_raw:
-            raw_cell = ""
-            if row.raw:
-                case, key, suffix = (*row.raw, "")[:3]
-                rres = results.get((RAW, case))
-                v = metric(rres, key)
-                if v is not None:
-                    raw_cell = fmt(row.fmt, v) + suffix
-                elif rres and (rres.get("error") or rres.get("infeasible")):
-                    raw_cell = _problem(rres, (RAW, case), notes)
-            cells.append(raw_cell)
+            cells.append(_raw_cell(row, row.raw, RAW, results, notes))
+        if show_raw_pg:
+            cells.append(_raw_cell(row, row.pg_raw, RAW_PG, results, notes))
         cells.append(_seed_note(row, backends, results) if first_of_bench else "")
         body.append(cells)
     return header, body, notes
+
+
+def _raw_cell(row: Row, spec: Optional[tuple], raw_key: str, results: dict, notes: Footnotes) -> str:
+    if not spec:
+        return ""
+    case, key, suffix = (*spec, "")[:3]
+    rres = results.get((raw_key, case))
+    v = metric(rres, key)
+    if v is not None:
+        return fmt(row.fmt, v) + suffix
+    if rres and (rres.get("error") or rres.get("infeasible")):
+        return _problem(rres, (raw_key, case), notes)
+    return ""
 
 
 def _problem(res: dict, case_key, notes: Footnotes) -> str:
@@ -178,8 +203,9 @@ def _cell(row: Row, be: str, res: Optional[dict], results: dict, notes: Footnote
         if ok is not None:
             text += " ✓" if ok else " ✗"
     ratios = []
-    for case, key, short in row.baselines:
-        base = metric(results.get((RAW, case)), key)
+    raw_key, baselines = (RAW_PG, row.pg_baselines) if be == "postgres" else (RAW, row.baselines)
+    for case, key, short in baselines:
+        base = metric(results.get((raw_key, case)), key)
         if base:
             r = (base / v) if row.fmt == "rate" else (v / base)
             ratios.append(f"{_ratio(r)}× {short}")

@@ -1,0 +1,136 @@
+"""Raw psycopg baselines: the floor agentkeep's PostgresDb figures are compared with.
+
+The same rows as the raw sqlite3 baselines (a session row, a run row with ~1 KB of JSON),
+written and read with psycopg 3 directly: hand-written SQL, pre-serialised JSON sent to a
+JSONB column, timezone-aware datetimes to timestamptz columns, no validation. Each runs in
+its own new schema on the server of AGENTKEEP_POSTGRES_URL, dropped after the case.
+psycopg's defaults are kept (statements prepared server-side after 5 runs, JSONB read
+back as Python objects, BEGIN sent before the first statement of each transaction).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from statistics import fmean
+
+from bench import data, pg
+from bench.common import Progress, med, perf, timed_us
+
+UTC = dt.timezone.utc
+EPOCH = dt.datetime(2025, 1, 1, tzinfo=UTC)
+
+SCHEMA = """
+CREATE TABLE {s}.sessions (
+  session_id TEXT PRIMARY KEY, session_type TEXT NOT NULL, user_id TEXT, agent_id TEXT,
+  name TEXT, data JSONB NOT NULL, revision BIGINT NOT NULL, run_count BIGINT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX sessions_user_updated ON {s}.sessions (user_id, updated_at);
+CREATE TABLE {s}.runs (
+  run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, seq BIGINT NOT NULL, user_id TEXT,
+  status TEXT NOT NULL, data JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE UNIQUE INDEX runs_session_seq ON {s}.runs (session_id, seq);
+"""
+
+INSERT_SESSION = "INSERT INTO {s}.sessions VALUES (%s, 'agent', %s, 'support-agent', %s, %s, 1, 1, %s, %s)"
+INSERT_RUN = "INSERT INTO {s}.runs VALUES (%s, %s, 1, %s, 'completed', %s, %s, %s)"
+
+
+def _setup(ctx):
+    import psycopg
+
+    schema = ctx.pg_schema()
+    con = pg.connect(autocommit=True)
+    con.execute(f"CREATE SCHEMA {schema}")
+    for stmt in SCHEMA.format(s=schema).split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+    con.autocommit = False
+    ctx.note(f"{pg.server_settings(con)}, psycopg {psycopg.__version__} ({psycopg.pq.__impl__})")
+    return con, schema
+
+
+def _rows(rnd, n: int, n_users: int = 100):
+    us = [f"user-{i:03d}" for i in range(n_users)]
+    out = []
+    for i in range(n):
+        sp = data.session_payload(rnd, i)
+        out.append(
+            (data.hex_id(rnd, 16), us[i % n_users], sp["name"], json.dumps(sp),
+             data.hex_id(rnd, 16), json.dumps(data.run_payload(rnd, 0)))
+        )
+    return out
+
+
+def raw_pg_new_session(ctx) -> None:
+    n = ctx.sizes["n"]
+    con, s = _setup(ctx)
+    ins_session, ins_run = INSERT_SESSION.format(s=s), INSERT_RUN.format(s=s)
+    warm = 6  # untimed warm-up pairs, past psycopg's prepare threshold (5)
+    rows = _rows(data.seed("raw_new_session"), n + warm)
+    times = [EPOCH + dt.timedelta(microseconds=i) for i in range(n + warm)]
+
+    def one(i):
+        sid, uid, name, sdata, rid, rdata = rows[i]
+        t = times[i]
+        with con.cursor() as cur:  # psycopg sends BEGIN before the first INSERT
+            cur.execute(ins_session, (sid, uid, name, sdata, t, t))
+            cur.execute(ins_run, (rid, sid, uid, rdata, t, t))
+        con.commit()
+
+    for i in range(warm):
+        one(i)
+    progress = Progress(f"raw psycopg {n:,} inserts", n, ctx.budget)
+    t0 = perf()
+    for i in range(n):
+        one(warm + i)
+        if i % 100 == 99:
+            progress.check(i + 1)
+    ctx.metrics["rate"] = n / (perf() - t0)
+    con.close()
+
+
+def raw_pg_list_sessions(ctx) -> None:
+    z = ctx.sizes
+    con, s = _setup(ctx)
+    rnd = data.seed("raw_list_sessions")
+    us = [f"user-{i:03d}" for i in range(z["users"])]
+    rows = []
+    for i in range(z["sessions"]):
+        sp = data.session_payload(rnd, i)
+        t = EPOCH + dt.timedelta(microseconds=i)
+        rows.append((data.hex_id(rnd, 16), us[i % len(us)], sp["name"], json.dumps(sp), t, t))
+    with con.cursor() as cur:
+        cur.executemany(INSERT_SESSION.format(s=s), rows)
+    con.commit()
+    con.autocommit = True
+    con.execute(f"ANALYZE {s}.sessions")
+    first_q = f"SELECT * FROM {s}.sessions WHERE user_id = %s ORDER BY updated_at DESC LIMIT %s"
+    # keyset for later pages: updated_at is unique in this table, so it is the whole key
+    next_q = (f"SELECT * FROM {s}.sessions WHERE user_id = %s AND updated_at < %s "
+              f"ORDER BY updated_at DESC LIMIT %s")
+    limit = z["limit"]
+
+    def page(u, cursor):
+        if cursor is None:
+            got = con.execute(first_q, (u, limit)).fetchall()
+        else:
+            got = con.execute(next_q, (u, cursor, limit)).fetchall()
+        return got, (got[-1][9] if len(got) == limit else None)
+
+    first = [timed_us(page, us[k % len(us)], None)[1] for k in range(z["calls"])]
+    ctx.metrics["first_us"] = med(first)
+    pages = []
+    for u in us[: z["walk_users"]]:
+        cursor = None
+        for _ in range(z["pages"]):
+            (got, cursor), t = timed_us(page, u, cursor)
+            pages.append(t)
+            if cursor is None:
+                break
+    ctx.metrics["pages_mean_us"] = fmean(pages)
+    plan = con.execute("EXPLAIN " + first_q, (us[0], limit)).fetchall()
+    ctx.note("plan: " + "; ".join(r[0].strip() for r in plan))
+    con.close()
