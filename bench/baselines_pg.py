@@ -126,7 +126,7 @@ def raw_pg_list_sessions(ctx) -> None:
     for u in us[: z["walk_users"]]:
         cursor = None
         for _ in range(z["pages"]):
-            (got, cursor), t = timed_us(page, u, cursor)
+            (_got, cursor), t = timed_us(page, u, cursor)
             pages.append(t)
             if cursor is None:
                 break
