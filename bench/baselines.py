@@ -7,12 +7,10 @@ but with pre-serialised payloads, hand-written SQL and no validation: storage co
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from statistics import fmean
 
 from bench import data
-from bench.common import Progress, med, perf, timed_us
+from bench.common import Progress, perf, time_pages
 
 SCHEMA = """
 CREATE TABLE sessions (
@@ -111,17 +109,7 @@ def raw_list_sessions(ctx) -> None:
             rows = con.execute(next_q, (u, cursor[0], cursor[1], limit)).fetchall()
         return rows, ((rows[-1][9], rows[-1][0]) if len(rows) == limit else None)
 
-    first = [timed_us(page, us[k % len(us)], None)[1] for k in range(z["calls"])]
-    ctx.metrics["first_us"] = med(first)
-    pages = []
-    for u in us[: z["walk_users"]]:
-        cursor = None
-        for _ in range(z["pages"]):
-            (rows, cursor), t = timed_us(page, u, cursor)
-            pages.append(t)
-            if cursor is None:
-                break
-    ctx.metrics["pages_mean_us"] = fmean(pages)
+    time_pages(ctx, page, us, z)
     plan = con.execute("EXPLAIN QUERY PLAN " + first_q, (us[0], limit)).fetchall()
     ctx.note("plan: " + "; ".join(r[-1] for r in plan))
     con.close()

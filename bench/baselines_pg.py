@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from statistics import fmean
 
 from bench import data, pg
-from bench.common import Progress, med, perf, timed_us
+from bench.common import Progress, perf, time_pages
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(2025, 1, 1, tzinfo=UTC)
@@ -120,17 +119,7 @@ def raw_pg_list_sessions(ctx) -> None:
             got = con.execute(next_q, (u, cursor, limit)).fetchall()
         return got, (got[-1][9] if len(got) == limit else None)
 
-    first = [timed_us(page, us[k % len(us)], None)[1] for k in range(z["calls"])]
-    ctx.metrics["first_us"] = med(first)
-    pages = []
-    for u in us[: z["walk_users"]]:
-        cursor = None
-        for _ in range(z["pages"]):
-            (_got, cursor), t = timed_us(page, u, cursor)
-            pages.append(t)
-            if cursor is None:
-                break
-    ctx.metrics["pages_mean_us"] = fmean(pages)
+    time_pages(ctx, page, us, z)
     plan = con.execute("EXPLAIN " + first_q, (us[0], limit)).fetchall()
     ctx.note("plan: " + "; ".join(r[0].strip() for r in plan))
     con.close()

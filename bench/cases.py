@@ -11,7 +11,7 @@ import sqlite3
 from statistics import fmean
 
 from bench import data
-from bench.common import Infeasible, Progress, RssSampler, med, perf, timed_us
+from bench.common import Progress, RssSampler, med, perf, timed_us
 
 BACKEND_MODULES = {
     "inmemory": ("agentkeep.db.in_memory", "InMemoryDb"),

@@ -95,3 +95,21 @@ def timed_us(fn, *args, **kwargs):
 
 def med(values) -> float:
     return float(median(values)) if values else float("nan")
+
+
+def time_pages(ctx, page, users, z) -> None:
+    """Record the median µs of a first page (`first_us`) and the mean µs per page over a
+    keyset walk of `z["pages"]` pages (`pages_mean_us`). `page(user, cursor)` returns
+    (rows, next cursor or None)."""
+    from statistics import fmean
+
+    ctx.metrics["first_us"] = med([timed_us(page, users[k % len(users)], None)[1] for k in range(z["calls"])])
+    pages = []
+    for u in users[: z["walk_users"]]:
+        cursor = None
+        for _ in range(z["pages"]):
+            (_rows, cursor), t = timed_us(page, u, cursor)
+            pages.append(t)
+            if cursor is None:
+                break
+    ctx.metrics["pages_mean_us"] = fmean(pages)

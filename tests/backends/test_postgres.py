@@ -3,7 +3,6 @@ safe when 8 processes boot at once, and an additive upgrade keeps every row."""
 
 import dataclasses
 import datetime as dt
-import multiprocessing as mp
 import os
 import uuid
 
@@ -12,6 +11,7 @@ import pytest
 from agentkeep.db import Approval, Run, Schedule, Session, UserMemory
 from agentkeep.db import tables as tables_module
 from tests.conformance.backends import _postgres_check, postgres_url
+from tests.processes import run_together
 from tests.services.postgres import EmbeddedPostgres
 
 psycopg = pytest.importorskip("psycopg")
@@ -124,14 +124,7 @@ def _boot(schema, barrier):
 
 
 def test_eight_processes_create_tables_at_once(schema):
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(8)
-    procs = [ctx.Process(target=_boot, args=(schema, barrier)) for _ in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    run_together(_boot, (schema,), 8)
     with psycopg.connect(postgres_url()) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))]

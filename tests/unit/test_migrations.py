@@ -2,7 +2,6 @@
 refused, and concurrent first boots end with one set of tables and versions."""
 
 import dataclasses
-import multiprocessing as mp
 import sqlite3
 
 import pytest
@@ -12,6 +11,7 @@ from agentkeep.db import tables as tables_module
 from agentkeep.db.errors import SchemaError
 from agentkeep.db.sqlite import SqliteDb
 from agentkeep.db.tables import Column, Index
+from tests.processes import run_together
 
 ORIGINAL = tables_module.default_specs
 
@@ -82,14 +82,7 @@ def _boot(path, barrier):
 
 def test_concurrent_first_boot(tmp_path):
     path = str(tmp_path / "race.db")
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    procs = [ctx.Process(target=_boot, args=(path, barrier)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    run_together(_boot, (path,), 4)
     con = sqlite3.connect(path)
     names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     assert len(names) == len(set(names))
