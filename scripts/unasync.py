@@ -1,4 +1,5 @@
-"""Generate the sync domain layer from the async source, so the twins cannot drift.
+"""Generate the sync domain layer and SQL kernel from their async sources, so the twins
+cannot drift.
 
     python scripts/unasync.py          # rewrite agentkeep/db/_sync/*.py
     python scripts/unasync.py --check  # exit 1 when a generated file is stale (CI)
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["domain.py"]
+SOURCES = ["domain.py", "sql_kernel.py"]
 REPLACEMENTS = [
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
@@ -20,14 +21,21 @@ REPLACEMENTS = [
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
     (r"\bAsyncDb\b", "Db"),
-    (r"This is the async source; (`[^`]+`) is generated from it by\n`scripts/unasync.py` \(never edit the generated file\).",
-     "GENERATED from agentkeep/db/_async/domain.py by scripts/unasync.py: do not edit."),
+    (r"\bAsyncSqlKernel\b", "SqlKernel"),
+    (r"\basynccontextmanager\b", "contextmanager"),
+    (r"\bAsyncIterator\b", "Iterator"),
+    (r"\bagentkeep\.db\._async\.", "agentkeep.db._sync."),
+    (r"^import asyncio$", "import time"),
+    (r"\basyncio\.sleep\(", "time.sleep("),
+    (r"task \(thread, in the sync twin\)", "thread"),
+    (r"This is the async source; `agentkeep/db/_sync/(\w+\.py)` is generated from it by\n`scripts/unasync.py` \(never edit the generated file\).",
+     r"GENERATED from agentkeep/db/_async/\1 by scripts/unasync.py: do not edit."),
 ]
 
 
 def convert(text: str) -> str:
     for pattern, repl in REPLACEMENTS:
-        text = re.sub(pattern, repl, text)
+        text = re.sub(pattern, repl, text, flags=re.MULTILINE)
     return text
 
 

@@ -1,5 +1,6 @@
-"""PostgresDb on psycopg 3: native timestamptz and JSONB, every documented filter on an index,
-a pre-pinged connection pool, schema changes under an advisory lock.
+"""PostgresDb (and AsyncPostgresDb) on psycopg 3: native timestamptz and JSONB, every
+documented filter on an index, a connection pool that checks each connection before handing
+it out, schema changes under an advisory lock.
 
     PostgresDb(db_url="postgresql://user:pass@host:5432/db", db_schema="agentkeep")
 
@@ -26,10 +27,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.pool import NullPool
 
+from agentkeep.db._async.domain import AsyncDb
+from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
+from agentkeep.db._sync.sql_kernel import SqlKernel
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.db.sql.kernel import SqlKernel
+from agentkeep.db.sql.base import SqlBase, peer_closed
 from agentkeep.db.tables import table_overrides
 
 UTC = dt.timezone.utc
@@ -107,26 +112,12 @@ def _normalize_url(db_url: str) -> sa.URL:
     )
 
 
-class PostgresKernel(SqlKernel):
-    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int) -> None:
-        # plan_cache_mode: psycopg prepares a statement after 5 runs, and PostgreSQL would then
-        # keep a generic plan made while a table was small and unanalysed (a seq scan for
-        # `key IN (...)`, measured at 80 ms instead of 1 ms); plan each run with its values
-        connect_args: dict = {"options": "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan"}
-        if pooler:
-            connect_args["prepare_threshold"] = None  # transaction poolers cannot keep them
-        engine = sa.create_engine(
-            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2, connect_args=connect_args,
-        )
-        super().__init__(engine, schema=schema)
-        self.encode = {"json": _json_param, "str": _escape, "text": _escape}
-        self.decode = {"time": lambda d: d.astimezone(UTC), "str": _unescape, "text": _unescape}
+class PostgresDialect(SqlBase):
+    """PostgreSQL's statements and codecs, shared by the sync and async kernels."""
 
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn, _record):
-            from psycopg.types.json import set_json_loads
-
-            set_json_loads(_json_loads, dbapi_conn)
+    skip_locked = True
+    encode = {"json": _json_param, "str": _escape, "text": _escape}
+    decode = {"time": lambda d: d.astimezone(UTC), "str": _unescape, "text": _unescape}
 
     def column_type(self, kind: str) -> sa.types.TypeEngine:
         return {
@@ -138,43 +129,110 @@ class PostgresKernel(SqlKernel):
         version = ".".join(str(p) for p in (self.dialect.server_version_info or ())[:2])
         return f"PostgreSQL {version} at {self.default_id()} schema {self.schema}".replace("PostgreSQL  ", "PostgreSQL ")
 
-    def lock_schema(self, cursor) -> None:
+    def schema_lock_sql(self):
         # one advisory lock per schema, released with the transaction
         key = int.from_bytes(hashlib.sha1(f"agentkeep:{self.schema}".encode()).digest()[:8], "big", signed=True)
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        return "SELECT pg_advisory_xact_lock(%s)", (key,)
 
     def sparse_index(self, column) -> dict:
         return {"postgresql_where": column.is_not(None)}
 
-    def claim_due(self, *, now: dt.datetime, until: dt.datetime, worker_id: str, limit: int) -> list[dict]:
-        """Lease up to `limit` due schedules in one statement. Rows another worker is claiming
-        right now are skipped (SKIP LOCKED), not waited for, so workers never block each other."""
-        t = self.tables["schedules"]
+    def dialect_insert(self, table):
+        return pg.insert(table)
 
-        def build():
-            due = (
-                sa.select(t.c.id)
-                .where(t.c.enabled == sa.bindparam("yes"), t.c.next_run_at <= sa.bindparam("now"),
-                       sa.or_(t.c.locked_until.is_(None), t.c.locked_until <= sa.bindparam("now")))
-                .order_by(t.c.next_run_at, t.c.id)
-                .limit(sa.bindparam("lim", type_=sa.Integer))
-                .with_for_update(skip_locked=True)
-            )
-            stmt = (
-                sa.update(t).where(t.c.id.in_(due.scalar_subquery()))
-                .values(locked_by=sa.bindparam("worker"), locked_until=sa.bindparam("until"), revision=t.c.revision + 1)
-                .returning(*t.c)
-            )
-            kinds = {"yes": "bool", "now": "time", "lim": "int", "worker": "str", "until": "time"}
-            return stmt, kinds, self._result("schedules", None)
 
-        c = self._compiled(("claim_due",), build)
-        values = {"yes": True, "now": now, "lim": limit, "worker": worker_id, "until": until}
-        with self.transaction():
-            rows = self._rows(c, self._run(c, values, write=True))
-        return sorted(rows, key=lambda r: (r["next_run_at"], r["id"]))
+def _connect_args(pooler: bool) -> dict:
+    # plan_cache_mode: psycopg prepares a statement after 5 runs, and PostgreSQL would then
+    # keep a generic plan made while a table was small and unanalysed (a seq scan for
+    # `key IN (...)`, measured at 80 ms instead of 1 ms); plan each run with its values
+    args: dict = {"options": "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan"}
+    if pooler:
+        args["prepare_threshold"] = None  # transaction poolers cannot keep them
+    return args
 
-    dialect_insert = staticmethod(pg.insert)
+
+class PostgresKernel(PostgresDialect, SqlKernel):
+    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int) -> None:
+        # autocommit connections: a read is one round trip, a one-statement write too (the
+        # server commits it); transactions say BEGIN themselves
+        self.engine = sa.create_engine(
+            url, pool_size=pool_size, max_overflow=pool_size * 2, isolation_level="AUTOCOMMIT",
+            connect_args=_connect_args(pooler),
+        )
+        super().__init__(url, self.engine.dialect, schema)
+
+        @event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn, _record):
+            from psycopg.types.json import set_json_loads
+
+            set_json_loads(_json_loads, dbapi_conn)
+
+        @event.listens_for(self.engine, "checkout")
+        def _checkout(dbapi_conn, _record, _proxy):
+            if peer_closed(dbapi_conn.fileno()):
+                raise sa.exc.DisconnectionError("the server closed this connection")  # the pool reconnects
+
+    def inspector_engine(self):
+        return self.engine
+
+    def acquire(self):
+        return self.engine.raw_connection()
+
+    def release(self, raw) -> None:
+        raw.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class AsyncPostgresKernel(PostgresDialect, AsyncSqlKernel):
+    """psycopg's native async connections in a psycopg_pool pool."""
+
+    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int) -> None:
+        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args=_connect_args(pooler))
+        super().__init__(url, self.engine.dialect, schema)
+        from psycopg_pool import AsyncConnectionPool
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=pool_size, open=False, configure=_configure, check=_check_alive,
+            kwargs={"autocommit": True, **_connect_args(pooler)},
+        )
+        self._opened = False
+
+    def inspector_engine(self):
+        return self.engine
+
+    async def acquire(self):
+        if not self._opened:
+            await self.pool.open()
+            self._opened = True
+        return await self.pool.getconn()
+
+    async def release(self, raw) -> None:
+        await self.pool.putconn(raw)
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
+        self.engine.dispose()
+
+
+async def _configure(conn) -> None:
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(_json_loads, conn)
+
+
+async def _check_alive(conn) -> None:
+    if peer_closed(conn.fileno()):
+        raise ConnectionError("the server closed this connection")  # the pool takes another
+
+
+def _check_schema(db_schema) -> str:
+    if not isinstance(db_schema, str) or not db_schema.isidentifier():
+        raise InvalidInputError(f"db_schema must be a plain identifier, got {db_schema!r}")
+    return db_schema
 
 
 class PostgresDb(Db):
@@ -191,7 +249,24 @@ class PostgresDb(Db):
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        if not isinstance(db_schema, str) or not db_schema.isidentifier():
-            raise InvalidInputError(f"db_schema must be a plain identifier, got {db_schema!r}")
-        kernel = PostgresKernel(_normalize_url(db_url), db_schema, pooler, pool_size)
+        kernel = PostgresKernel(_normalize_url(db_url), _check_schema(db_schema), pooler, pool_size)
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+
+
+class AsyncPostgresDb(AsyncDb):
+    """The async twin of PostgresDb, on psycopg 3's native async connections: the same
+    tables, methods and guarantees; every method is a coroutine."""
+
+    def __init__(
+        self,
+        db_url: str = "postgresql://localhost/postgres",
+        *,
+        db_schema: str = "agentkeep",
+        pooler: bool = False,
+        pool_size: int = 10,
+        id: str | None = None,
+        table_prefix: str = "agentkeep_",
+        **tables: str,
+    ) -> None:
+        kernel = AsyncPostgresKernel(_normalize_url(db_url), _check_schema(db_schema), pooler, pool_size)
         super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))

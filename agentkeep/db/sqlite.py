@@ -12,12 +12,14 @@ transactions before a checkpoint but never corrupts the file. `durability="full"
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import random
 import sqlite3
 import threading
 import time
+import uuid
 import weakref
 from pathlib import Path
 
@@ -26,13 +28,17 @@ from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool, StaticPool
 
+from agentkeep.db._async.domain import AsyncDb
+from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
+from agentkeep.db._sync.sql_kernel import SqlKernel
 from agentkeep.db.errors import DbError, InvalidInputError
-from agentkeep.db.sql.kernel import SqlKernel
+from agentkeep.db.sql.base import SqlBase
 from agentkeep.db.tables import table_overrides
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
+SYNC = {"normal": "NORMAL", "full": "FULL"}
 WAL_CHECKPOINT_PAGES = 8000  # 16 MB of WAL at PAGE_SIZE
 PAGE_SIZE = 2048
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -47,49 +53,92 @@ def _dumps(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class SqliteKernel(SqlKernel):
+class SqliteDialect(SqlBase):
+    """SQLite's statements and codecs, shared by the sync and async kernels."""
+
+    begin_sql = "BEGIN IMMEDIATE"
+    single_statement_autocommit = False  # every write takes the write lock up front
+    # times as integer microseconds since the epoch: exact, compact, and they sort
+    encode = {"time": lambda d: (d - EPOCH) // MICRO, "date": dt.date.isoformat, "json": _dumps, "bool": int}
+    decode = {
+        "time": lambda v: EPOCH + dt.timedelta(microseconds=v), "date": dt.date.fromisoformat,
+        "json": json.loads, "bool": bool,
+    }
+
+    def busy(self, exc: Exception) -> bool:
+        # the busy timeout already waited; the kernel backs off and retries a few more times
+        return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+    def describe(self) -> str:
+        return f"SQLite {sqlite3.sqlite_version} file {self.url.database}"
+
+    def table_options(self) -> dict:
+        # clustered on the primary key: no hidden rowid tree beside the key's index, so each
+        # write touches one B-tree fewer (the keys are short text ids)
+        return {"sqlite_with_rowid": False}
+
+    def sparse_index(self, column) -> dict:
+        return {"sqlite_where": column.is_not(None)}
+
+    def icontains(self, column, needle):
+        return sa.func.instr(sa.func.ak_lower(column), needle) > 0
+
+    def dialect_insert(self, table):
+        return sqlite_insert(table)
+
+
+def _pragmas(durability: str, wal: bool) -> list[str]:
+    return [
+        # a new file only (ignored once the file exists): 2 KiB pages write about 15% fewer
+        # WAL bytes per commit than 4 KiB on this workload, and still hold a session row
+        f"PRAGMA page_size={PAGE_SIZE}",
+        *(["WAL"] if wal else []),
+        f"PRAGMA synchronous={SYNC[durability]}",
+        "PRAGMA foreign_keys=ON",
+        # checkpoint every 16 MB of WAL rather than 4 MB: each checkpoint syncs the
+        # database file, and fewer of them measured about 9% more commits/s
+        f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}",
+    ]
+
+
+def _prepare(dbapi_conn, durability: str, wal: bool) -> None:
+    """Settings for a new sqlite3 connection (run on its own thread by aiosqlite)."""
+    dbapi_conn.isolation_level = None  # autocommit; writes say BEGIN IMMEDIATE themselves
+    cur = dbapi_conn.cursor()
+    for pragma in _pragmas(durability, wal):
+        if pragma == "WAL":
+            _enable_wal(cur)
+        else:
+            cur.execute(pragma)
+    cur.close()
+    dbapi_conn.create_function("ak_lower", 1, _lower, deterministic=True)
+
+
+def _is_memory(url: sa.URL) -> bool:
+    return url.database in (None, "", ":memory:")
+
+
+class SqliteKernel(SqliteDialect, SqlKernel):
     def __init__(self, url: sa.URL, durability: str) -> None:
-        memory = url.database in (None, "", ":memory:")
+        memory = _is_memory(url)
         kwargs: dict = {"connect_args": {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}}
         # a file db keeps one connection per thread (opened on first use, closed when the
         # thread ends or the db closes): no pool round trip per call
         kwargs["poolclass"] = StaticPool if memory else NullPool
         if not memory:
             Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, **kwargs)
-        super().__init__(engine)
+        self.engine = sa.create_engine(url, **kwargs)
+        super().__init__(url, self.engine.dialect)
+        self._local = threading.local()
         self._open: weakref.WeakSet = weakref.WeakSet()
         self._open_lock = threading.Lock()
         if memory:
             self.serial = threading.RLock()
             self.capabilities = frozenset({"transactions"})
-        # times as integer microseconds since the epoch: exact, compact, and they sort
-        self.encode = {"time": lambda d: (d - EPOCH) // MICRO, "date": dt.date.isoformat, "json": _dumps, "bool": int}
-        self.decode = {
-            "time": lambda v: EPOCH + dt.timedelta(microseconds=v), "date": dt.date.fromisoformat,
-            "json": json.loads, "bool": bool,
-        }
-        sync = {"normal": "NORMAL", "full": "FULL"}[durability]
+        event.listen(self.engine, "connect", lambda conn, _record: _prepare(conn, durability, not memory))
 
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None  # autocommit; writes say BEGIN IMMEDIATE themselves
-            cur = dbapi_conn.cursor()
-            # a new file only (ignored once the file exists): 2 KiB pages write about 15% fewer
-            # WAL bytes per commit than 4 KiB on this workload, and still hold a session row
-            cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            if not memory:
-                _enable_wal(cur)
-            cur.execute(f"PRAGMA synchronous={sync}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            # checkpoint every 16 MB of WAL rather than 4 MB: each checkpoint syncs the
-            # database file, and fewer of them measured about 9% more commits/s
-            cur.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-            cur.close()
-            dbapi_conn.create_function("ak_lower", 1, _lower, deterministic=True)
-
-    def describe(self) -> str:
-        return f"SQLite {sqlite3.sqlite_version} file {self.engine.url.database}"
+    def inspector_engine(self):
+        return self.engine
 
     def acquire(self):
         holder = getattr(self._local, "holder", None)
@@ -107,34 +156,70 @@ class SqliteKernel(SqlKernel):
             holders, self._open = list(self._open), weakref.WeakSet()
         for holder in holders:
             holder.close()
-        super().close()
+        self.engine.dispose()
 
-    def begin(self, raw) -> None:
-        for attempt in range(BEGIN_RETRIES):
-            try:
-                raw.cursor().execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                # the busy timeout already waited; back off and retry a few more times
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == BEGIN_RETRIES - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
 
-    def end_read(self, raw) -> None:
-        pass  # autocommit reads: nothing to end
+class AsyncSqliteKernel(SqliteDialect, AsyncSqlKernel):
+    """aiosqlite connections (each runs its sqlite3 connection on a thread of its own), a
+    few kept for reuse: readers run side by side under WAL; writers queue on the file lock."""
 
-    def table_options(self) -> dict:
-        # clustered on the primary key: no hidden rowid tree beside the key's index, so each
-        # write touches one B-tree fewer (the keys are short text ids)
-        return {"sqlite_with_rowid": False}
+    def __init__(self, url: sa.URL, durability: str, pool_size: int) -> None:
+        memory = _is_memory(url)
+        if memory:
+            # a named in-memory database that the catalog reader's connection shares
+            url = url.set(database=f"file:agentkeep-{uuid.uuid4().hex}?mode=memory&cache=shared",
+                          query={"uri": "true"})
+        else:
+            Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
+        super().__init__(url, self.engine.dialect)
+        self.durability = durability
+        self.memory = memory
+        self.pool_size = 1 if memory else pool_size
+        self._idle: list = []
+        self._all: list = []
+        self._slots: asyncio.Semaphore | None = None
+        if memory:
+            self.serial = asyncio.Lock()
+            self.capabilities = frozenset({"transactions"})
 
-    def sparse_index(self, column) -> dict:
-        return {"sqlite_where": column.is_not(None)}
+    def inspector_engine(self):
+        return self.engine
 
-    def icontains(self, column, needle):
-        return sa.func.instr(sa.func.ak_lower(column), needle) > 0
+    async def acquire(self):
+        import aiosqlite
 
-    dialect_insert = staticmethod(sqlite_insert)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.pool_size)
+        await self._slots.acquire()
+        if self._idle:
+            return self._idle.pop()
+
+        def connector() -> sqlite3.Connection:  # runs on the connection's own thread
+            conn = sqlite3.connect(self.url.database, timeout=BUSY_TIMEOUT_S, uri=self.memory)
+            _prepare(conn, self.durability, not self.memory)
+            return conn
+
+        try:
+            conn = await aiosqlite.Connection(connector, 64)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._all.append(conn)
+        return conn
+
+    async def release(self, raw) -> None:
+        self._idle.append(raw)
+        self._slots.release()
+
+    async def cursor(self, raw):
+        return await raw.cursor()
+
+    async def close(self) -> None:
+        conns, self._all, self._idle = self._all, [], []
+        for conn in conns:
+            await conn.close()
+        self.engine.dispose()
 
 
 def _enable_wal(cur) -> None:
@@ -171,6 +256,20 @@ class _ThreadConnection:
     __del__ = close
 
 
+def _url(db_file, db_url, durability) -> sa.URL:
+    if db_file is not None and db_url is not None:
+        raise InvalidInputError("pass db_file or db_url, not both")
+    if durability not in SYNC:
+        raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
+    try:
+        url = sa.make_url(db_url) if db_url is not None else sa.URL.create("sqlite", database=str(db_file or "agentkeep.db"))
+    except sa.exc.ArgumentError as exc:
+        raise InvalidInputError(f"invalid SQLite URL {db_url!r}: {exc}") from None
+    if url.get_backend_name() != "sqlite":
+        raise InvalidInputError(f"not a SQLite URL: {db_url!r} (expected sqlite:///path/to/file.db)")
+    return url.set(drivername="sqlite")
+
+
 class SqliteDb(Db):
     """SQLite file (or `:memory:`) db. `SqliteDb()` uses ./agentkeep.db."""
 
@@ -184,14 +283,24 @@ class SqliteDb(Db):
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        if db_file is not None and db_url is not None:
-            raise InvalidInputError("pass db_file or db_url, not both")
-        if durability not in ("normal", "full"):
-            raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
-        try:
-            url = sa.make_url(db_url) if db_url is not None else sa.URL.create("sqlite", database=str(db_file or "agentkeep.db"))
-        except sa.exc.ArgumentError as exc:
-            raise InvalidInputError(f"invalid SQLite URL {db_url!r}: {exc}") from None
-        if url.get_backend_name() != "sqlite":
-            raise InvalidInputError(f"not a SQLite URL: {db_url!r} (expected sqlite:///path/to/file.db)")
-        super().__init__(SqliteKernel(url, durability), id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        kernel = SqliteKernel(_url(db_file, db_url, durability), durability)
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+
+
+class AsyncSqliteDb(AsyncDb):
+    """The async twin of SqliteDb (aiosqlite): the same file format, methods and guarantees;
+    every method is a coroutine. `sqlite+aiosqlite://` URLs are accepted too."""
+
+    def __init__(
+        self,
+        db_file: str | Path | None = None,
+        *,
+        db_url: str | None = None,
+        durability: str = "normal",
+        pool_size: int = 4,
+        id: str | None = None,
+        table_prefix: str = "agentkeep_",
+        **tables: str,
+    ) -> None:
+        kernel = AsyncSqliteKernel(_url(db_file, db_url, durability), durability, pool_size)
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))

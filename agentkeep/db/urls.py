@@ -11,6 +11,8 @@ URL_FORMS = (
     "json://./dir, json:///absolute/dir, json+memory://name, json+s3://bucket/prefix",
     "memory://  (InMemoryDb)",
     "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)",
+    "mysql+pymysql://user@host:3306/db (also mysql://, mariadb://)",
+    "singlestoredb://user@host:3306/db",
 )
 
 
@@ -45,6 +47,14 @@ def connect(url: str, **kwargs: Any):
         if schema:
             kwargs.setdefault("db_schema", schema[-1])
         return PostgresDb(db_url=base + (f"?{rest}" if rest else ""), **kwargs)
+    if scheme in ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
+        from agentkeep.db.mysql import MysqlDb
+
+        return MysqlDb(db_url=url, **kwargs)
+    if scheme in ("singlestoredb", "singlestore", "singlestoredb+pymysql"):
+        from agentkeep.db.singlestore import SingleStoreDb
+
+        return SingleStoreDb(db_url=url, **kwargs)
     if scheme in ("memory", "inmemory"):
         from agentkeep.db.in_memory import InMemoryDb
 

@@ -227,6 +227,55 @@ def _postgres(directory: Path) -> Handle:
     )
 
 
+def _sqlite_async(directory: Path) -> Handle:
+    from agentkeep.db.sqlite import AsyncSqliteDb
+
+    db_file = (directory / "t.db").resolve()
+    return Handle(db=SyncAdapter(lambda: AsyncSqliteDb(db_file=str(db_file))), url=f"sqlite:///{db_file}")
+
+
+def _postgres_async(directory: Path) -> Handle:
+    from agentkeep.db.postgres import AsyncPostgresDb, PostgresDb
+
+    handle = _postgres(directory)
+    handle.db.close()
+    schema = handle.opener.keywords["db_schema"]
+    handle.db = SyncAdapter(lambda: AsyncPostgresDb(db_url=postgres_url(), db_schema=schema))
+    return handle
+
+
+def _mysql_check() -> Optional[str]:
+    from tests.services.mysql import reachable, server_url
+
+    reason = reachable(server_url())
+    return f"mysql: server at {server_url()} is not reachable ({reason})" if reason else None
+
+
+def _mysql_target() -> str:
+    from tests.services.mysql import server_description
+
+    return server_description()
+
+
+def _mysql_database(open_db: Callable[[str], Any], directory: Path) -> Handle:
+    from tests.services.mysql import new_database
+
+    url, drop = new_database()
+    return Handle(db=open_db(url), url=url, cleanup=drop)
+
+
+def _mysql(directory: Path) -> Handle:
+    from agentkeep.db.mysql import MysqlDb
+
+    return _mysql_database(lambda url: MysqlDb(db_url=url), directory)
+
+
+def _mysql_async(directory: Path) -> Handle:
+    from agentkeep.db.mysql import AsyncMysqlDb
+
+    return _mysql_database(lambda url: SyncAdapter(lambda: AsyncMysqlDb(db_url=url)), directory)
+
+
 def _fsspec_target(kind: str) -> Callable[[], str]:
     def target() -> str:
         try:
@@ -260,6 +309,18 @@ BACKENDS: list[Backend] = [
         build=_postgres,
         requires=("sqlalchemy", "psycopg"),
         check=_postgres_check,
+    ),
+    Backend(name="sqlite_async", target=_sqlite_target, build=_sqlite_async, requires=("aiosqlite",)),
+    Backend(
+        name="postgres_async",
+        target=_postgres_target,
+        build=_postgres_async,
+        requires=("psycopg", "psycopg_pool"),
+        check=_postgres_check,
+    ),
+    Backend(name="mysql", target=_mysql_target, build=_mysql, requires=("pymysql",), check=_mysql_check),
+    Backend(
+        name="mysql_async", target=_mysql_target, build=_mysql_async, requires=("aiomysql",), check=_mysql_check
     ),
 ]
 

@@ -186,40 +186,41 @@ class Db:
         revisioned = "revision" in spec.column_map
         may_be_new = expected_revision in (None, 0)
         for _ in range(MAX_RETRIES):
-            with self.kernel.transaction():
-                if may_be_new:  # creation is the common case: try it first, one statement
-                    new = {**(defaults or {}), **row}
-                    if revisioned:
-                        new["revision"] = 1
-                    try:
-                        self.kernel.insert(table, new)
-                        return new
-                    except DuplicateKey:
-                        pass
-                cur = self.kernel.get(table, key)
-                if cur is None:
-                    if expected_revision not in (None, 0):
-                        raise ConflictError(f"{table} {key[0]!r} does not exist (expected revision {expected_revision})")
-                    may_be_new = True
-                    continue  # deleted since the insert failed: try creating again
-                if cur.get("user_id") != row.get("user_id"):
-                    raise OwnershipError(f"{table} {key[0]!r} belongs to another user")
-                if expected_revision is not None and (not revisioned or cur["revision"] != expected_revision):
-                    raise ConflictError(
-                        f"{table} {key[0]!r} is at revision {cur.get('revision')}, not {expected_revision}"
-                    )
-                new = {**row, **{f: cur[f] for f in keep if f in cur}}
+            # no transaction: the insert and the compare-and-set update are each atomic, and
+            # a lost race shows as a duplicate key or a missed revision, then retries
+            if may_be_new:  # creation is the common case: try it first, one statement
+                new = {**(defaults or {}), **row}
                 if revisioned:
-                    new["revision"] = cur["revision"] + 1
-                    where = (eq("revision", cur["revision"]),)
-                else:
-                    where = (eq("user_id", cur.get("user_id")),)
-                values = {k: val for k, val in new.items() if k not in spec.key}
-                if self.kernel.update(table, key, set=values, where=where) is not None:
-                    return {**cur, **new}
-                if expected_revision is not None:
-                    raise ConflictError(f"{table} {key[0]!r} was changed concurrently")
-                may_be_new = False
+                    new["revision"] = 1
+                try:
+                    self.kernel.insert(table, new)
+                    return new
+                except DuplicateKey:
+                    pass
+            cur = self.kernel.get(table, key)
+            if cur is None:
+                if expected_revision not in (None, 0):
+                    raise ConflictError(f"{table} {key[0]!r} does not exist (expected revision {expected_revision})")
+                may_be_new = True
+                continue  # deleted since the insert failed: try creating again
+            if cur.get("user_id") != row.get("user_id"):
+                raise OwnershipError(f"{table} {key[0]!r} belongs to another user")
+            if expected_revision is not None and (not revisioned or cur["revision"] != expected_revision):
+                raise ConflictError(
+                    f"{table} {key[0]!r} is at revision {cur.get('revision')}, not {expected_revision}"
+                )
+            new = {**row, **{f: cur[f] for f in keep if f in cur}}
+            if revisioned:
+                new["revision"] = cur["revision"] + 1
+                where = (eq("revision", cur["revision"]),)
+            else:
+                where = (eq("user_id", cur.get("user_id")),)
+            values = {k: val for k, val in new.items() if k not in spec.key}
+            if self.kernel.update(table, key, set=values, where=where) is not None:
+                return {**cur, **new}
+            if expected_revision is not None:
+                raise ConflictError(f"{table} {key[0]!r} was changed concurrently")
+            may_be_new = False
         raise ConflictError(f"{table} {key[0]!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
     def _get_visible(self, table: str, key: tuple, user_id: str | None, *, shared: bool = False):
@@ -889,9 +890,8 @@ class Db:
         if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
             raise InvalidInputError(f"lease_seconds must be a positive number, got {lease_seconds!r}")
         until = now + dt.timedelta(seconds=lease_seconds)
-        native = getattr(self.kernel, "claim_due", None)
-        if native is not None:  # one statement where the store has it (FOR UPDATE SKIP LOCKED)
-            rows = native(now=now, until=until, worker_id=worker_id, limit=limit)
+        if getattr(self.kernel, "skip_locked", False):  # the store locks and skips rows itself
+            rows = self.kernel.claim_due(now=now, until=until, worker_id=worker_id, limit=limit)
             return [self._model("schedules", r) for r in rows]
         where = (eq("enabled", True), Cond("next_run_at", "lte", now))
         batch = max(2 * limit, 16)

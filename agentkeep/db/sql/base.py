@@ -1,27 +1,28 @@
-"""The SQL family kernel. SQLAlchemy Core builds every statement (tables, indexes, the
-dialect's upsert, RETURNING, row-value comparisons) from the table specs; each statement
-shape is compiled once and cached, then run on the DBAPI cursor with agentkeep's own value
-codecs. That keeps SQLAlchemy's portability and drops its per-execution overhead, which
-measured at several times the cost of the statement itself on SQLite.
+"""What every SQL backend shares, sync or async: the tables and indexes built from the table
+specs, the dialect hooks, and every statement the kernel runs. SQLAlchemy Core builds each
+statement; each statement shape is compiled once and cached, then run on the driver's own
+cursor with agentkeep's value codecs. That keeps SQLAlchemy's portability and drops its
+per-execution overhead, which measured at several times the cost of the statement itself
+on SQLite.
 
-Dialects (`sqlite.py`, later PostgreSQL and MySQL) fill in a few hooks: column types,
-value codecs, how a write transaction begins, upserts, case-insensitive search.
+The kernels that run these statements (`_async/sql_kernel.py`, and the sync twin generated
+from it) do I/O only. A dialect (`sqlite.py`, `postgres.py`, `mysql.py`, `singlestore.py`)
+is a subclass of `SqlBase` overriding a few hooks; its sync and async kernels mix it with
+the kernel of their kind, so a dialect is written once for both.
 """
 
 from __future__ import annotations
 
-import abc
 import hashlib
+import select
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from agentkeep.db.kernel import DuplicateKey, Step
+from agentkeep.db.kernel import Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.tables import TableSpec
 
@@ -36,6 +37,16 @@ def _name(*parts: str) -> str:
     return name[:51] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
+def peer_closed(fileno: int) -> bool:
+    """An idle connection's socket is readable only when the server closed it (a restart,
+    an idle timeout) or left a notice: either way, take a fresh connection. One system call
+    instead of a pre-ping's round trip."""
+    try:
+        return bool(select.select([fileno], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 @dataclass(frozen=True)
 class Compiled:
     sql: str
@@ -48,27 +59,35 @@ class Compiled:
     decoders: tuple = ()  # per result column: (name, decoder or None)
 
 
-class SqlKernel(abc.ABC):
-    """Shared by every SQL backend. Subclasses set the engine and the dialect hooks."""
+class SqlBase:
+    """Tables, dialect hooks and statement builders. No I/O."""
 
     capabilities = frozenset({"transactions", "multi_process", "persistent"})
-    supports_returning = True
+    supports_returning = True  # UPDATE ... RETURNING
+    begin_sql: str | None = "BEGIN"  # opens a write transaction on an autocommit connection
+    # a write that is one statement runs on its own, committed by the server (one round trip
+    # fewer than BEGIN ... COMMIT); SQLite keeps BEGIN IMMEDIATE for its lock order
+    single_statement_autocommit = True
+    # how the ignore-duplicates insert behind `insert` is spelled: "ignore" reports a
+    # duplicate as rowcount 0 (ON CONFLICT DO NOTHING), "insert" as the dialect's error
+    insert_how = "ignore"
+    foreign_keys = True  # False: the side tables' rows are deleted in code
+    skip_locked = False  # FOR UPDATE SKIP LOCKED: schedules are claimed in one transaction
+    # value codecs by column kind (agentkeep value <-> driver value)
+    encode: dict[str, Callable[[Any], Any]] = {}
+    decode: dict[str, Callable[[Any], Any]] = {}
 
-    def __init__(self, engine: Engine, schema: str | None = None) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect
+    def __init__(self, url: sa.URL, dialect: sa.engine.Dialect, schema: str | None = None) -> None:
+        self.url = url
+        self.dialect = dialect
         self.schema = schema  # tables live in this schema (PostgreSQL), else the default one
-        self._local = threading.local()
         self.metadata = sa.MetaData(schema=schema)
         self.tables: dict[str, sa.Table] = {}
         self.side: dict[tuple[str, str], sa.Table] = {}
         self.specs: dict[str, TableSpec] = {}
         self.kinds: dict[str, dict[str, str]] = {}
-        self.serial: threading.RLock | None = None  # set when every thread shares one connection
         self._cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
-        self.encode: dict[str, Callable[[Any], Any]] = {}
-        self.decode: dict[str, Callable[[Any], Any]] = {}
 
     # -- dialect hooks ---------------------------------------------------------------------
 
@@ -89,10 +108,9 @@ class SqlKernel(abc.ABC):
         """Keyword arguments making an index partial (only rows where `column` is set)."""
         return {}
 
-    @property
-    @abc.abstractmethod
-    def dialect_insert(self) -> Callable[[sa.Table], Any]:
+    def dialect_insert(self, table: sa.Table) -> Any:
         """The dialect's insert construct (it carries the dialect's conflict clause)."""
+        raise NotImplementedError
 
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool) -> sa.Insert:
         """An insert that replaces (`replace`) or keeps an existing row with the same key:
@@ -104,18 +122,29 @@ class SqlKernel(abc.ABC):
             index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
         )
 
-    def begin(self, raw: Any) -> None:
-        """Open a write transaction on a DBAPI connection."""
-
-    def end_read(self, raw: Any) -> None:
-        raw.rollback()
-
-    def lock_schema(self, cursor: Any) -> None:
-        """Serialise schema changes across processes (inside the schema transaction)."""
-
     def keyset(self, cols: list[sa.Column], binds: list[sa.BindParameter], desc: bool) -> sa.ColumnElement:
         left, right = sa.tuple_(*cols), sa.tuple_(*binds)
         return left < right if desc else left > right
+
+    def schema_lock_sql(self) -> tuple[str, tuple] | None:
+        """A statement serialising schema changes across processes, held until commit."""
+        return None
+
+    def schema_unlock_sql(self) -> tuple[str, tuple] | None:
+        """Releases what `schema_lock_sql` took, when a commit does not."""
+        return None
+
+    def duplicate(self, exc: Exception) -> bool:
+        """Whether a driver error is a duplicate key (for insert_how="insert")."""
+        return False
+
+    def exists(self, exc: Exception) -> bool:
+        """Whether a DDL error says the object is already there (a concurrent migration)."""
+        return False
+
+    def busy(self, exc: Exception) -> bool:
+        """Whether opening a write transaction failed on a lock worth waiting out."""
+        return False
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -138,12 +167,14 @@ class SqlKernel(abc.ABC):
             self.kinds[name] = {c.name: c.kind for c in spec.columns}
             for field in spec.multi:
                 # list values live in a side table so "contains all" is an indexed lookup
+                fk = [sa.ForeignKeyConstraint(list(spec.key), [table.c[k] for k in spec.key], ondelete="CASCADE")]
                 side = sa.Table(
                     _name(spec.physical, field), self.metadata,
                     *[sa.Column(k, self.column_type(spec.kind(k)), primary_key=True) for k in spec.key],
                     sa.Column("value", sa.String(255), primary_key=True),
                     sa.Column("user_id", sa.String(255)),
-                    sa.ForeignKeyConstraint(list(spec.key), [table.c[k] for k in spec.key], ondelete="CASCADE"),
+                    *(fk if self.foreign_keys else ()),
+                    **self.table_options(),
                 )
                 sa.Index(_name("ix", side.name, "user_id", "value"), side.c.user_id, side.c.value)
                 sa.Index(_name("ix", side.name, "value"), side.c.value)
@@ -151,12 +182,54 @@ class SqlKernel(abc.ABC):
                 self.kinds[side.name] = {**{k: spec.kind(k) for k in spec.key}, "value": "str", "user_id": "str"}
 
     def default_id(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.url.render_as_string(hide_password=True)
 
     def describe(self) -> str:
         return f"{self.dialect.name} at {self.default_id()}"
 
-    # -- compiling and running statements ------------------------------------------------------
+    def all_tables(self) -> list[sa.Table]:
+        return [*self.tables.values(), *self.side.values()]
+
+    def plan_from(self, inspector: Any) -> list[Step]:
+        """The additive steps that bring what `inspector` sees to the table specs."""
+        steps = []
+        if self.schema is not None and self.schema not in inspector.get_schema_names():
+            steps.append(Step(f"create schema {self.schema}", "create_schema", self.schema))
+            existing: set[str] = set()
+        else:
+            existing = set(inspector.get_table_names(schema=self.schema))
+        for table in self.all_tables():
+            if table.name not in existing:
+                steps.append(Step(f"create table {table.name}", "create_table", table.name, table))
+                for idx in table.indexes:
+                    steps.append(Step(f"create index {idx.name}", "add_index", table.name, idx))
+                continue
+            have = {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
+            for col in table.columns:
+                if col.name not in have:
+                    steps.append(Step(f"add column {table.name}.{col.name}", "add_column", table.name, col))
+            indexes = {i["name"] for i in inspector.get_indexes(table.name, schema=self.schema)}
+            for idx in table.indexes:
+                if idx.name not in indexes:
+                    steps.append(Step(f"create index {idx.name}", "add_index", table.name, idx))
+        return steps
+
+    def ddl(self, step: Step) -> str:
+        if step.action == "create_schema":
+            return f"CREATE SCHEMA IF NOT EXISTS {self.dialect.identifier_preparer.quote_schema(step.table)}"
+        if step.action == "create_table":
+            return str(sa.schema.CreateTable(step.detail, if_not_exists=True).compile(dialect=self.dialect))
+        if step.action == "add_index":
+            return str(sa.schema.CreateIndex(step.detail, if_not_exists=True).compile(dialect=self.dialect))
+        old = step.detail
+        # an added NOT NULL column needs a value for the rows already there
+        default = sa.text("0") if not old.nullable and old.server_default is None else old.server_default
+        col = sa.Column(old.name, old.type, nullable=old.nullable, server_default=default)
+        spec = sa.schema.CreateColumn(col).compile(dialect=self.dialect)
+        table = self.metadata.tables[f"{self.schema}.{step.table}" if self.schema else step.table]
+        return f"ALTER TABLE {self.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}"
+
+    # -- compiling ---------------------------------------------------------------------------
 
     def _compiled(self, shape: tuple, build: Callable[[], tuple[Any, dict, tuple]]) -> Compiled:
         with self._cache_lock:
@@ -189,122 +262,12 @@ class SqlKernel(abc.ABC):
                 out.append(value if f is None or value is None else f(value))
         return tuple(out) if c.positional else dict(zip(c.binds, out))
 
-    def _rows(self, c: Compiled, cursor: Any) -> list[dict]:
+    def _decode(self, c: Compiled, raw_rows: list) -> list[dict]:
         cols = c.decoders
         return [
             {name: (v if f is None or v is None else f(v)) for (name, f), v in zip(cols, raw)}
-            for raw in cursor.fetchall()
+            for raw in raw_rows
         ]
-
-    # -- connections: pooled by default; a dialect may keep one per thread ----------------------
-
-    def acquire(self) -> Any:
-        return self.engine.raw_connection()
-
-    def release(self, raw: Any) -> None:
-        raw.close()
-
-    def _run(self, c: Compiled, values: dict, *, write: bool) -> Any:
-        """Execute on this thread's transaction, or on a pooled connection of its own."""
-        raw = getattr(self._local, "raw", None)
-        if raw is not None:
-            cur = raw.cursor()
-            cur.execute(c.sql, self._params(c, values))
-            return cur
-        if write:
-            with self.transaction():
-                return self._run(c, values, write=True)
-        with self.serial or nullcontext():
-            raw = self.acquire()
-            try:
-                cur = raw.cursor()
-                cur.execute(c.sql, self._params(c, values))
-                rows = cur.fetchall()
-                self.end_read(raw)
-            finally:
-                self.release(raw)
-        return _Fetched(rows)
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        raw = getattr(self._local, "raw", None)
-        if raw is not None:  # join the enclosing transaction
-            yield raw
-            return
-        with self.serial or nullcontext():
-            raw = self.acquire()
-            try:
-                self.begin(raw)
-                self._local.raw = raw
-                try:
-                    yield raw
-                    raw.commit()
-                except BaseException:
-                    raw.rollback()
-                    raise
-                finally:
-                    self._local.raw = None
-            finally:
-                self.release(raw)
-
-    @contextmanager
-    def schema_lock(self) -> Iterator[Any]:
-        with self.transaction() as raw:
-            self.lock_schema(raw.cursor())
-            yield raw
-
-    # -- schema ------------------------------------------------------------------------------
-
-    def has_table(self, table: str) -> bool:
-        # inspected on a second connection: it sees committed schema, which is all there is
-        # while the schema lock is held
-        return self.tables[table].name in sa.inspect(self.engine).get_table_names(schema=self.schema)
-
-    def _all_tables(self) -> list[sa.Table]:
-        return [*self.tables.values(), *self.side.values()]
-
-    def plan_schema(self) -> list[Step]:
-        inspector = sa.inspect(self.engine)
-        steps = []
-        if self.schema is not None and self.schema not in inspector.get_schema_names():
-            steps.append(Step(f"create schema {self.schema}", "create_schema", self.schema))
-            existing: set[str] = set()
-        else:
-            existing = set(inspector.get_table_names(schema=self.schema))
-        for table in self._all_tables():
-            if table.name not in existing:
-                steps.append(Step(f"create table {table.name}", "create_table", table.name, table))
-                for idx in table.indexes:
-                    steps.append(Step(f"create index {idx.name}", "add_index", table.name, idx))
-                continue
-            have = {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
-            for col in table.columns:
-                if col.name not in have:
-                    steps.append(Step(f"add column {table.name}.{col.name}", "add_column", table.name, col))
-            indexes = {i["name"] for i in inspector.get_indexes(table.name, schema=self.schema)}
-            for idx in table.indexes:
-                if idx.name not in indexes:
-                    steps.append(Step(f"create index {idx.name}", "add_index", table.name, idx))
-        return steps
-
-    def ddl(self, step: Step) -> str:
-        if step.action == "create_schema":
-            return f"CREATE SCHEMA IF NOT EXISTS {self.dialect.identifier_preparer.quote_schema(step.table)}"
-        if step.action == "create_table":
-            return str(sa.schema.CreateTable(step.detail, if_not_exists=True).compile(dialect=self.dialect))
-        if step.action == "add_index":
-            return str(sa.schema.CreateIndex(step.detail, if_not_exists=True).compile(dialect=self.dialect))
-        old = step.detail
-        # an added NOT NULL column needs a value for the rows already there
-        default = sa.text("0") if not old.nullable and old.server_default is None else old.server_default
-        col = sa.Column(old.name, old.type, nullable=old.nullable, server_default=default)
-        spec = sa.schema.CreateColumn(col).compile(dialect=self.dialect)
-        table = self.metadata.tables[f"{self.schema}.{step.table}" if self.schema else step.table]
-        return f"ALTER TABLE {self.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}"
-
-    def apply_step(self, step: Step) -> None:
-        with self.transaction() as raw:
-            raw.cursor().execute(self.ddl(step))
 
     # -- statement builders (one per shape, cached) ----------------------------------------------
 
@@ -375,18 +338,15 @@ class SqlKernel(abc.ABC):
         kinds = self.kinds[table]
         return tuple((f, kinds[f]) for f in (fields or tuple(kinds)))
 
-    # -- the kernel primitives -----------------------------------------------------------------
-
-    def get(self, table: str, key: tuple) -> dict | None:
+    def get_stmt(self, table: str, key: tuple) -> tuple[Compiled, dict]:
         kinds: dict = {}
         values: dict = {}
         self._key_binds(table, key, kinds, values)
         t = self.tables[table]
         c = self._compiled(("get", table), lambda: (sa.select(t).where(*self._key_exprs(table)), kinds, self._result(table, None)))
-        rows = self._rows(c, self._run(c, values, write=False))
-        return rows[0] if rows else None
+        return c, values
 
-    def find(self, q: Query) -> list[dict]:
+    def find_stmt(self, q: Query) -> tuple[Compiled, dict]:
         kinds: dict = {}
         values: dict = {}
         shape = self._binds(q.table, q.where, kinds, values)
@@ -408,19 +368,19 @@ class SqlKernel(abc.ABC):
             return stmt, kinds, self._result(q.table, q.fields)
 
         key = ("find", q.table, shape, q.order, q.desc, q.limit, q.after is not None, q.fields)
-        c = self._compiled(key, build)
-        return self._rows(c, self._run(c, values, write=False))
+        return self._compiled(key, build), values
 
-    def count(self, table: str, where: tuple[Cond, ...]) -> int:
+    def count_stmt(self, table: str, where: tuple[Cond, ...]) -> tuple[Compiled, dict]:
         kinds: dict = {}
         values: dict = {}
         shape = self._binds(table, where, kinds, values)
         t = self.tables[table]
         c = self._compiled(("count", table, shape), lambda: (
             sa.select(sa.func.count()).select_from(t).where(*self._exprs(table, where)), kinds, (("n", "int"),)))
-        return self._rows(c, self._run(c, values, write=False))[0]["n"]
+        return c, values
 
-    def _insert_compiled(self, table: str, how: str) -> Compiled:
+    def insert_stmt(self, table: str, how: str) -> Compiled:
+        """how: "insert" (plain), "ignore" (keep an existing row) or "replace"."""
         t, spec = self.tables[table], self.specs[table]
         kinds = dict(self.kinds[table])
 
@@ -430,67 +390,30 @@ class SqlKernel(abc.ABC):
 
         return self._compiled(("insert", table, how), build)
 
-    def _write_side(self, table: str, rows: list[dict], replace: bool) -> None:
-        spec = self.specs[table]
-        for field in spec.multi:
-            side = self.side[(table, field)]
-            cur = self._local.raw.cursor()
-            if replace:
-                kinds: dict = {}
-                c = self._compiled(("delete_side", side.name), lambda: (
-                    sa.delete(side).where(*[side.c[k] == sa.bindparam(f"k{j}") for j, k in enumerate(spec.key)]),
-                    {f"k{j}": spec.kind(k) for j, k in enumerate(spec.key)}, ()))
-                for r in rows:
-                    values: dict = {}
-                    self._key_binds(table, spec.key_of(r), kinds, values)
-                    cur.execute(c.sql, self._params(c, values))
-            values_list = [
-                {**{k: r[k] for k in spec.key}, "value": v, "user_id": r.get("user_id")}
-                for r in rows for v in dict.fromkeys(r.get(field) or ())
-            ]
-            if values_list:
-                side_kinds = self.kinds[side.name]
-                c = self._compiled(("insert_side", side.name), lambda: (
-                    sa.insert(side).values({k: sa.bindparam(k) for k in side_kinds}), side_kinds, ()))
-                cur.executemany(c.sql, [self._params(c, v) for v in values_list])
+    def side_delete_stmt(self, table: str, field: str, n: int | None = None) -> Compiled:
+        """Delete the side rows of one record (binds k0.., its key), or of `n` records by
+        the first key column (binds k0_0..)."""
+        side, spec = self.side[(table, field)], self.specs[table]
 
-    def insert(self, table: str, row: dict) -> None:
-        # ON CONFLICT DO NOTHING + rowcount: a duplicate key is an answer, not an error, so no
-        # dialect needs a savepoint to survive it
-        c = self._insert_compiled(table, "ignore")
-        values = {k: row.get(k) for k in c.kinds}
-        with self.transaction() as raw:
-            cur = raw.cursor()
-            cur.execute(c.sql, self._params(c, values))
-            if cur.rowcount == 0:
-                raise DuplicateKey(table)
-            if self.specs[table].multi:
-                self._write_side(table, [row], replace=False)
+        def build():
+            if n is None:
+                where = [side.c[k] == sa.bindparam(f"k{j}") for j, k in enumerate(spec.key)]
+                return sa.delete(side).where(*where), {f"k{j}": spec.kind(k) for j, k in enumerate(spec.key)}, ()
+            binds = [sa.bindparam(f"k0_{j}") for j in range(n)]
+            kind = spec.kind(spec.key[0])
+            return sa.delete(side).where(side.c[spec.key[0]].in_(binds)), {f"k0_{j}": kind for j in range(n)}, ()
 
-    def put_many(self, table: str, rows: list[dict], replace: bool) -> int:
-        if not rows:
-            return 0
-        spec = self.specs[table]
-        with self.transaction() as raw:
-            rows = list({spec.key_of(r): r for r in rows}.values())
-            if not replace:
-                keyfield = spec.key[0]
-                query = Query(table, (Cond(keyfield, "in", [r[keyfield] for r in rows]),), fields=spec.key)
-                known = {spec.key_of(r) for r in self.find(query)}
-                rows = [r for r in rows if spec.key_of(r) not in known]
-                if not rows:
-                    return 0
-            c = self._insert_compiled(table, "replace" if replace else "ignore")
-            raw.cursor().executemany(c.sql, [self._params(c, {k: r.get(k) for k in c.kinds}) for r in rows])
-            if spec.multi:
-                self._write_side(table, rows, replace)
-            return len(rows)
+        return self._compiled(("delete_side", side.name, n), build)
 
-    def update(self, table: str, key: tuple, *, set: dict | None = None, incr: dict | None = None,
-               where: tuple[Cond, ...] = (), returning: tuple[str, ...] = ()) -> dict | None:
+    def side_insert_stmt(self, table: str, field: str) -> Compiled:
+        side = self.side[(table, field)]
+        side_kinds = self.kinds[side.name]
+        return self._compiled(("insert_side", side.name), lambda: (
+            sa.insert(side).values({k: sa.bindparam(k) for k in side_kinds}), side_kinds, ()))
+
+    def update_stmt(self, table: str, key: tuple, set: dict, incr: dict, where: tuple[Cond, ...],
+                    returning: tuple[str, ...]) -> tuple[Compiled, dict]:
         spec, t = self.specs[table], self.tables[table]
-        set = set or {}
-        incr = incr or {}
         kinds: dict = {}
         values: dict = {}
         self._key_binds(table, key, kinds, values)
@@ -509,32 +432,17 @@ class SqlKernel(abc.ABC):
                 return stmt.returning(*[t.c[f] for f in back]), kinds, self._result(table, back)
             return stmt, kinds, ()
 
-        c = self._compiled(("update", table, tuple(set), tuple(incr), shape, back), build)
-        with self.transaction():
-            cur = self._run(c, values, write=True)
-            if self.supports_returning:
-                rows = self._rows(c, cur)
-                if not rows:
-                    return None
-                out = rows[0] if returning else {}
-            else:
-                if cur.rowcount == 0:
-                    return None
-                out = {f: v for f, v in self.get(table, key).items() if f in returning} if returning else {}
-            if any(f in set for f in spec.multi):
-                self._write_side(table, [{**dict(zip(spec.key, key)), **set}], replace=True)
-            return out
+        return self._compiled(("update", table, tuple(set), tuple(incr), shape, back), build), values
 
-    def delete(self, table: str, where: tuple[Cond, ...]) -> int:
+    def delete_stmt(self, table: str, where: tuple[Cond, ...]) -> tuple[Compiled, dict]:
         kinds: dict = {}
         values: dict = {}
         shape = self._binds(table, where, kinds, values)
         c = self._compiled(("delete", table, shape), lambda: (
             sa.delete(self.tables[table]).where(*self._exprs(table, where)), kinds, ()))
-        with self.transaction():
-            return self._run(c, values, write=True).rowcount
+        return c, values
 
-    def distinct(self, table: str, field: str, where: tuple[Cond, ...]) -> list:
+    def distinct_stmt(self, table: str, field: str, where: tuple[Cond, ...]) -> tuple[Compiled, dict]:
         kinds: dict = {}
         values: dict = {}
         side = self.side.get((table, field))
@@ -556,10 +464,10 @@ class SqlKernel(abc.ABC):
             kind = "str" if side is not None else self.kinds[table][field]
             return stmt, kinds, (("value", kind),)
 
-        c = self._compiled(("distinct", table, field, shape, by_user), build)
-        return [r["value"] for r in self._rows(c, self._run(c, values, write=False))]
+        return self._compiled(("distinct", table, field, shape, by_user), build), values
 
-    def group_count(self, table: str, by: str, max_field: str, where: tuple[Cond, ...], limit: int) -> list[tuple]:
+    def group_count_stmt(self, table: str, by: str, max_field: str, where: tuple[Cond, ...],
+                         limit: int) -> tuple[Compiled, dict]:
         kinds: dict = {}
         values: dict = {}
         shape = self._binds(table, where, kinds, values)
@@ -568,17 +476,22 @@ class SqlKernel(abc.ABC):
         c = self._compiled(("group", table, by, max_field, shape, limit), lambda: (
             sa.select(t.c[by], sa.func.count(), sa.func.max(t.c[max_field]))
             .where(*self._exprs(table, where)).group_by(t.c[by]).order_by(t.c[by]).limit(limit), kinds, result))
-        return [(r[by], r["n"], r["last"]) for r in self._rows(c, self._run(c, values, write=False))]
+        return c, values
 
-    def close(self) -> None:
-        self.engine.dispose()
+    def due_stmt(self, limit: int) -> Compiled:
+        """The ids of due, unleased schedules, locked for this transaction; rows another
+        worker is claiming right now are skipped, not waited for."""
+        t = self.tables["schedules"]
 
+        def build():
+            stmt = (
+                sa.select(t.c.id)
+                .where(t.c.enabled == sa.bindparam("yes"), t.c.next_run_at <= sa.bindparam("now"),
+                       sa.or_(t.c.locked_until.is_(None), t.c.locked_until <= sa.bindparam("now")))
+                .order_by(t.c.next_run_at, t.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            return stmt, {"yes": "bool", "now": "time"}, (("id", "str"),)
 
-class _Fetched:
-    """Rows already fetched from a connection that went back to the pool."""
-
-    def __init__(self, rows: list) -> None:
-        self._rows = rows
-
-    def fetchall(self) -> list:
-        return self._rows
+        return self._compiled(("due", limit), build)
