@@ -126,7 +126,7 @@ class MysqlDialect(SqlBase):
 
     def ddl(self, step: Step) -> str:
         if step.action == "create_table":
-            return f"{super().ddl(step)} COLLATE={self.collation()}"
+            return f"{super().ddl(step).strip()} COLLATE={self.collation()}"
         if step.action == "add_index":  # MySQL 8 has no CREATE INDEX IF NOT EXISTS
             return str(sa.schema.CreateIndex(step.detail).compile(dialect=self.dialect))
         return super().ddl(step)

@@ -1,7 +1,6 @@
 """PostgreSQL specifics: the hot queries are served by indexes (EXPLAIN), schema changes are
 safe when 8 processes boot at once, and an additive upgrade keeps every row."""
 
-import dataclasses
 import datetime as dt
 import os
 import uuid
@@ -10,9 +9,11 @@ import pytest
 
 from agentkeep.db import Approval, Run, Schedule, Session, UserMemory
 from agentkeep.db import tables as tables_module
+from tests.backends._helpers import statements as _statements
 from tests.conformance.backends import _postgres_check, postgres_url
 from tests.processes import run_together
 from tests.services.postgres import EmbeddedPostgres
+from tests.upgrades import upgraded_specs
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -34,15 +35,21 @@ def schema():
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-def test_a_restarted_server_is_survived():
-    """The first call after the server comes back succeeds (the pool pre-pings), and no
-    acknowledged write is lost. A private server, so restarting it disturbs no other test."""
-    from agentkeep.db.postgres import PostgresDb
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_restarted_server_is_survived(kind):
+    """The first call after the server comes back succeeds (the pool hands out no connection
+    the server closed), and no acknowledged write is lost. A private server, so restarting it
+    disturbs no other test."""
+    from agentkeep.db.postgres import AsyncPostgresDb, PostgresDb
+    from tests.conformance.backends import SyncAdapter
 
     server = EmbeddedPostgres()
     server.start()
     try:
-        db = PostgresDb(db_url=server.url, db_schema="restart")
+        if kind == "sync":
+            db = PostgresDb(db_url=server.url, db_schema="restart")
+        else:
+            db = SyncAdapter(lambda: AsyncPostgresDb(db_url=server.url, db_schema="restart"))
         ids = [db.upsert_session(Session(user_id="u", name=f"before {i}")).session_id for i in range(5)]
         server.restart()
         ids.append(db.upsert_session(Session(user_id="u", name="after")).session_id)
@@ -57,25 +64,6 @@ def _db(schema):
     from agentkeep.db.postgres import PostgresDb
 
     return PostgresDb(db_url=postgres_url(), db_schema=schema)
-
-
-def _statements(db, call):
-    """The SELECT (and UPDATE ... SELECT) statements a domain call runs, with their
-    parameters; plain EXPLAIN plans them without running them."""
-    seen = []
-    run = db.kernel._run
-
-    def record(c, values, *, write):
-        if c.sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
-            seen.append((c.sql, db.kernel._params(c, values)))
-        return run(c, values, write=write)
-
-    db.kernel._run = record
-    try:
-        call()
-    finally:
-        db.kernel._run = run
-    return seen
 
 
 def _plan(schema, sql, params):
@@ -135,22 +123,10 @@ def test_eight_processes_create_tables_at_once(schema):
 
 
 def test_additive_upgrade_keeps_every_row(schema, monkeypatch):
-    original = tables_module.default_specs
     db = _db(schema)
     ids = [db.upsert_session(Session(user_id=f"u{i % 3}", state={"i": i})).session_id for i in range(40)]
     db.close()
-
-    def upgraded():
-        specs = original()
-        old = specs["sessions"]
-        specs["sessions"] = dataclasses.replace(
-            old, columns=old.columns + (tables_module.Column("color", "str"),),
-            indexes=old.indexes + (tables_module.Index(("user_id", "color")),),
-            internal=old.internal + ("color",), version=2, column_map={},
-        )
-        return specs
-
-    monkeypatch.setattr(tables_module, "default_specs", upgraded)
+    monkeypatch.setattr(tables_module, "default_specs", upgraded_specs)
     db = _db(schema)
     try:
         plan = db.migrate(dry_run=True)

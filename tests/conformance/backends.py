@@ -257,10 +257,11 @@ def _mysql_target() -> str:
     return server_description()
 
 
-def _mysql_database(open_db: Callable[[str], Any], directory: Path) -> Handle:
+def _mysql_database(open_db: Callable[[str], Any], directory: Path, scheme: str = "mysql+pymysql") -> Handle:
     from tests.services.mysql import new_database
 
     url, drop = new_database()
+    url = scheme + url[url.index("://") :]  # child processes open the same kind of db
     return Handle(db=open_db(url), url=url, cleanup=drop)
 
 
@@ -274,6 +275,16 @@ def _mysql_async(directory: Path) -> Handle:
     from agentkeep.db.mysql import AsyncMysqlDb
 
     return _mysql_database(lambda url: SyncAdapter(lambda: AsyncMysqlDb(db_url=url)), directory)
+
+
+def _singlestore(directory: Path) -> Handle:
+    from agentkeep.db.singlestore import SingleStoreDb
+
+    return _mysql_database(lambda url: SingleStoreDb(db_url=url), directory, scheme="singlestoredb")
+
+
+def _singlestore_target() -> str:
+    return f"SingleStore statements on {_mysql_target()}"
 
 
 def _fsspec_target(kind: str) -> Callable[[], str]:
@@ -321,6 +332,9 @@ BACKENDS: list[Backend] = [
     Backend(name="mysql", target=_mysql_target, build=_mysql, requires=("pymysql",), check=_mysql_check),
     Backend(
         name="mysql_async", target=_mysql_target, build=_mysql_async, requires=("aiomysql",), check=_mysql_check
+    ),
+    Backend(
+        name="singlestore", target=_singlestore_target, build=_singlestore, requires=("pymysql",), check=_mysql_check
     ),
 ]
 

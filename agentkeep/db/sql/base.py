@@ -171,8 +171,8 @@ class SqlBase:
                 side = sa.Table(
                     _name(spec.physical, field), self.metadata,
                     *[sa.Column(k, self.column_type(spec.kind(k)), primary_key=True) for k in spec.key],
-                    sa.Column("value", sa.String(255), primary_key=True),
-                    sa.Column("user_id", sa.String(255)),
+                    sa.Column("value", self.column_type("str"), primary_key=True),
+                    sa.Column("user_id", self.column_type("str")),
                     *(fk if self.foreign_keys else ()),
                     **self.table_options(),
                 )
