@@ -639,9 +639,6 @@ class Db:
             span = v.coerce(m.Span, s, "span")
             v.check_id(span.trace_id, "span.trace_id")
             rows[span.span_id] = self._row("spans", span, "span")
-        by_trace: dict[str, list[dict]] = defaultdict(list)
-        for row in rows.values():
-            by_trace[row["trace_id"]].append(row)
         for chunk in _chunks(list(rows)):
             with self.kernel.transaction():
                 query = Query("spans", (Cond("span_id", "in", list(chunk)),), fields=("span_id",))
@@ -651,13 +648,19 @@ class Db:
                 for i in chunk:
                     if i not in known:
                         fresh[rows[i]["trace_id"]] += 1
-                for trace_id in dict.fromkeys(rows[i]["trace_id"] for i in chunk):
-                    group = [rows[i] for i in chunk if rows[i]["trace_id"] == trace_id]
-                    self._merge_trace(trace_id, group, fresh[trace_id])
+                groups: dict[str, list[dict]] = defaultdict(list)
+                for i in chunk:
+                    groups[rows[i]["trace_id"]].append(rows[i])
+                # the batch's traces in one read; each is then created or updated by itself
+                query = Query("traces", (Cond("trace_id", "in", list(groups)),))
+                current = {r["trace_id"]: r for r in self.kernel.find(query)}
+                for trace_id, group in groups.items():
+                    self._merge_trace(trace_id, group, fresh[trace_id], current.get(trace_id))
 
-    def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int) -> None:
-        for _ in range(MAX_RETRIES):
-            cur = self.kernel.get("traces", (trace_id,))
+    def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int, cur: dict | None) -> None:
+        for attempt in range(MAX_RETRIES):
+            if attempt:
+                cur = self.kernel.get("traces", (trace_id,))
             merged = merge_trace(cur, trace_id, spans, new_spans)
             if cur is None:
                 try:
