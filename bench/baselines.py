@@ -6,11 +6,12 @@ but with pre-serialised payloads, hand-written SQL and no validation: storage co
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
 
 from bench import data
-from bench.common import Progress, perf, time_pages
+from bench.common import time_pages, time_writes
 
 SCHEMA = """
 CREATE TABLE sessions (
@@ -38,7 +39,8 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     return con
 
 
-def _rows(rnd, n: int, n_users: int = 100):
+def new_session_rows(rnd, n: int, n_users: int = 100):
+    """(session_id, user_id, name, session JSON, run_id, run JSON) per new session + first run."""
     us = [f"user-{i:03d}" for i in range(n_users)]
     out = []
     for i in range(n):
@@ -53,24 +55,17 @@ def _rows(rnd, n: int, n_users: int = 100):
 def raw_new_session(ctx, synchronous: str) -> None:
     n = ctx.sizes["n"]
     con = connect(ctx.path("raw.db"), synchronous)
-    rows = _rows(data.seed("raw_new_session"), n + 1)
+    rows = new_session_rows(data.seed("raw_new_session"), n + 1)
     now = 1_700_000_000_000_000
 
-    def one(i, row):
-        sid, uid, name, sdata, rid, rdata = row
+    def one(i):
+        sid, uid, name, sdata, rid, rdata = rows[i]
         con.execute("BEGIN")
         con.execute(INSERT_SESSION, (sid, uid, name, sdata, now + i, now + i))
         con.execute(INSERT_RUN, (rid, sid, uid, rdata, now + i, now + i))
         con.execute("COMMIT")
 
-    one(-1, rows[0])  # warm-up
-    progress = Progress(f"raw {n:,} inserts", n, ctx.budget)
-    t0 = perf()
-    for i, row in enumerate(rows[1:]):
-        one(i, row)
-        if i % 100 == 99:
-            progress.check(i + 1)
-    ctx.metrics["rate"] = n / (perf() - t0)
+    time_writes(ctx, one, n, f"raw {n:,} inserts")
     ctx.note(f"WAL, synchronous={synchronous}, sqlite {sqlite3.sqlite_version}")
     con.close()
 
@@ -83,16 +78,25 @@ def raw_new_session_normal(ctx) -> None:
     raw_new_session(ctx, "NORMAL")
 
 
+def list_session_rows(z: dict, stamp) -> tuple[list[str], list[tuple]]:
+    """The users and the session rows (session_id, user_id, name, session JSON, created_at,
+    updated_at) of the list_sessions baselines; row i is stamped `stamp(i)`, unique, so
+    updated_at alone orders them."""
+    rnd = data.seed("raw_list_sessions")
+    us = [f"user-{i:03d}" for i in range(z["users"])]
+    rows = []
+    for i in range(z["sessions"]):
+        sp = data.session_payload(rnd, i)
+        rows.append((data.hex_id(rnd, 16), us[i % len(us)], sp["name"], json.dumps(sp), stamp(i), stamp(i)))
+    return us, rows
+
+
 def raw_list_sessions(ctx) -> None:
     z = ctx.sizes
     con = connect(ctx.path("raw.db"), "NORMAL")
-    rnd = data.seed("raw_list_sessions")
-    us = [f"user-{i:03d}" for i in range(z["users"])]
-    now = 1_700_000_000_000_000
+    us, rows = list_session_rows(z, lambda i: 1_700_000_000_000_000 + i)
     con.execute("BEGIN")
-    for i in range(z["sessions"]):
-        sp = data.session_payload(rnd, i)
-        con.execute(INSERT_SESSION, (data.hex_id(rnd, 16), us[i % len(us)], sp["name"], json.dumps(sp), now + i, now + i))
+    con.executemany(INSERT_SESSION, rows)
     con.execute("COMMIT")
     con.execute("ANALYZE")
     first_q = "SELECT * FROM sessions WHERE user_id = ? ORDER BY updated_at DESC, session_id DESC LIMIT ?"
@@ -115,11 +119,9 @@ def raw_list_sessions(ctx) -> None:
     con.close()
 
 
-def _pg(name: str):
-    def run(ctx) -> None:  # psycopg is imported only by the raw psycopg cases
-        from bench import baselines_pg
-
-        getattr(baselines_pg, name)(ctx)
+def _lazy(module: str, name: str):
+    def run(ctx) -> None:  # a server's driver is imported only by that server's raw cases
+        getattr(importlib.import_module(f"bench.{module}"), name)(ctx)
 
     return run
 
@@ -129,6 +131,9 @@ BASELINES = {
     "raw_new_session_normal": ("new_session", raw_new_session_normal),
     "raw_list_sessions": ("list_sessions", raw_list_sessions),
     # raw psycopg (PostgreSQL): bench/baselines_pg.py
-    "raw_pg_new_session": ("new_session", _pg("raw_pg_new_session")),
-    "raw_pg_list_sessions": ("list_sessions", _pg("raw_pg_list_sessions")),
+    "raw_pg_new_session": ("new_session", _lazy("baselines_pg", "raw_pg_new_session")),
+    "raw_pg_list_sessions": ("list_sessions", _lazy("baselines_pg", "raw_pg_list_sessions")),
+    # raw pymysql (MySQL / MariaDB): bench/baselines_mysql.py
+    "raw_mysql_new_session": ("new_session", _lazy("baselines_mysql", "raw_mysql_new_session")),
+    "raw_mysql_list_sessions": ("list_sessions", _lazy("baselines_mysql", "raw_mysql_list_sessions")),
 }

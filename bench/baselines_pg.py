@@ -11,10 +11,10 @@ back as Python objects, BEGIN sent before the first statement of each transactio
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from bench import data, pg
-from bench.common import Progress, perf, time_pages
+from bench.baselines import list_session_rows, new_session_rows
+from bench.common import time_pages, time_writes
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(2025, 1, 1, tzinfo=UTC)
@@ -40,7 +40,7 @@ INSERT_RUN = "INSERT INTO {s}.runs VALUES (%s, %s, 1, %s, 'completed', %s, %s, %
 def _setup(ctx):
     import psycopg
 
-    schema = ctx.pg_schema()
+    schema = ctx.schema()
     con = pg.connect(autocommit=True)
     con.execute(f"CREATE SCHEMA {schema}")
     for stmt in SCHEMA.format(s=schema).split(";"):
@@ -51,24 +51,12 @@ def _setup(ctx):
     return con, schema
 
 
-def _rows(rnd, n: int, n_users: int = 100):
-    us = [f"user-{i:03d}" for i in range(n_users)]
-    out = []
-    for i in range(n):
-        sp = data.session_payload(rnd, i)
-        out.append(
-            (data.hex_id(rnd, 16), us[i % n_users], sp["name"], json.dumps(sp),
-             data.hex_id(rnd, 16), json.dumps(data.run_payload(rnd, 0)))
-        )
-    return out
-
-
 def raw_pg_new_session(ctx) -> None:
     n = ctx.sizes["n"]
     con, s = _setup(ctx)
     ins_session, ins_run = INSERT_SESSION.format(s=s), INSERT_RUN.format(s=s)
     warm = 6  # untimed warm-up pairs, past psycopg's prepare threshold (5)
-    rows = _rows(data.seed("raw_new_session"), n + warm)
+    rows = new_session_rows(data.seed("raw_new_session"), n + warm)
     times = [EPOCH + dt.timedelta(microseconds=i) for i in range(n + warm)]
 
     def one(i):
@@ -79,28 +67,14 @@ def raw_pg_new_session(ctx) -> None:
             cur.execute(ins_run, (rid, sid, uid, rdata, t, t))
         con.commit()
 
-    for i in range(warm):
-        one(i)
-    progress = Progress(f"raw psycopg {n:,} inserts", n, ctx.budget)
-    t0 = perf()
-    for i in range(n):
-        one(warm + i)
-        if i % 100 == 99:
-            progress.check(i + 1)
-    ctx.metrics["rate"] = n / (perf() - t0)
+    time_writes(ctx, one, n, f"raw psycopg {n:,} inserts", warm)
     con.close()
 
 
 def raw_pg_list_sessions(ctx) -> None:
     z = ctx.sizes
     con, s = _setup(ctx)
-    rnd = data.seed("raw_list_sessions")
-    us = [f"user-{i:03d}" for i in range(z["users"])]
-    rows = []
-    for i in range(z["sessions"]):
-        sp = data.session_payload(rnd, i)
-        t = EPOCH + dt.timedelta(microseconds=i)
-        rows.append((data.hex_id(rnd, 16), us[i % len(us)], sp["name"], json.dumps(sp), t, t))
+    us, rows = list_session_rows(z, lambda i: EPOCH + dt.timedelta(microseconds=i))
     with con.cursor() as cur:
         cur.executemany(INSERT_SESSION.format(s=s), rows)
     con.commit()

@@ -11,19 +11,21 @@ import sqlite3
 from statistics import fmean
 
 from bench import data
-from bench.common import Progress, RssSampler, med, perf, timed_us
+from bench.common import Progress, RssSampler, med, perf, server, timed_us
 
 BACKEND_MODULES = {
     "inmemory": ("agentkeep.db.in_memory", "InMemoryDb"),
     "sqlite": ("agentkeep.db.sqlite", "SqliteDb"),
     "json": ("agentkeep.db.json", "JsonDb"),
     "postgres": ("agentkeep.db.postgres", "PostgresDb"),
+    "mysql": ("agentkeep.db.mysql", "MysqlDb"),
 }
 
-# PostgreSQL: every make_db gets its own new schema, named PG_SCHEMA_PREFIX + a counter
-# (the child sets the prefix from its spec); the child drops them all after the case.
-PG_SCHEMA_PREFIX = "bench_"
-PG_SCHEMAS: list[str] = []
+# Server backends: every make_db gets its own new schema (a database on MySQL), named
+# SCHEMA_PREFIX + a counter (the child sets the prefix from its spec); the child drops them
+# all after the case.
+SCHEMA_PREFIX = "bench_"
+SCHEMAS: list[str] = []
 
 
 def backend_class(backend: str):
@@ -49,12 +51,17 @@ def make_db(backend: str, location: str):
         return cls(db_file=os.path.join(location, "agentkeep.db"))
     if backend == "json":
         return cls(path=os.path.join(location, "keep"))
+    schema = f"{SCHEMA_PREFIX}{len(SCHEMAS)}"
     if backend == "postgres":
         from bench import pg
 
-        schema = f"{PG_SCHEMA_PREFIX}{len(PG_SCHEMAS)}"
-        PG_SCHEMAS.append(schema)
+        SCHEMAS.append(schema)
         return cls(db_url=pg.url(), db_schema=schema)
+    if backend == "mysql":
+        from bench import mysql
+
+        SCHEMAS.append(schema)
+        return cls(db_url=mysql.create_schema(schema))
     raise ValueError(backend)
 
 
@@ -116,19 +123,19 @@ def new_session(ctx) -> None:
     ctx.metrics["rate"] = n / (perf() - t0)
     if ctx.backend == "sqlite":
         ctx.note(sqlite_pragmas(ctx.path("db")))
-    if ctx.backend == "postgres":
-        ctx.note(postgres_settings())
+    if server(ctx.backend):
+        ctx.note(server_settings(ctx.backend))
 
 
 def pg_after_analyze(ctx, tables: list[str], fn, calls: int) -> None:
     """PostgreSQL only, a note (never a figure): the figure was measured on freshly seeded
     tables as autovacuum left them; say when they were last analyzed, then ANALYZE the
     case's schema and time `fn` again (median µs of `calls`)."""
-    if ctx.backend != "postgres" or not PG_SCHEMAS:
+    if ctx.backend != "postgres" or not SCHEMAS:
         return
     from bench import pg
 
-    schema = PG_SCHEMAS[-1]
+    schema = SCHEMAS[-1]
     try:
         with pg.connect(autocommit=True) as con:
             stats = []
@@ -151,12 +158,11 @@ def pg_after_analyze(ctx, tables: list[str], fn, calls: int) -> None:
         ctx.note(f"ANALYZE re-measure failed: {type(exc).__name__}: {exc}")
 
 
-def postgres_settings() -> str:
-    from bench import pg
-
+def server_settings(backend: str) -> str:
+    srv = server(backend)
     try:
-        with pg.connect(autocommit=True) as con:
-            return "server " + pg.server_settings(con)
+        with srv.connect(autocommit=True) as con:
+            return "server " + srv.server_settings(con)
     except Exception as exc:  # noqa: BLE001 - informative only
         return f"server settings: {exc}"
 

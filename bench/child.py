@@ -2,8 +2,8 @@
 
 SPEC: {"kind": "agentkeep"|"baseline", "backend", "case", "sizes" (this benchmark's),
 "tmp" (an empty dir owned by this case), "shared" (dict), "budget" (s), "out" (result path),
-"pg_schema_prefix" (PostgreSQL: the names of this case's schemas start with it; they are
-dropped when the case ends)}.
+"schema_prefix" (server backends: the names of this case's schemas, databases on MySQL,
+start with it; they are dropped when the case ends)}.
 The result JSON: metrics, notes, error (traceback), infeasible, rss_mb (ru_maxrss at the
 end), wall_s.
 """
@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 
-from bench.common import Infeasible, peak_rss_mb, perf
+from bench.common import Infeasible, peak_rss_mb, perf, server
 
 
 class Ctx:
@@ -28,13 +28,13 @@ class Ctx:
         self.metrics: dict = {}
         self.notes: list[str] = []
         self._dbs: list = []
-        self.pg_schema_prefix = spec.get("pg_schema_prefix") or "bench_"
-        self.pg_schemas: list[str] = []  # schemas the raw psycopg baselines create
+        self.schema_prefix = spec.get("schema_prefix") or "bench_"
+        self.schemas: list[str] = []  # schemas the raw psycopg / pymysql baselines create
 
-    def pg_schema(self) -> str:
-        """A new schema name for a raw psycopg baseline (dropped after the case)."""
-        name = f"{self.pg_schema_prefix}raw{len(self.pg_schemas)}"
-        self.pg_schemas.append(name)
+    def schema(self) -> str:
+        """A new schema name for a raw server baseline (dropped after the case)."""
+        name = f"{self.schema_prefix}raw{len(self.schemas)}"
+        self.schemas.append(name)
         return name
 
     def path(self, name: str) -> str:
@@ -66,15 +66,13 @@ class Ctx:
                 pass
         self._dbs.clear()
 
-    def drop_pg_schemas(self) -> None:
+    def drop_schemas(self) -> None:
         import bench.cases as cases
 
-        names = [*cases.PG_SCHEMAS, *self.pg_schemas]
+        names = [*cases.SCHEMAS, *self.schemas]
         if names:
-            from bench import pg
-
             try:
-                pg.drop_schemas(names)
+                server(self.backend).drop_schemas(names)
             except Exception as exc:  # noqa: BLE001 - the parent sweeps the prefix again
                 self.note(f"dropping schemas failed: {type(exc).__name__}: {exc}")
 
@@ -83,7 +81,7 @@ def run(spec: dict) -> dict:
     ctx = Ctx(spec)
     import bench.cases as cases
 
-    cases.PG_SCHEMA_PREFIX = ctx.pg_schema_prefix
+    cases.SCHEMA_PREFIX = ctx.schema_prefix
     result: dict = {"error": None, "infeasible": None}
     t0 = perf()
     try:
@@ -101,7 +99,7 @@ def run(spec: dict) -> dict:
         result["error"] = traceback.format_exc()
     finally:
         ctx.close_all()
-        ctx.drop_pg_schemas()
+        ctx.drop_schemas()
     result.update(metrics=ctx.metrics, notes=ctx.notes, rss_mb=peak_rss_mb(), wall_s=perf() - t0)
     return result
 

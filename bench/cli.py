@@ -17,28 +17,34 @@ import sys
 import tempfile
 import time
 
-from bench import pg, report
+from bench import report
+from bench.common import server
 from bench.sizes import BENCHMARKS, overridden, parse_overrides, sizes_for
 
-BACKENDS = ["inmemory", "sqlite", "json", "postgres"]  # postgres: only when its server is reachable
+BACKENDS = ["inmemory", "sqlite", "json", "postgres", "mysql"]  # postgres, mysql: when their server answers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_CASES = [  # (raw case, the benchmark it is the baseline of)
     ("raw_new_session_full", "new_session"),
     ("raw_new_session_normal", "new_session"),
     ("raw_list_sessions", "list_sessions"),
 ]
-PG_BASELINE_CASES = [  # raw psycopg, run when the postgres backend is
-    ("raw_pg_new_session", "new_session"),
-    ("raw_pg_list_sessions", "list_sessions"),
-]
+SERVERS = {  # server backend -> (the variable naming its server, its raw driver, the raw cases' results key)
+    "postgres": ("AGENTKEEP_POSTGRES_URL", "psycopg", report.RAW_PG),
+    "mysql": ("AGENTKEEP_MYSQL_URL", "pymysql", report.RAW_MY),
+}
+SERVER_BASELINE_CASES = {  # raw driver cases, run when their server's backend is
+    "postgres": [("raw_pg_new_session", "new_session"), ("raw_pg_list_sessions", "list_sessions")],
+    "mysql": [("raw_mysql_new_session", "new_session"), ("raw_mysql_list_sessions", "list_sessions")],
+}
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default=",".join(BACKENDS),
-                    help="comma-separated: inmemory,sqlite,json,postgres (default: all; postgres is skipped "
-                         "with a message when the server of AGENTKEEP_POSTGRES_URL is not reachable)")
+                    help="comma-separated: inmemory,sqlite,json,postgres,mysql (default: all; postgres and "
+                         "mysql are skipped with a message when the server of AGENTKEEP_POSTGRES_URL or "
+                         "AGENTKEEP_MYSQL_URL is not reachable)")
     ap.add_argument("--only", default="", help=f"comma-separated benchmarks: {','.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds per backend")
     ap.add_argument("--sizes", default="", help="override sizes: [backend:]bench.key=value,... (see bench/README.md)")
@@ -48,7 +54,7 @@ def parse_args(argv):
                     help="seconds a seeding or measuring loop may take before the size is reported "
                          "infeasible (default 240, quick 60)")
     ap.add_argument("--timeout", type=float, default=None, help="hard limit per case in seconds (default 1200, quick 300)")
-    ap.add_argument("--no-baselines", action="store_true", help="skip the raw sqlite3 and raw psycopg baselines")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the raw sqlite3, psycopg and pymysql baselines")
     ap.add_argument("--workdir", default=None, help="where the temporary dbs go (default: a new dir in $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (dbs, dumps, child logs)")
     args = ap.parse_args(argv)
@@ -75,7 +81,7 @@ class Runner:
         self.workdir = args.workdir or tempfile.mkdtemp(prefix="agentkeep-bench-")
         os.makedirs(self.workdir, exist_ok=True)
         self.n = 0
-        self.pg_token = secrets.token_hex(4)  # this run's schemas are bench_<token>_<case no>_...
+        self.token = secrets.token_hex(4)  # this run's schemas / databases are bench_<token>_<case no>_...
 
     def run_case(self, kind, backend, case, sizes, shared=None, budget=None) -> dict:
         self.n += 1
@@ -85,9 +91,9 @@ class Runner:
         spec_path = os.path.join(self.workdir, f"{tag}.spec.json")
         out = os.path.join(self.workdir, f"{tag}.result.json")
         log = os.path.join(self.workdir, f"{tag}.log")
-        pg_prefix = f"bench_{self.pg_token}_{self.n}_"
+        prefix = f"bench_{self.token}_{self.n}_"
         spec = dict(kind=kind, backend=backend, case=case, sizes=sizes, tmp=tmp, shared=shared or {},
-                    budget=budget or self.args.budget, out=out, pg_schema_prefix=pg_prefix)
+                    budget=budget or self.args.budget, out=out, schema_prefix=prefix)
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
@@ -108,13 +114,13 @@ class Runner:
             shutil.rmtree(tmp, ignore_errors=True)
         result.setdefault("metrics", {})
         result.setdefault("notes", [])
-        if backend in ("postgres", report.RAW_PG):
+        if server(backend):
             try:  # the child drops its schemas; this catches a child killed before it could
-                left = pg.drop_schemas_with_prefix(pg_prefix)
+                left = server(backend).drop_schemas_with_prefix(prefix)
                 if left:
                     result["notes"].append(f"schemas left by the child dropped: {', '.join(left)}")
             except Exception as exc:  # noqa: BLE001 - never fail the run over cleanup
-                result["notes"].append(f"could not drop schemas {pg_prefix}*: {type(exc).__name__}: {exc}")
+                result["notes"].append(f"could not drop schemas {prefix}*: {type(exc).__name__}: {exc}")
         result.setdefault("error", None)
         result.setdefault("infeasible", None)
         result["case_wall_s"] = time.perf_counter() - t0  # incl. process start and temp-dir cleanup
@@ -158,16 +164,18 @@ def main(argv=None) -> int:
     results: dict = {}
     global_notes: list[str] = []
     log_console.print(f"[bold]agentkeep bench[/bold] ({'quick' if args.quick else 'full'}), workdir {runner.workdir}")
-    pg_info = None
-    if "postgres" in args.backends:
-        ok, info = pg.probe()
+    server_info = {}  # server backend -> what its probe said
+    for backend, (variable, _, _) in SERVERS.items():
+        if backend not in args.backends:
+            continue
+        ok, info = server(backend).probe()
         if ok:
-            pg_info = info
-            log_console.print(f"postgres: {pg.shown()} ({info})", highlight=False)
+            server_info[backend] = info
+            log_console.print(f"{backend}: {server(backend).shown()} ({info})", highlight=False)
         else:
-            args.backends.remove("postgres")
-            msg = (f"postgres: SKIPPED, the server at {pg.shown()} is not reachable ({info}); "
-                   f"start it or set AGENTKEEP_POSTGRES_URL")
+            args.backends.remove(backend)
+            msg = (f"{backend}: SKIPPED, the server at {server(backend).shown()} is not reachable ({info}); "
+                   f"start it or set {variable}")
             log_console.print(f"[yellow]{msg}[/yellow]", highlight=False, markup=True, soft_wrap=True)
             global_notes.append(msg)
     if not args.backends:
@@ -180,11 +188,11 @@ def main(argv=None) -> int:
             for case, bench in BASELINE_CASES:
                 if bench in args.only:
                     results[(report.RAW, case)] = runner.run_case("baseline", report.RAW, case, gsizes[bench])
-            if "postgres" in args.backends:
-                for case, bench in PG_BASELINE_CASES:
-                    if bench in args.only:
-                        results[(report.RAW_PG, case)] = runner.run_case(
-                            "baseline", report.RAW_PG, case, gsizes[bench])
+            for backend, cases in SERVER_BASELINE_CASES.items():
+                raw = SERVERS[backend][2]
+                for case, bench in cases:
+                    if backend in args.backends and bench in args.only:
+                        results[(raw, case)] = runner.run_case("baseline", raw, case, gsizes[bench])
         dumps: dict[int, dict] = {}
         for backend in args.backends:
             bsizes = sizes_for(args.quick, args.overrides, backend)
@@ -206,18 +214,21 @@ def main(argv=None) -> int:
 
     rows = report.build_rows(args.only, gsizes)
     show_raw = not args.no_baselines and any(k[0] == report.RAW for k in results)
-    show_raw_pg = not args.no_baselines and any(k[0] == report.RAW_PG for k in results)
-    header, body, foot = report.build_table(rows, args.backends, results, show_raw, show_raw_pg)
+    shown = {be for be, (_, _, raw) in SERVERS.items() if not args.no_baselines and any(k[0] == raw for k in results)}
+    header, body, foot = report.build_table(rows, args.backends, results, show_raw, "postgres" in shown,
+                                            "mysql" in shown)
     env = (f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, Python {platform.python_version()}, "
            f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, {platform.machine()}, "
            f"{'--quick' if args.quick else 'full sizes'}, total {wall:.0f} s, "
            f"load average {load_start:.1f} at start / {os.getloadavg()[0]:.1f} at end "
            f"(other processes skew timings)"
-           + (f"; postgres: {pg_info}, same machine over TCP ({pg.shown()})" if pg_info else ""))
+           + "".join(f"; {be}: {info}, same machine over TCP ({server(be).shown()})"
+                     for be, info in server_info.items()))
     title = "agentkeep benchmarks"
+    drivers = "".join(f"raw {SERVERS[be][1]} for the {be} column, " for be in SERVERS if be in shown)
     legend = (("Ratios in brackets: agentkeep's time per operation / the raw baseline's for the same work: "
-               "raw psycopg for the postgres column, raw sqlite3 for the others (1.0× = as fast as the raw "
-               "driver; FULL and NORMAL = the raw sqlite3 run's synchronous setting). " if show_raw_pg else
+               f"{drivers}raw sqlite3 for the others (1.0× = as fast as the raw "
+               "driver; FULL and NORMAL = the raw sqlite3 run's synchronous setting). " if shown else
                "Ratios in brackets: agentkeep's time per operation / raw sqlite3's for the same work "
                "(1.0× = as fast as raw sqlite3; F/FULL and NORMAL = the raw run's synchronous setting). ")
               + "✓/✗: against the project's target (informational only). "
@@ -278,12 +289,12 @@ def _prepare_dump(runner, args, size: dict, dumps: dict, global_notes: list) -> 
 def _note_lines(results, backends, foot, global_notes) -> list[str]:
     lines = [f"[{marker}] {text}" for marker, text in foot.items]
     lines += global_notes
-    order = [report.RAW, report.RAW_PG, *backends]
+    order = [report.RAW, report.RAW_PG, report.RAW_MY, *backends]
     for (be, case), res in sorted(results.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         notes = list(res.get("notes") or [])
         if res.get("infeasible"):
             notes.append("INFEASIBLE: " + res["infeasible"])
         if notes:
-            name = {report.RAW: "raw sqlite3", report.RAW_PG: "raw psycopg"}.get(be, be)
+            name = {report.RAW: "raw sqlite3", report.RAW_PG: "raw psycopg", report.RAW_MY: "raw pymysql"}.get(be, be)
             lines.append(f"{name} / {case}: " + "; ".join(notes))
     return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import threading
@@ -86,6 +87,13 @@ class RssSampler:
         self.peak = max(self.peak, current_rss_mb())
 
 
+def server(backend: str):
+    """The plumbing module (bench.pg, bench.mysql) of a server backend or of its raw
+    baselines, else None: it creates and drops the case's schemas on that server."""
+    name = {"postgres": "pg", "raw_pg": "pg", "mysql": "mysql", "raw_mysql": "mysql"}.get(backend)
+    return importlib.import_module(f"bench.{name}") if name else None
+
+
 def timed_us(fn, *args, **kwargs):
     """(result, µs) of one call."""
     t0 = perf_ns()
@@ -95,6 +103,20 @@ def timed_us(fn, *args, **kwargs):
 
 def med(values) -> float:
     return float(median(values)) if values else float("nan")
+
+
+def time_writes(ctx, one, n: int, what: str, warm: int = 1) -> None:
+    """Record `rate`, calls per second of `one(i)` for i = warm .. warm + n - 1, after `warm`
+    untimed calls (i = 0 .. warm - 1)."""
+    for i in range(warm):
+        one(i)
+    progress = Progress(what, n, ctx.budget)
+    t0 = perf()
+    for i in range(n):
+        one(warm + i)
+        if i % 100 == 99:
+            progress.check(i + 1)
+    ctx.metrics["rate"] = n / (perf() - t0)
 
 
 def time_pages(ctx, page, users, z) -> None:

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 RAW = "raw"  # the results key of the raw sqlite3 baselines
 RAW_PG = "raw_pg"  # the results key of the raw psycopg (PostgreSQL) baselines
+RAW_MY = "raw_mysql"  # the results key of the raw pymysql (MySQL / MariaDB) baselines
 RSS = "__rss__"
 
 
@@ -23,6 +24,8 @@ class Row:
     raw: Optional[tuple] = None  # (raw case, metric key[, suffix]): shown in the raw sqlite3 column
     pg_baselines: list = field(default_factory=list)  # the same for the postgres column, vs raw psycopg
     pg_raw: Optional[tuple] = None  # shown in the raw psycopg column
+    my_baselines: list = field(default_factory=list)  # the same for the mysql column, vs raw pymysql
+    my_raw: Optional[tuple] = None  # shown in the raw pymysql column
 
 
 def targets(**by_backend):
@@ -56,6 +59,7 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
                 baselines=[("raw_new_session_full", "rate", "FULL"), ("raw_new_session_normal", "rate", "NORMAL")],
                 raw=("raw_new_session_full", "rate", " (sync=FULL)"),
                 pg_baselines=[("raw_pg_new_session", "rate", "psycopg")], pg_raw=("raw_pg_new_session", "rate"),
+                my_baselines=[("raw_mysql_new_session", "rate", "pymysql")], my_raw=("raw_mysql_new_session", "rate"),
             ))
             rows.append(Row(b, "", "raw sqlite3, WAL, synchronous=NORMAL", "rate", raw=("raw_new_session_normal", "rate", " (sync=NORMAL)")))
         elif b == "append_run":
@@ -76,12 +80,16 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
                 baselines=[("raw_list_sessions", "first_us", "raw")], raw=("raw_list_sessions", "first_us"),
                 pg_baselines=[("raw_pg_list_sessions", "first_us", "psycopg")],
                 pg_raw=("raw_pg_list_sessions", "first_us"),
+                my_baselines=[("raw_mysql_list_sessions", "first_us", "pymysql")],
+                my_raw=("raw_mysql_list_sessions", "first_us"),
             ))
             rows.append(Row(
                 b, "pages_mean_us", f"mean µs per page, pages 1-{z['pages']} via next_cursor", "us",
                 baselines=[("raw_list_sessions", "pages_mean_us", "raw")], raw=("raw_list_sessions", "pages_mean_us"),
                 pg_baselines=[("raw_pg_list_sessions", "pages_mean_us", "psycopg")],
                 pg_raw=("raw_pg_list_sessions", "pages_mean_us"),
+                my_baselines=[("raw_mysql_list_sessions", "pages_mean_us", "pymysql")],
+                my_raw=("raw_mysql_list_sessions", "pages_mean_us"),
             ))
         elif b == "list_memories":
             rows.append(Row(b, "us", f"one topic, over {z['memories']:,} memories / {z['users']} users, µs (median)", "us"))
@@ -96,11 +104,12 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
             rows.append(Row(b, "import_s", "import_jsonl into a fresh db, s", "s"))
         raw_rss = {"new_session": ("raw_new_session_full", RSS), "list_sessions": ("raw_list_sessions", RSS)}.get(b)
         pg_rss = {"new_session": ("raw_pg_new_session", RSS), "list_sessions": ("raw_pg_list_sessions", RSS)}.get(b)
+        my_rss = {"new_session": ("raw_mysql_new_session", RSS), "list_sessions": ("raw_mysql_list_sessions", RSS)}.get(b)
         if b == "export_import":
             rows.append(Row(b, RSS, "peak RSS of the process (export + import), MB", "mb",
                             target="< 300 MB", check=lambda be, v: v < 300))
         else:
-            rows.append(Row(b, RSS, "peak RSS, MB", "mb", raw=raw_rss, pg_raw=pg_rss))
+            rows.append(Row(b, RSS, "peak RSS, MB", "mb", raw=raw_rss, pg_raw=pg_rss, my_raw=my_rss))
     return rows
 
 
@@ -146,11 +155,12 @@ class Footnotes:
         return self._by_case[k]
 
 
-def build_table(rows: list[Row], backends: list[str], results: dict, show_raw: bool, show_raw_pg: bool = False):
+def build_table(rows: list[Row], backends: list[str], results: dict, show_raw: bool, show_raw_pg: bool = False,
+                show_raw_my: bool = False):
     """-> (header, body rows as lists of str, footnotes)."""
     notes = Footnotes()
     header = (["Benchmark", "Metric", "Target", *backends] + (["raw sqlite3"] if show_raw else [])
-              + (["raw psycopg"] if show_raw_pg else []) + ["Notes"])
+              + (["raw psycopg"] if show_raw_pg else []) + (["raw pymysql"] if show_raw_my else []) + ["Notes"])
     body = []
     last_bench = None
     for row in rows:
@@ -164,6 +174,8 @@ def build_table(rows: list[Row], backends: list[str], results: dict, show_raw: b
             cells.append(_raw_cell(row, row.raw, RAW, results, notes))
         if show_raw_pg:
             cells.append(_raw_cell(row, row.pg_raw, RAW_PG, results, notes))
+        if show_raw_my:
+            cells.append(_raw_cell(row, row.my_raw, RAW_MY, results, notes))
         cells.append(_seed_note(row, backends, results) if first_of_bench else "")
         body.append(cells)
     return header, body, notes
@@ -203,7 +215,8 @@ def _cell(row: Row, be: str, res: Optional[dict], results: dict, notes: Footnote
         if ok is not None:
             text += " ✓" if ok else " ✗"
     ratios = []
-    raw_key, baselines = (RAW_PG, row.pg_baselines) if be == "postgres" else (RAW, row.baselines)
+    raw_key, baselines = {"postgres": (RAW_PG, row.pg_baselines), "mysql": (RAW_MY, row.my_baselines)}.get(
+        be, (RAW, row.baselines))
     for case, key, short in baselines:
         base = metric(results.get((raw_key, case)), key)
         if base:

@@ -1,7 +1,6 @@
 """Schema management on SQLite: additive upgrades keep every row, a newer stored schema is
 refused, and concurrent first boots end with one set of tables and versions."""
 
-import dataclasses
 import sqlite3
 
 import pytest
@@ -10,25 +9,8 @@ from agentkeep.db import Session
 from agentkeep.db import tables as tables_module
 from agentkeep.db.errors import SchemaError
 from agentkeep.db.sqlite import SqliteDb
-from agentkeep.db.tables import Column, Index
 from tests.processes import run_together
-
-ORIGINAL = tables_module.default_specs
-
-
-def upgraded_specs():
-    """Version 2 of the sessions table: one new column and an index on it."""
-    specs = ORIGINAL()
-    old = specs["sessions"]
-    specs["sessions"] = dataclasses.replace(
-        old,
-        columns=old.columns + (Column("color", "str"),),
-        indexes=old.indexes + (Index(("user_id", "color")),),
-        internal=old.internal + ("color",),
-        version=2,
-        column_map={},
-    )
-    return specs
+from tests.upgrades import ORIGINAL, upgraded_specs
 
 
 def test_additive_upgrade_keeps_every_row(tmp_path, monkeypatch):

@@ -1,0 +1,24 @@
+"""A schema upgrade for the migration tests: `monkeypatch.setattr(tables_module,
+"default_specs", upgraded_specs)` makes every db built afterwards expect version 2."""
+
+import dataclasses
+
+from agentkeep.db import tables as tables_module
+from agentkeep.db.tables import Column, Index
+
+ORIGINAL = tables_module.default_specs
+
+
+def upgraded_specs():
+    """Version 2 of the sessions table: one new column and an index on it."""
+    specs = ORIGINAL()
+    old = specs["sessions"]
+    specs["sessions"] = dataclasses.replace(
+        old,
+        columns=old.columns + (Column("color", "str"),),
+        indexes=old.indexes + (Index(("user_id", "color")),),
+        internal=old.internal + ("color",),
+        version=2,
+        column_map={},
+    )
+    return specs
