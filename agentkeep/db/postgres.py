@@ -226,7 +226,8 @@ async def _configure(conn) -> None:
 
 async def _check_alive(conn) -> None:
     if peer_closed(conn.fileno()):
-        raise ConnectionError("the server closed this connection")  # the pool takes another
+        await conn.close()  # closed, the pool discards it instead of offering it again
+        raise ConnectionError("the server closed this connection")
 
 
 def _check_schema(db_schema) -> str:
