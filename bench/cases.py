@@ -4,14 +4,19 @@ fresh db in a temp dir and fills `ctx.metrics` (figures) and `ctx.notes` (short 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
+import inspect
 import os
 import sqlite3
-from statistics import fmean
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from statistics import fmean, quantiles
 
 from bench import data
-from bench.common import Progress, RssSampler, med, perf, server, timed_us
+from bench.common import (Infeasible, Progress, RssSampler, base_backend, is_async_backend, med, perf, perf_ns,
+                          server, timed_us)
 
 BACKEND_MODULES = {
     "inmemory": ("agentkeep.db.in_memory", "InMemoryDb"),
@@ -19,6 +24,11 @@ BACKEND_MODULES = {
     "json": ("agentkeep.db.json", "JsonDb"),
     "postgres": ("agentkeep.db.postgres", "PostgresDb"),
     "mysql": ("agentkeep.db.mysql", "MysqlDb"),
+    # the async twins: same constructor arguments, every method a coroutine; the cases
+    # drive them through Blocking (below), async_append drives them natively
+    "sqlite_async": ("agentkeep.db.sqlite", "AsyncSqliteDb"),
+    "postgres_async": ("agentkeep.db.postgres", "AsyncPostgresDb"),
+    "mysql_async": ("agentkeep.db.mysql", "AsyncMysqlDb"),
 }
 
 # Server backends: every make_db gets its own new schema (a database on MySQL), named
@@ -42,27 +52,102 @@ def backend_class(backend: str):
 
 
 def make_db(backend: str, location: str):
-    """A fresh db of `backend` whose files (if any) live under the empty dir `location`."""
+    """A fresh db of `backend` whose files (if any) live under the empty dir `location`; an
+    async db comes wrapped in Blocking, so the same case code drives it."""
     cls = backend_class(backend)
+    db = _construct(cls, base_backend(backend), location)
+    return Blocking(db, event_loop()) if is_async(cls) else db
+
+
+def _construct(cls, base: str, location: str):
     os.makedirs(location, exist_ok=True)
-    if backend == "inmemory":
+    if base == "inmemory":
         return cls()
-    if backend == "sqlite":
+    if base == "sqlite":
         return cls(db_file=os.path.join(location, "agentkeep.db"))
-    if backend == "json":
+    if base == "json":
         return cls(path=os.path.join(location, "keep"))
     schema = f"{SCHEMA_PREFIX}{len(SCHEMAS)}"
-    if backend == "postgres":
+    if base == "postgres":
         from bench import pg
 
         SCHEMAS.append(schema)
         return cls(db_url=pg.url(), db_schema=schema)
-    if backend == "mysql":
+    if base == "mysql":
         from bench import mysql
 
         SCHEMAS.append(schema)
         return cls(db_url=mysql.create_schema(schema))
-    raise ValueError(backend)
+    raise ValueError(base)
+
+
+def is_async(cls) -> bool:
+    return inspect.iscoroutinefunction(getattr(cls, "upsert_session", None))
+
+
+# ------------------------------------------------------------------ async dbs, blocking
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """This child process's one private event loop (every case runs in its own process)."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+        asyncio.set_event_loop(_LOOP)
+    return _LOOP
+
+
+def close_loop() -> None:
+    """Ends the private loop after the case's dbs were closed (the child calls it)."""
+    global _LOOP
+    loop, _LOOP = _LOOP, None
+    if loop is None or loop.is_closed():
+        return
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+class Blocking:
+    """An async db seen as a sync one: every coroutine method becomes
+    `loop.run_until_complete(coro)` on the calling thread, on the child's one private loop.
+    There is deliberately no background loop thread, so no thread hop (handing the call to
+    another thread and waiting for its answer) inflates the figures; a call costs the
+    coroutine plus one run_until_complete (a few µs, see `wrapper_us`). The loop runs only
+    while a call is in progress, so the db's own background tasks (pool growth, health
+    checks) advance only then. Not for use from several threads at once.
+    `.adb` and `.loop` are the async db and its loop, for a case that drives them natively."""
+
+    def __init__(self, adb, loop: asyncio.AbstractEventLoop):
+        self.adb, self.loop = adb, loop
+
+    def __getattr__(self, name):
+        attr = getattr(self.adb, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            return self.loop.run_until_complete(attr(*args, **kwargs))
+
+        call.__name__ = name
+        setattr(self, name, call)  # later lookups skip __getattr__
+        return call
+
+
+def wrapper_us(loop: asyncio.AbstractEventLoop, calls: int = 200) -> float:
+    """Median µs of one run_until_complete of an empty coroutine: the wrapper's own cost."""
+    async def nothing():
+        return None
+
+    return med([timed_us(loop.run_until_complete, nothing())[1] for _ in range(calls)])
 
 
 def close(db) -> None:
@@ -121,7 +206,7 @@ def new_session(ctx) -> None:
         if i % 100 == 99:
             progress.check(i + 1)
     ctx.metrics["rate"] = n / (perf() - t0)
-    if ctx.backend == "sqlite":
+    if base_backend(ctx.backend) == "sqlite":
         ctx.note(sqlite_pragmas(ctx.path("db")))
     if server(ctx.backend):
         ctx.note(server_settings(ctx.backend))
@@ -131,7 +216,7 @@ def pg_after_analyze(ctx, tables: list[str], fn, calls: int) -> None:
     """PostgreSQL only, a note (never a figure): the figure was measured on freshly seeded
     tables as autovacuum left them; say when they were last analyzed, then ANALYZE the
     case's schema and time `fn` again (median µs of `calls`)."""
-    if ctx.backend != "postgres" or not SCHEMAS:
+    if base_backend(ctx.backend) != "postgres" or not SCHEMAS:
         return
     from bench import pg
 
@@ -399,6 +484,164 @@ def export_import(ctx) -> None:
         ctx.note("check: imported session does not have its 1 run")
 
 
+# ------------------------------------------------------------------- 9. async_append
+THREADED = ("sqlite", "postgres", "mysql")  # sync dbs that get the threads variant of async_append
+
+
+def not_run(backend: str, bench: str) -> str | None:
+    """Why the (backend, benchmark) case is not run at all (its cells stay empty), else None."""
+    if bench == "async_append" and not is_async_backend(backend) and backend not in THREADED:
+        return "not run: only the async dbs, and with threads sqlite, postgres and mysql, run it"
+    return None
+
+
+def async_append(ctx) -> None:
+    """`tasks` concurrent writers, each appending `runs` runs to its own session: coroutines
+    (asyncio.gather) on an async db, threads (ThreadPoolExecutor(tasks)) on a sync one. The
+    sessions are created first, concurrently by the same writers (untimed, so the pools are
+    warm); then every session must hold exactly its runs, in order, seq 1..runs."""
+    m = models()
+    k, n = ctx.sizes["tasks"], ctx.sizes["runs"]
+    db = ctx.fresh_db()
+    rnd = data.seed("async_append")
+    us = users(k)
+    sessions = [m.Session(user_id=us[i], **data.session_payload(rnd, i)) for i in range(k)]
+    runs = [[m.Run(session_id=s.session_id, user_id=s.user_id, **data.run_payload(rnd, j)) for j in range(n)]
+            for s in sessions]
+    lat: list[list[float]] = [[] for _ in range(k)]  # ms per append, per writer
+    errors: list[str] = []
+    stop: list[BaseException] = []  # an Infeasible raised by one writer stops them all
+    progress = Progress(f"{k} writers x {n:,} append_run", k * n, ctx.budget)
+
+    def record(i: int, t0: int, exc: BaseException | None) -> None:
+        if exc is None:
+            lat[i].append((perf_ns() - t0) / 1e6)
+        else:
+            errors.append(f"writer {i}: {type(exc).__name__}: {str(exc)[:200]}")
+        if len(lat[i]) % 20 == 0 and not stop:
+            try:
+                progress.check(sum(map(len, lat)))
+            except Infeasible as inf:
+                stop.append(inf)
+
+    db.get_session(sessions[0].session_id)  # untimed: the tables exist before the writers start
+    cls = type(getattr(db, "adb", db))
+    pool = inspect.signature(cls).parameters.get("pool_size")
+    pool_text = f"{cls.__name__} with its default pool_size={pool.default}" if pool else cls.__name__
+    if isinstance(db, Blocking):
+        ctx.note(f"{k} coroutines on one event loop, {pool_text}")
+        elapsed = _append_coroutines(db.adb, db.loop, sessions, runs, record, stop)
+        key = "rate_async"
+    else:
+        elapsed, peak = _append_threads(db, sessions, runs, record, stop)
+        ctx.note(f"{k} threads, {pool_text}"
+                 + (f", at most {peak} connections checked out at once" if peak else "")
+                 + (" (one connection per thread)" if ctx.backend == "sqlite" else ""))
+        key = "rate_threads"
+    done = sum(map(len, lat))
+    ctx.metrics[key] = done / elapsed
+    all_lat = sorted(x for w in lat for x in w)
+    if len(all_lat) >= 20:
+        ctx.metrics["p50_ms"] = med(all_lat)
+        ctx.metrics["p95_ms"] = quantiles(all_lat, n=20)[18]
+        ctx.note(f"latency mean {fmean(all_lat):.1f} ms, max {all_lat[-1]:.0f} ms")
+    ctx.note(f"timed {elapsed:.2f} s for {done:,} appends")
+    if stop:
+        raise stop[0]
+    problems = _check_appends(db, sessions, runs, errors)
+    ctx.metrics["intact"] = not problems
+    for p in problems:
+        ctx.note(f"check: {p}")
+    if not problems:
+        ctx.note(f"checked: no exceptions; each of {k} sessions holds its {n} runs in order, seq 1..{n}")
+
+
+def _append_coroutines(adb, loop, sessions, runs, record, stop) -> float:
+    """Creates the sessions (untimed), then the timed gather; -> seconds."""
+    async def create(s):
+        await adb.upsert_session(s)
+
+    async def writer(i: int) -> None:
+        for r in runs[i]:
+            if stop:
+                return
+            t0, exc = perf_ns(), None
+            try:
+                await adb.append_run(r)
+            except Exception as e:  # noqa: BLE001 - counted, the writer goes on
+                exc = e
+            record(i, t0, exc)
+
+    async def timed() -> float:
+        t0 = perf()
+        await asyncio.gather(*(writer(i) for i in range(len(runs))))
+        return perf() - t0
+
+    loop.run_until_complete(asyncio.gather(*(create(s) for s in sessions)))
+    return loop.run_until_complete(timed())
+
+
+def _append_threads(db, sessions, runs, record, stop) -> tuple[float, int]:
+    """Each thread creates its session, all meet at a barrier (untimed: thread start and each
+    thread's first connection), then append; -> (seconds from the barrier to the last append,
+    the most connections a SQLAlchemy pool had checked out after an append, else 0)."""
+    k = len(sessions)
+    barrier = threading.Barrier(k + 1)
+    created: list[BaseException] = []
+    pool = getattr(getattr(getattr(db, "kernel", None), "engine", None), "pool", None)
+    checkedout = getattr(pool, "checkedout", None)  # QueuePool; SqliteDb's NullPool has none
+    peak = [0]
+
+    def writer(i: int) -> None:
+        try:
+            db.upsert_session(sessions[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised below as a setup failure
+            created.append(exc)
+        finally:
+            barrier.wait()
+        if created:
+            return
+        for r in runs[i]:
+            if stop:
+                return
+            t0, exc = perf_ns(), None
+            try:
+                db.append_run(r)
+            except Exception as e:  # noqa: BLE001 - counted, the writer goes on
+                exc = e
+            record(i, t0, exc)
+            if checkedout is not None:
+                peak[0] = max(peak[0], checkedout())
+
+    with ThreadPoolExecutor(k) as ex:
+        futures = [ex.submit(writer, i) for i in range(k)]
+        barrier.wait()
+        t0 = perf()
+        for f in futures:
+            f.result()
+        elapsed = perf() - t0
+    if created:
+        raise created[0]
+    return elapsed, peak[0]
+
+
+def _check_appends(db, sessions, runs, errors) -> list[str]:
+    problems = []
+    if errors:
+        problems.append(f"{len(errors)} append_run raised, first: {errors[0]}")
+    bad = []
+    for s, mine in zip(sessions, runs):
+        got = db.get_session(s.session_id, runs=-1)
+        stored = (got.runs or []) if got is not None else []
+        if [r.run_id for r in stored] != [r.run_id for r in mine] or [r.seq for r in stored] != list(
+                range(1, len(mine) + 1)):
+            bad.append(f"{s.session_id}: {len(stored)} runs, seq {[r.seq for r in stored][:5]}...")
+    if bad:
+        problems.append(f"{len(bad)} of {len(sessions)} sessions do not hold their {len(runs[0])} runs in order "
+                        f"with seq 1..{len(runs[0])}, first: {bad[0]}")
+    return problems
+
+
 CASES = {
     "first_boot": first_boot,
     "new_session": new_session,
@@ -409,4 +652,5 @@ CASES = {
     "spans": spans,
     "export_import": export_import,
     "prepare_dump": prepare_dump,
+    "async_append": async_append,
 }

@@ -21,6 +21,7 @@ from bench.common import Infeasible, peak_rss_mb, perf, server
 class Ctx:
     def __init__(self, spec: dict):
         self.backend = spec.get("backend")
+        self.case = spec.get("case")
         self.sizes = spec["sizes"]
         self.tmp = spec["tmp"]
         self.shared = spec.get("shared") or {}
@@ -50,14 +51,17 @@ class Ctx:
             self.note(f"seeding {seconds:.1f} s ({extra})")
 
     def fresh_db(self, name: str = "db"):
-        from bench.cases import make_db
+        from bench.cases import Blocking, make_db, wrapper_us
 
         db = make_db(self.backend, self.path(name))
+        if isinstance(db, Blocking) and not self._dbs and self.case != "async_append":
+            self.note(f"blocking wrapper: {wrapper_us(db.loop):.0f} µs per call "
+                      f"(run_until_complete of an empty coroutine; in the figures)")
         self._dbs.append(db)
         return db
 
     def close_all(self) -> None:
-        from bench.cases import close
+        from bench.cases import close, close_loop
 
         for db in self._dbs:
             try:
@@ -65,6 +69,10 @@ class Ctx:
             except Exception:  # noqa: BLE001 - closing twice or after a failure
                 pass
         self._dbs.clear()
+        try:
+            close_loop()  # the async dbs' private event loop, if the case made one
+        except Exception as exc:  # noqa: BLE001 - informative only
+            self.note(f"closing the event loop: {type(exc).__name__}: {exc}")
 
     def drop_schemas(self) -> None:
         import bench.cases as cases

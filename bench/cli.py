@@ -18,21 +18,26 @@ import tempfile
 import time
 
 from bench import report
-from bench.common import server
+from bench.cases import not_run
+from bench.common import base_backend, server
 from bench.sizes import BENCHMARKS, overridden, parse_overrides, sizes_for
 
-BACKENDS = ["inmemory", "sqlite", "json", "postgres", "mysql"]  # postgres, mysql: when their server answers
+BACKENDS = ["inmemory", "sqlite", "json", "postgres", "mysql"]  # the default; postgres, mysql: when their server answers
+# the async twins (AsyncSqliteDb, ...), opt-in: every benchmark again on three more backends, two
+# of them server ones, would make a full run much longer
+ASYNC_BACKENDS = ["sqlite_async", "postgres_async", "mysql_async"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_CASES = [  # (raw case, the benchmark it is the baseline of)
     ("raw_new_session_full", "new_session"),
     ("raw_new_session_normal", "new_session"),
     ("raw_list_sessions", "list_sessions"),
 ]
-SERVERS = {  # server backend -> (the variable naming its server, its raw driver, the raw cases' results key)
+SERVERS = {  # server backend (and its async twin) -> (the variable naming its server, its raw driver, the raw
+    # cases' results key)
     "postgres": ("AGENTKEEP_POSTGRES_URL", "psycopg", report.RAW_PG),
     "mysql": ("AGENTKEEP_MYSQL_URL", "pymysql", report.RAW_MY),
 }
-SERVER_BASELINE_CASES = {  # raw driver cases, run when their server's backend is
+SERVER_BASELINE_CASES = {  # raw driver cases, run when their server's backend (or its async twin) is
     "postgres": [("raw_pg_new_session", "new_session"), ("raw_pg_list_sessions", "list_sessions")],
     "mysql": [("raw_mysql_new_session", "new_session"), ("raw_mysql_list_sessions", "list_sessions")],
 }
@@ -42,9 +47,10 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default=",".join(BACKENDS),
-                    help="comma-separated: inmemory,sqlite,json,postgres,mysql (default: all; postgres and "
-                         "mysql are skipped with a message when the server of AGENTKEEP_POSTGRES_URL or "
-                         "AGENTKEEP_MYSQL_URL is not reachable)")
+                    help="comma-separated: inmemory,sqlite,json,postgres,mysql (the default) and the async "
+                         "twins sqlite_async,postgres_async,mysql_async (AsyncSqliteDb, AsyncPostgresDb, "
+                         "AsyncMysqlDb; only when named); the server backends are skipped with a message when "
+                         "the server of AGENTKEEP_POSTGRES_URL or AGENTKEEP_MYSQL_URL is not reachable")
     ap.add_argument("--only", default="", help=f"comma-separated benchmarks: {','.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds per backend")
     ap.add_argument("--sizes", default="", help="override sizes: [backend:]bench.key=value,... (see bench/README.md)")
@@ -59,9 +65,9 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true", help="keep the workdir (dbs, dumps, child logs)")
     args = ap.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = [b for b in args.backends if b not in BACKENDS]
+    bad = [b for b in args.backends if b not in BACKENDS + ASYNC_BACKENDS]
     if bad:
-        ap.error(f"unknown backend(s) {bad}; choose from {BACKENDS}")
+        ap.error(f"unknown backend(s) {bad}; choose from {BACKENDS + ASYNC_BACKENDS}")
     args.only = [b.strip() for b in args.only.split(",") if b.strip()] or list(BENCHMARKS)
     bad = [b for b in args.only if b not in BENCHMARKS]
     if bad:
@@ -129,12 +135,13 @@ class Runner:
 
     def _progress(self, backend, case, res):
         m = {k: v for k, v in res["metrics"].items() if isinstance(v, (int, float))}
-        figs = ", ".join(f"{k}={v:,.3g}" if isinstance(v, float) else f"{k}={v:,}" for k, v in m.items())
+        figs = ", ".join(f"{k}={v}" if isinstance(v, bool) else f"{k}={v:,.3g}" if isinstance(v, float)
+                         else f"{k}={v:,}" for k, v in m.items())
         status = ("[red]ERROR[/red] " + res["error"].strip().splitlines()[-1]) if res.get("error") else (
             "[yellow]INFEASIBLE[/yellow] " + res["infeasible"] if res.get("infeasible") else "")
         rss = res.get("rss_mb")
         self.console.print(
-            f"  {backend:9} {case:23} {res.get('wall_s') or 0:7.1f} s (+{res['case_wall_s'] - (res.get('wall_s') or 0):.1f})"
+            f"  {backend:14} {case:23} {res.get('wall_s') or 0:7.1f} s (+{res['case_wall_s'] - (res.get('wall_s') or 0):.1f})"
             + (f"  {rss:5.0f} MB" if rss else "         ")
             + f"  {figs} {status}",
             highlight=False, markup=True, soft_wrap=True,
@@ -164,18 +171,22 @@ def main(argv=None) -> int:
     results: dict = {}
     global_notes: list[str] = []
     log_console.print(f"[bold]agentkeep bench[/bold] ({'quick' if args.quick else 'full'}), workdir {runner.workdir}")
-    server_info = {}  # server backend -> what its probe said
-    for backend, (variable, _, _) in SERVERS.items():
-        if backend not in args.backends:
+    server_info = {}  # server backend ("postgres", also for postgres_async) -> what its probe said
+    probes = {}
+    for backend in list(args.backends):
+        base = base_backend(backend)
+        if base not in SERVERS:
             continue
-        ok, info = server(backend).probe()
-        if ok:
-            server_info[backend] = info
-            log_console.print(f"{backend}: {server(backend).shown()} ({info})", highlight=False)
-        else:
+        if base not in probes:  # one probe per server
+            probes[base] = server(base).probe()
+            if probes[base][0]:
+                server_info[base] = probes[base][1]
+                log_console.print(f"{base}: {server(base).shown()} ({probes[base][1]})", highlight=False)
+        ok, info = probes[base]
+        if not ok:
             args.backends.remove(backend)
-            msg = (f"{backend}: SKIPPED, the server at {server(backend).shown()} is not reachable ({info}); "
-                   f"start it or set {variable}")
+            msg = (f"{backend}: SKIPPED, the server at {server(base).shown()} is not reachable ({info}); "
+                   f"start it or set {SERVERS[base][0]}")
             log_console.print(f"[yellow]{msg}[/yellow]", highlight=False, markup=True, soft_wrap=True)
             global_notes.append(msg)
     if not args.backends:
@@ -188,15 +199,20 @@ def main(argv=None) -> int:
             for case, bench in BASELINE_CASES:
                 if bench in args.only:
                     results[(report.RAW, case)] = runner.run_case("baseline", report.RAW, case, gsizes[bench])
+            bases = {base_backend(b) for b in args.backends}
             for backend, cases in SERVER_BASELINE_CASES.items():
                 raw = SERVERS[backend][2]
                 for case, bench in cases:
-                    if backend in args.backends and bench in args.only:
+                    if backend in bases and bench in args.only:
                         results[(raw, case)] = runner.run_case("baseline", raw, case, gsizes[bench])
         dumps: dict[int, dict] = {}
         for backend in args.backends:
             bsizes = sizes_for(args.quick, args.overrides, backend)
             for bench in args.only:
+                why = not_run(backend, bench)
+                if why:
+                    results[(backend, bench)] = {"skipped": True, "metrics": {}, "notes": [why]}
+                    continue
                 shared = {}
                 if bench == "export_import":
                     shared = dumps.get(bsizes[bench]["sessions"]) or _prepare_dump(
@@ -225,7 +241,8 @@ def main(argv=None) -> int:
            + "".join(f"; {be}: {info}, same machine over TCP ({server(be).shown()})"
                      for be, info in server_info.items()))
     title = "agentkeep benchmarks"
-    drivers = "".join(f"raw {SERVERS[be][1]} for the {be} column, " for be in SERVERS if be in shown)
+    drivers = "".join(f"raw {SERVERS[be][1]} for the {' and '.join(c for c in args.backends if base_backend(c) == be)} "
+                      f"column, " for be in SERVERS if be in shown)
     legend = (("Ratios in brackets: agentkeep's time per operation / the raw baseline's for the same work: "
                f"{drivers}raw sqlite3 for the others (1.0× = as fast as the raw "
                "driver; FULL and NORMAL = the raw sqlite3 run's synchronous setting). " if shown else

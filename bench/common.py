@@ -87,10 +87,22 @@ class RssSampler:
         self.peak = max(self.peak, current_rss_mb())
 
 
+ASYNC_SUFFIX = "_async"  # sqlite_async, postgres_async, mysql_async: the async twin of sqlite, ...
+
+
+def base_backend(backend: str) -> str:
+    """The sync backend an async twin mirrors ("postgres_async" -> "postgres"); else itself."""
+    return backend[: -len(ASYNC_SUFFIX)] if backend.endswith(ASYNC_SUFFIX) else backend
+
+
+def is_async_backend(backend: str) -> bool:
+    return backend.endswith(ASYNC_SUFFIX)
+
+
 def server(backend: str):
-    """The plumbing module (bench.pg, bench.mysql) of a server backend or of its raw
-    baselines, else None: it creates and drops the case's schemas on that server."""
-    name = {"postgres": "pg", "raw_pg": "pg", "mysql": "mysql", "raw_mysql": "mysql"}.get(backend)
+    """The plumbing module (bench.pg, bench.mysql) of a server backend (or its async twin) or
+    of its raw baselines, else None: it creates and drops the case's schemas on that server."""
+    name = {"postgres": "pg", "raw_pg": "pg", "mysql": "mysql", "raw_mysql": "mysql"}.get(base_backend(backend))
     return importlib.import_module(f"bench.{name}") if name else None
 
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from bench.common import base_backend, is_async_backend
+
 RAW = "raw"  # the results key of the raw sqlite3 baselines
 RAW_PG = "raw_pg"  # the results key of the raw psycopg (PostgreSQL) baselines
 RAW_MY = "raw_mysql"  # the results key of the raw pymysql (MySQL / MariaDB) baselines
@@ -26,6 +28,8 @@ class Row:
     pg_raw: Optional[tuple] = None  # shown in the raw psycopg column
     my_baselines: list = field(default_factory=list)  # the same for the mysql column, vs raw pymysql
     my_raw: Optional[tuple] = None  # shown in the raw pymysql column
+    verdict: str = ""  # a boolean metric shown as ✓/✗ after the figure (the case's own check)
+    applies: Optional[Callable[[str], bool]] = None  # which backends fill the row; the others' cells stay empty
 
 
 def targets(**by_backend):
@@ -42,6 +46,7 @@ TITLES = {
     "list_memories": "6. list_memories(topic)",
     "spans": "7. span ingest",
     "export_import": "8. export / import",
+    "async_append": "9. concurrent appends",
 }
 
 
@@ -102,6 +107,17 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
         elif b == "export_import":
             rows.append(Row(b, "export_s", f"export_jsonl, {z['sessions']:,} sessions + 1 run each, s", "s"))
             rows.append(Row(b, "import_s", "import_jsonl into a fresh db, s", "s"))
+        elif b == "async_append":
+            each = f"each appending {z['runs']:,} runs to its own session"
+            rows.append(Row(b, "rate_async", f"runs/s, {z['tasks']} coroutines (asyncio.gather) {each}; "
+                                             "async dbs, default pool_size (10; sqlite 4)", "rate",
+                            target="report throughput; no errors, nothing lost", verdict="intact",
+                            applies=is_async_backend))
+            rows.append(Row(b, "rate_threads", f"runs/s, the same from {z['tasks']} threads "
+                                               f"(ThreadPoolExecutor({z['tasks']})); sync dbs, default pool", "rate",
+                            verdict="intact", applies=lambda be: not is_async_backend(be)))
+            rows.append(Row(b, "p50_ms", "ms per append_run as its writer saw it, p50", "ms"))
+            rows.append(Row(b, "p95_ms", "ms per append_run, p95", "ms"))
         raw_rss = {"new_session": ("raw_new_session_full", RSS), "list_sessions": ("raw_list_sessions", RSS)}.get(b)
         pg_rss = {"new_session": ("raw_pg_new_session", RSS), "list_sessions": ("raw_pg_list_sessions", RSS)}.get(b)
         my_rss = {"new_session": ("raw_mysql_new_session", RSS), "list_sessions": ("raw_mysql_list_sessions", RSS)}.get(b)
@@ -204,19 +220,21 @@ def _problem(res: dict, case_key, notes: Footnotes) -> str:
 def _cell(row: Row, be: str, res: Optional[dict], results: dict, notes: Footnotes) -> str:
     if res is None:
         return "not run"
+    if res.get("skipped") or (row.applies and not row.applies(be)):
+        return ""  # the case or the row does not apply to this backend (the notes say why)
     v = metric(res, row.key)
     if v is None:
         if res.get("error") or res.get("infeasible"):
             return _problem(res, (be, row.bench), notes)
         return "—"
     text = fmt(row.fmt, v) + ("*" if res.get("overridden") else "")
-    if row.check:
-        ok = row.check(be, v)
-        if ok is not None:
-            text += " ✓" if ok else " ✗"
+    ok = row.check(be, v) if row.check else metric(res, row.verdict) if row.verdict else None
+    if ok is not None:
+        text += " ✓" if ok else " ✗"
     ratios = []
+    # an async twin (postgres_async) is compared with its sync backend's raw driver
     raw_key, baselines = {"postgres": (RAW_PG, row.pg_baselines), "mysql": (RAW_MY, row.my_baselines)}.get(
-        be, (RAW, row.baselines))
+        base_backend(be), (RAW, row.baselines))
     for case, key, short in baselines:
         base = metric(results.get((raw_key, case)), key)
         if base:

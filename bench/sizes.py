@@ -20,6 +20,7 @@ BENCHMARKS = [
     "list_memories",
     "spans",
     "export_import",
+    "async_append",
 ]
 
 FULL: dict[str, dict] = {
@@ -31,6 +32,7 @@ FULL: dict[str, dict] = {
     "list_memories": {"memories": 100000, "users": 100, "batch": 500, "calls": 300},
     "spans": {"batches": 200, "batch": 100, "traces_per_batch": 10},
     "export_import": {"sessions": 100000},
+    "async_append": {"tasks": 50, "runs": 100},
 }
 
 QUICK: dict[str, dict] = {
@@ -42,6 +44,7 @@ QUICK: dict[str, dict] = {
     "list_memories": {"memories": 10000, "users": 100, "batch": 500, "calls": 100},
     "spans": {"batches": 20, "batch": 100, "traces_per_batch": 10},
     "export_import": {"sessions": 5000},
+    "async_append": {"tasks": 50, "runs": 10},
 }
 
 
