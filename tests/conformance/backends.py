@@ -283,6 +283,13 @@ def _singlestore(directory: Path) -> Handle:
     return _mysql_database(lambda url: SingleStoreDb(db_url=url), directory, scheme="singlestoredb")
 
 
+def _singlestore_async(directory: Path) -> Handle:
+    from agentkeep.db.singlestore import AsyncSingleStoreDb
+
+    return _mysql_database(lambda url: SyncAdapter(lambda: AsyncSingleStoreDb(db_url=url)), directory,
+                           scheme="singlestoredb")
+
+
 def _singlestore_target() -> str:
     return f"SingleStore statements on {_mysql_target()}"
 
@@ -335,6 +342,13 @@ BACKENDS: list[Backend] = [
     ),
     Backend(
         name="singlestore", target=_singlestore_target, build=_singlestore, requires=("pymysql",), check=_mysql_check
+    ),
+    Backend(
+        name="singlestore_async",
+        target=_singlestore_target,
+        build=_singlestore_async,
+        requires=("aiomysql",),
+        check=_mysql_check,
     ),
 ]
 
