@@ -113,6 +113,7 @@ class MysqlDialect(SqlBase):
         return f"agentkeep:{self.url.database}"[:64]
 
     def schema_lock_sql(self):
+        # should it time out (0), the steps still converge: each is idempotent (`exists`)
         return "SELECT GET_LOCK(%s, %s)", (self.lock_name(), LOCK_TIMEOUT_S)
 
     def schema_unlock_sql(self):
