@@ -210,13 +210,20 @@ class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
             host=u.host or "localhost", port=u.port or 3306, user=u.username or "root", password=u.password or "",
             db=u.database, charset="utf8mb4", autocommit=True, minsize=1, maxsize=self.pool_size,
             client_flag=CLIENT.FOUND_ROWS,  # UPDATE counts the rows it matched, as elsewhere
-            init_command=ISOLATION, pool_recycle=3600,
+            init_command=self._session_settings(), pool_recycle=3600,
         )
         if self.pool is None:
             self.pool = pool
         else:  # another task opened one meanwhile
             pool.close()
             await pool.wait_closed()
+
+    def _session_settings(self) -> str:
+        # one statement (aiomysql runs a single init command): READ COMMITTED, and no notes,
+        # which aiomysql would raise as Python warnings ("table already exists" when several
+        # processes create the tables at once, an expected outcome)
+        isolation = "tx_isolation" if getattr(self.dialect, "is_mariadb", False) else "transaction_isolation"
+        return f"SET SESSION {isolation} = 'READ-COMMITTED', sql_notes = 0"
 
     async def release(self, raw) -> None:
         self.pool.release(raw)
