@@ -116,6 +116,7 @@ class PostgresDialect(SqlBase):
     """PostgreSQL's statements and codecs, shared by the sync and async kernels."""
 
     skip_locked = True
+    writable_cte = True
     encode = {"json": _json_param, "str": _escape, "text": _escape}
     decode = {"time": lambda d: d.astimezone(UTC), "str": _unescape, "text": _unescape}
 
@@ -136,6 +137,9 @@ class PostgresDialect(SqlBase):
 
     def sparse_index(self, column) -> dict:
         return {"postgresql_where": column.is_not(None)}
+
+    def duplicate(self, exc: Exception) -> bool:
+        return getattr(exc, "sqlstate", None) == "23505"  # unique_violation
 
     def dialect_insert(self, table):
         return pg.insert(table)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from agentkeep.db import NotFoundError, Run, RunMetrics, Session
+from agentkeep.db import ConflictError, NotFoundError, OwnershipError, Run, RunMetrics, Session
 
 from ._helpers import T0, all_items, dump
 
@@ -76,6 +76,26 @@ def test_append_to_another_users_session_is_not_found(db, sid):
     with pytest.raises(NotFoundError):
         db.append_run(r)
     assert db.get_run(r.run_id) is None
+    assert db.list_runs(sid).items == []
+
+
+@pytest.mark.parametrize("user_id", ["alice", None])
+def test_appending_a_taken_run_id_is_a_conflict(db, sid, user_id):
+    first = db.append_run(Run(session_id=sid, user_id="alice", content="first"))
+    with pytest.raises(ConflictError):
+        db.append_run(Run(run_id=first.run_id, session_id=sid, user_id=user_id, content="second"))
+    assert dump(db.get_run(first.run_id)) == dump(first)
+    assert [r.run_id for r in db.list_runs(sid).items] == [first.run_id]
+    assert db.append_run(Run(session_id=sid, user_id="alice")).seq > first.seq
+
+
+@pytest.mark.parametrize("user_id", ["alice", None])
+def test_appending_a_run_id_another_user_owns_is_refused(db, sid, user_id):
+    bobs = db.upsert_session(Session(user_id="bob")).session_id
+    theirs = db.append_run(Run(session_id=bobs, user_id="bob", content="bob's"))
+    with pytest.raises(OwnershipError):
+        db.append_run(Run(run_id=theirs.run_id, session_id=sid, user_id=user_id))
+    assert dump(db.get_run(theirs.run_id)) == dump(theirs)
     assert db.list_runs(sid).items == []
 
 

@@ -410,6 +410,22 @@ class Db:
         v.check_id(r.session_id, "run.session_id")
         now = _now()
         where = (eq("user_id", r.user_id),) if r.user_id is not None else ()
+        row.update(created_at=r.created_at or now, updated_at=now)
+        if getattr(self.kernel, "writable_cte", False):  # the store does both writes in one statement
+            try:
+                got = self.kernel.append(
+                    "runs", row, parent="sessions", key=(r.session_id,), counter="last_seq", seq="seq",
+                    set={"updated_at": now}, where=where, inherit=("user_id",),
+                )
+            except DuplicateKey:
+                owner = r.user_id
+                if owner is None:  # the run would have taken its session's owner
+                    owner = ((self.kernel.get("sessions", (r.session_id,))) or {}).get("user_id")
+                raise self._run_taken(r.run_id, owner) from None
+            if got is None:
+                raise NotFoundError(f"session {r.session_id!r} not found")
+            row.update(got)
+            return self._model("runs", row)
         with self.kernel.transaction():
             got = self.kernel.update(
                 "sessions", (r.session_id,), set={"updated_at": now}, incr={"last_seq": 1}, where=where,
@@ -417,15 +433,19 @@ class Db:
             )
             if got is None:
                 raise NotFoundError(f"session {r.session_id!r} not found")
-            row.update(seq=got["last_seq"], user_id=got["user_id"], created_at=r.created_at or now, updated_at=now)
+            row.update(seq=got["last_seq"], user_id=got["user_id"])
             try:
                 self.kernel.insert("runs", row)
             except DuplicateKey:
-                other = self.kernel.get("runs", (r.run_id,))
-                if other is not None and other.get("user_id") != row["user_id"]:
-                    raise OwnershipError(f"run {r.run_id!r} belongs to another user") from None
-                raise ConflictError(f"run {r.run_id!r} already exists; use update_run to change it") from None
+                raise self._run_taken(r.run_id, row["user_id"]) from None
         return self._model("runs", row)
+
+    def _run_taken(self, run_id: str, owner: str | None) -> Exception:
+        """The error for appending a run whose id is taken (`owner`: the appended run's)."""
+        other = self.kernel.get("runs", (run_id,))
+        if other is not None and other.get("user_id") != owner:
+            return OwnershipError(f"run {run_id!r} belongs to another user")
+        return ConflictError(f"run {run_id!r} already exists; use update_run to change it")
 
     def update_run(self, run: m.Run) -> m.Run:
         self._ready()

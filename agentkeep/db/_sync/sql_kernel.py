@@ -266,6 +266,22 @@ class SqlKernel(SqlBase):
         c, values = self.group_count_stmt(table, by, max_field, where, limit)
         return [(r[by], r["n"], r["last"]) for r in self._decode(c, (self._run(c, values, write=False)).rows)]
 
+    def append(self, child: str, row: dict, *, parent: str, key: tuple, counter: str, seq: str,
+                     set: dict, where: tuple[Cond, ...] = (), inherit: tuple[str, ...] = ()) -> dict | None:
+        """Bump the parent's `counter` (and set `set` on it) and insert `row` into `child` with
+        `seq` = the new counter and `inherit` copied from the parent, as one atomic step.
+        None when no parent has `key` and meets `where`; DuplicateKey when the child's key
+        exists (then nothing changed). Only where the dialect has `writable_cte`."""
+        c, values = self.append_stmt(child, row, parent=parent, key=key, counter=counter, seq=seq, set=set,
+                                     where=where, inherit=inherit)
+        try:
+            rows = self._decode(c, (self._run(c, values, write=True)).rows)
+        except Exception as exc:
+            if self.duplicate(exc):
+                raise DuplicateKey(child) from None
+            raise
+        return rows[0] if rows else None
+
     def claim_due(self, *, now: Any, until: Any, worker_id: str, limit: int) -> list[dict]:
         """Lease up to `limit` due schedules (FOR UPDATE SKIP LOCKED: claimers never wait on
         or double-claim each other). Only called where the dialect has `skip_locked`."""

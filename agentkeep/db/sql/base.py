@@ -73,6 +73,7 @@ class SqlBase:
     insert_how = "ignore"
     foreign_keys = True  # False: the side tables' rows are deleted in code
     skip_locked = False  # FOR UPDATE SKIP LOCKED: schedules are claimed in one transaction
+    writable_cte = False  # UPDATE ... RETURNING inside WITH: `append` is one statement
     # value codecs by column kind (agentkeep value <-> driver value)
     encode: dict[str, Callable[[Any], Any]] = {}
     decode: dict[str, Callable[[Any], Any]] = {}
@@ -477,6 +478,38 @@ class SqlBase:
             sa.select(t.c[by], sa.func.count(), sa.func.max(t.c[max_field]))
             .where(*self._exprs(table, where)).group_by(t.c[by]).order_by(t.c[by]).limit(limit), kinds, result))
         return c, values
+
+    def append_stmt(self, child: str, row: dict, *, parent: str, key: tuple, counter: str, seq: str,
+                    set: dict, where: tuple[Cond, ...], inherit: tuple[str, ...]) -> tuple[Compiled, dict]:
+        """WITH p AS (UPDATE parent SET counter = counter + 1, ... RETURNING counter, inherit)
+        INSERT INTO child SELECT ... FROM p RETURNING seq, inherit: one statement, so one
+        round trip, and atomic on its own."""
+        kinds: dict = {}
+        values: dict = {}
+        self._key_binds(parent, key, kinds, values)
+        shape = self._binds(parent, where, kinds, values)
+        for f, v in set.items():
+            kinds[f"s_{f}"], values[f"s_{f}"] = self.kinds[parent][f], v
+        pt, ct = self.tables[parent], self.tables[child]
+        for col in ct.columns:
+            if col.name != seq and col.name not in inherit:
+                kinds[f"c_{col.name}"], values[f"c_{col.name}"] = self.kinds[child][col.name], row.get(col.name)
+
+        def build():
+            assign = {f: sa.bindparam(f"s_{f}") for f in set}
+            assign[counter] = pt.c[counter] + 1
+            p = (sa.update(pt).where(*self._key_exprs(parent), *self._exprs(parent, where)).values(assign)
+                 .returning(pt.c[counter], *[pt.c[f] for f in inherit]).cte("p"))
+            # each value cast to its column's type: in a SELECT list a parameter has no type
+            # of its own, and a NULL would be taken for text
+            out = [p.c[counter] if c.name == seq else p.c[c.name] if c.name in inherit
+                   else sa.cast(sa.bindparam(f"c_{c.name}"), c.type) for c in ct.columns]
+            stmt = (sa.insert(ct).from_select([c.name for c in ct.columns], sa.select(*out))
+                    .returning(ct.c[seq], *[ct.c[f] for f in inherit]))
+            return stmt, kinds, tuple((f, self.kinds[child][f]) for f in (seq, *inherit))
+
+        shape_key = ("append", child, parent, counter, seq, tuple(set), shape, inherit)
+        return self._compiled(shape_key, build), values
 
     def due_stmt(self, limit: int) -> Compiled:
         """The ids of due, unleased schedules, locked for this transaction; rows another
