@@ -61,7 +61,7 @@ class AsyncSqlKernel(SqlBase):
         await cur.execute(sql, params)
         return cur
 
-    async def _run(self, c: Compiled, values: dict, *, write: bool) -> list:
+    async def _run(self, c: Compiled, values: dict, *, write: bool) -> "_Result":
         """Execute; return the rows (fetched) it produced. Joins the current transaction;
         otherwise a read, or a write of one statement, runs on a pooled connection."""
         raw = self._current.get()

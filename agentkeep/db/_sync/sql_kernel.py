@@ -60,7 +60,7 @@ class SqlKernel(SqlBase):
         cur.execute(sql, params)
         return cur
 
-    def _run(self, c: Compiled, values: dict, *, write: bool) -> list:
+    def _run(self, c: Compiled, values: dict, *, write: bool) -> "_Result":
         """Execute; return the rows (fetched) it produced. Joins the current transaction;
         otherwise a read, or a write of one statement, runs on a pooled connection."""
         raw = self._current.get()
