@@ -30,15 +30,14 @@ from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._async.util import to_thread
 from agentkeep.db._sync.domain import Db
-from agentkeep.db._sync.sql_kernel import SqlKernel
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.kernel import Step
-from agentkeep.db.sql.base import SqlBase, peer_closed
+from agentkeep.db.sql.base import SqlBase
+from agentkeep.db.sql.pooled import PooledKernel
 from agentkeep.db.tables import table_overrides
 
 UTC = dt.timezone.utc
 LOCK_TIMEOUT_S = 300
-ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 # server error codes
 DUPLICATE_ENTRY = 1062
 ALREADY_THERE = {1050, 1060, 1061}  # table exists, duplicate column, duplicate index name
@@ -51,6 +50,14 @@ def _dumps(value: Any) -> str:
 
 def _to_naive_utc(d: dt.datetime) -> dt.datetime:
     return d.astimezone(UTC).replace(tzinfo=None)
+
+
+def session_settings(mariadb: bool) -> str:
+    """Every connection's settings, in one statement (aiomysql runs a single init command):
+    READ COMMITTED, and no notes, which aiomysql would raise as Python warnings ("table
+    already exists" when several processes create the tables at once, an expected outcome)."""
+    isolation = "tx_isolation" if mariadb else "transaction_isolation"
+    return f"SET SESSION {isolation} = 'READ-COMMITTED', sql_notes = 0"
 
 
 def _error_code(exc: Exception) -> int | None:
@@ -148,37 +155,23 @@ def _normalize_url(db_url: str, schemes: tuple[str, ...] = URL_SCHEMES, what: st
     return url.set(drivername="mysql+pymysql").update_query_dict({"charset": "utf8mb4"})
 
 
-class MysqlKernel(MysqlDialect, SqlKernel):
+class MysqlKernel(MysqlDialect, PooledKernel):
     def __init__(self, url: sa.URL, pool_size: int) -> None:
         # autocommit connections: a read or a one-statement write is one round trip;
         # transactions say BEGIN themselves
-        self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2,
-                                       isolation_level="AUTOCOMMIT", pool_recycle=3600)
-        super().__init__(url, self.engine.dialect)
+        engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2,
+                                  isolation_level="AUTOCOMMIT", pool_recycle=3600)
+        super().__init__(url, engine)
 
-        @event.listens_for(self.engine, "connect")
+        @event.listens_for(engine, "connect")
         def _connect(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
-            cur.execute(ISOLATION)
+            cur.execute(session_settings("MariaDB" in dbapi_conn.get_server_info()))
             cur.close()
 
-        @event.listens_for(self.engine, "checkout")
-        def _checkout(dbapi_conn, _record, _proxy):
-            sock = getattr(dbapi_conn, "_sock", None)
-            if sock is None or peer_closed(sock.fileno()):
-                raise sa.exc.DisconnectionError("the server closed this connection")  # the pool reconnects
-
-    def inspector_engine(self):
-        return self.engine
-
-    def acquire(self):
-        return self.engine.raw_connection()
-
-    def release(self, raw) -> None:
-        raw.close()
-
-    def close(self) -> None:
-        self.engine.dispose()
+    def socket_fileno(self, dbapi_conn) -> int | None:
+        sock = getattr(dbapi_conn, "_sock", None)  # PyMySQL keeps no public handle on it
+        return None if sock is None else sock.fileno()
 
 
 class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
@@ -189,9 +182,6 @@ class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
         super().__init__(url, self.engine.dialect)
         self.pool_size = pool_size
         self.pool = None
-
-    def inspector_engine(self):
-        return self.engine
 
     async def acquire(self):
         if self.pool is None:
@@ -210,20 +200,13 @@ class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
             host=u.host or "localhost", port=u.port or 3306, user=u.username or "root", password=u.password or "",
             db=u.database, charset="utf8mb4", autocommit=True, minsize=1, maxsize=self.pool_size,
             client_flag=CLIENT.FOUND_ROWS,  # UPDATE counts the rows it matched, as elsewhere
-            init_command=self._session_settings(), pool_recycle=3600,
+            init_command=session_settings(getattr(self.dialect, "is_mariadb", False)), pool_recycle=3600,
         )
         if self.pool is None:
             self.pool = pool
         else:  # another task opened one meanwhile
             pool.close()
             await pool.wait_closed()
-
-    def _session_settings(self) -> str:
-        # one statement (aiomysql runs a single init command): READ COMMITTED, and no notes,
-        # which aiomysql would raise as Python warnings ("table already exists" when several
-        # processes create the tables at once, an expected outcome)
-        isolation = "tx_isolation" if getattr(self.dialect, "is_mariadb", False) else "transaction_isolation"
-        return f"SET SESSION {isolation} = 'READ-COMMITTED', sql_notes = 0"
 
     async def release(self, raw) -> None:
         self.pool.release(raw)

@@ -32,9 +32,9 @@ from sqlalchemy.pool import NullPool
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
-from agentkeep.db._sync.sql_kernel import SqlKernel
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.sql.base import SqlBase, peer_closed
+from agentkeep.db.sql.pooled import PooledKernel
 from agentkeep.db.tables import table_overrides
 
 UTC = dt.timezone.utc
@@ -155,38 +155,24 @@ def _connect_args(pooler: bool) -> dict:
     return args
 
 
-class PostgresKernel(PostgresDialect, SqlKernel):
+class PostgresKernel(PostgresDialect, PooledKernel):
     def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int) -> None:
         # autocommit connections: a read is one round trip, a one-statement write too (the
         # server commits it); transactions say BEGIN themselves
-        self.engine = sa.create_engine(
+        engine = sa.create_engine(
             url, pool_size=pool_size, max_overflow=pool_size * 2, isolation_level="AUTOCOMMIT",
             connect_args=_connect_args(pooler),
         )
-        super().__init__(url, self.engine.dialect, schema)
+        super().__init__(url, engine, schema)
 
-        @event.listens_for(self.engine, "connect")
+        @event.listens_for(engine, "connect")
         def _connect(dbapi_conn, _record):
             from psycopg.types.json import set_json_loads
 
             set_json_loads(_json_loads, dbapi_conn)
 
-        @event.listens_for(self.engine, "checkout")
-        def _checkout(dbapi_conn, _record, _proxy):
-            if peer_closed(dbapi_conn.fileno()):
-                raise sa.exc.DisconnectionError("the server closed this connection")  # the pool reconnects
-
-    def inspector_engine(self):
-        return self.engine
-
-    def acquire(self):
-        return self.engine.raw_connection()
-
-    def release(self, raw) -> None:
-        raw.close()
-
-    def close(self) -> None:
-        self.engine.dispose()
+    def socket_fileno(self, dbapi_conn) -> int:
+        return dbapi_conn.fileno()
 
 
 class AsyncPostgresKernel(PostgresDialect, AsyncSqlKernel):
@@ -203,9 +189,6 @@ class AsyncPostgresKernel(PostgresDialect, AsyncSqlKernel):
             kwargs={"autocommit": True, **_connect_args(pooler)},
         )
         self._opened = False
-
-    def inspector_engine(self):
-        return self.engine
 
     async def acquire(self):
         if not self._opened:

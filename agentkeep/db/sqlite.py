@@ -128,9 +128,6 @@ class SqliteKernel(SqliteDialect, SqlKernel):
             self.capabilities = frozenset({"transactions"})
         event.listen(self.engine, "connect", lambda conn, _record: _prepare(conn, durability, not memory))
 
-    def inspector_engine(self):
-        return self.engine
-
     def acquire(self):
         holder = getattr(self._local, "holder", None)
         if holder is None or holder.raw is None:
@@ -173,9 +170,6 @@ class AsyncSqliteKernel(SqliteDialect, AsyncSqlKernel):
         if memory:
             self.serial = asyncio.Lock()
             self.capabilities = frozenset({"transactions"})
-
-    def inspector_engine(self):
-        return self.engine
 
     async def acquire(self):
         import aiosqlite

@@ -11,6 +11,7 @@ side tables, schema steps under the dialect's lock.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextvars
 import random
@@ -28,7 +29,8 @@ BEGIN_RETRIES = 8
 
 
 class AsyncSqlKernel(SqlBase):
-    """Shared by every SQL backend of its kind; a dialect fills in the connection hooks."""
+    """Shared by every SQL backend of its kind; a dialect's kernel sets `engine` (a sync
+    SQLAlchemy engine, also used to read the catalog) and supplies its connections."""
 
     def __init__(self, url: sa.URL, dialect: sa.engine.Dialect, schema: str | None = None) -> None:
         super().__init__(url, dialect, schema)
@@ -38,21 +40,22 @@ class AsyncSqlKernel(SqlBase):
 
     # -- connection hooks --------------------------------------------------------------------
 
-    async def acquire(self) -> Any:
-        raise NotImplementedError
+    engine: sa.engine.Engine
 
+    @abc.abstractmethod
+    async def acquire(self) -> Any:
+        """A connection for one statement or one transaction."""
+
+    @abc.abstractmethod
     async def release(self, raw: Any) -> None:
-        raise NotImplementedError
+        """Give back what `acquire` returned."""
 
     async def cursor(self, raw: Any) -> Any:
         return raw.cursor()
 
-    def inspector_engine(self) -> sa.engine.Engine:
-        """A sync engine for reading the catalog (schema work only)."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Close every connection."""
 
     # -- running statements ------------------------------------------------------------------
 
@@ -131,10 +134,10 @@ class AsyncSqlKernel(SqlBase):
         # inspected on a second connection: it sees committed schema, which is all there is
         # while the schema lock is held
         name = self.tables[table].name
-        return await to_thread(lambda: name in sa.inspect(self.inspector_engine()).get_table_names(schema=self.schema))
+        return await to_thread(lambda: name in sa.inspect(self.engine).get_table_names(schema=self.schema))
 
     async def plan_schema(self) -> list[Step]:
-        return await to_thread(lambda: self.plan_from(sa.inspect(self.inspector_engine())))
+        return await to_thread(lambda: self.plan_from(sa.inspect(self.engine)))
 
     async def apply_step(self, step: Step) -> None:
         async with self.transaction() as raw:

@@ -10,6 +10,7 @@ side tables, schema steps under the dialect's lock.
 
 from __future__ import annotations
 
+import abc
 import time
 import contextvars
 import random
@@ -27,7 +28,8 @@ BEGIN_RETRIES = 8
 
 
 class SqlKernel(SqlBase):
-    """Shared by every SQL backend of its kind; a dialect fills in the connection hooks."""
+    """Shared by every SQL backend of its kind; a dialect's kernel sets `engine` (a sync
+    SQLAlchemy engine, also used to read the catalog) and supplies its connections."""
 
     def __init__(self, url: sa.URL, dialect: sa.engine.Dialect, schema: str | None = None) -> None:
         super().__init__(url, dialect, schema)
@@ -37,21 +39,22 @@ class SqlKernel(SqlBase):
 
     # -- connection hooks --------------------------------------------------------------------
 
-    def acquire(self) -> Any:
-        raise NotImplementedError
+    engine: sa.engine.Engine
 
+    @abc.abstractmethod
+    def acquire(self) -> Any:
+        """A connection for one statement or one transaction."""
+
+    @abc.abstractmethod
     def release(self, raw: Any) -> None:
-        raise NotImplementedError
+        """Give back what `acquire` returned."""
 
     def cursor(self, raw: Any) -> Any:
         return raw.cursor()
 
-    def inspector_engine(self) -> sa.engine.Engine:
-        """A sync engine for reading the catalog (schema work only)."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close every connection."""
 
     # -- running statements ------------------------------------------------------------------
 
@@ -130,10 +133,10 @@ class SqlKernel(SqlBase):
         # inspected on a second connection: it sees committed schema, which is all there is
         # while the schema lock is held
         name = self.tables[table].name
-        return to_thread(lambda: name in sa.inspect(self.inspector_engine()).get_table_names(schema=self.schema))
+        return to_thread(lambda: name in sa.inspect(self.engine).get_table_names(schema=self.schema))
 
     def plan_schema(self) -> list[Step]:
-        return to_thread(lambda: self.plan_from(sa.inspect(self.inspector_engine())))
+        return to_thread(lambda: self.plan_from(sa.inspect(self.engine)))
 
     def apply_step(self, step: Step) -> None:
         with self.transaction() as raw:

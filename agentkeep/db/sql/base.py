@@ -13,6 +13,7 @@ the kernel of their kind, so a dialect is written once for both.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import select
 import threading
@@ -59,7 +60,7 @@ class Compiled:
     decoders: tuple = ()  # per result column: (name, decoder or None)
 
 
-class SqlBase:
+class SqlBase(abc.ABC):
     """Tables, dialect hooks and statement builders. No I/O."""
 
     capabilities = frozenset({"transactions", "multi_process", "persistent"})
@@ -109,9 +110,9 @@ class SqlBase:
         """Keyword arguments making an index partial (only rows where `column` is set)."""
         return {}
 
+    @abc.abstractmethod
     def dialect_insert(self, table: sa.Table) -> Any:
         """The dialect's insert construct (it carries the dialect's conflict clause)."""
-        raise NotImplementedError
 
     def upsert(self, table: sa.Table, key: tuple[str, ...], replace: bool) -> sa.Insert:
         """An insert that replaces (`replace`) or keeps an existing row with the same key:
