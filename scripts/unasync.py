@@ -1,8 +1,12 @@
-"""Generate the sync domain layer and SQL kernel from their async sources, so the twins
-cannot drift.
+"""Generate the sync twins (domain layer, kernels) from their async sources in
+agentkeep/db/_async/, so the twins cannot drift.
 
     python scripts/unasync.py          # rewrite agentkeep/db/_sync/*.py
     python scripts/unasync.py --check  # exit 1 when a generated file is stale (CI)
+
+Every `_async/*.py` except `util.py` (hand-written on both sides) is a source. A source may
+add its own renames with comment lines such as `# unasync: AsyncMongoClient -> MongoClient`
+(whole words; the line itself is dropped from the generated file).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["domain.py", "sql_kernel.py"]
+HAND_WRITTEN = {"__init__.py", "util.py"}
+OWN_RENAME = re.compile(r"^# unasync: (\S+) -> (\S+)\n", re.MULTILINE)
 REPLACEMENTS = [
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
@@ -34,14 +39,17 @@ REPLACEMENTS = [
 
 
 def convert(text: str) -> str:
-    for pattern, repl in REPLACEMENTS:
+    own = [(rf"\b{re.escape(a)}\b", b) for a, b in OWN_RENAME.findall(text)]
+    text = OWN_RENAME.sub("", text)
+    for pattern, repl in REPLACEMENTS + own:
         text = re.sub(pattern, repl, text, flags=re.MULTILINE)
     return text
 
 
 def main(check: bool) -> int:
     stale = []
-    for name in SOURCES:
+    sources = sorted(p.name for p in (ROOT / "agentkeep/db/_async").glob("*.py") if p.name not in HAND_WRITTEN)
+    for name in sources:
         src = (ROOT / "agentkeep/db/_async" / name).read_text()
         target = ROOT / "agentkeep/db/_sync" / name
         out = convert(src)

@@ -26,6 +26,19 @@ names (`transaction` and `schema_lock` become async context managers).
     distinct(table, field, where) -> list   distinct values (list-valued fields unnested)
     group_count(table, by, max_field, where, after, limit) -> list[(value, count, max)]
     close() -> None
+
+Optional, for stores that can do these in one atomic step (the domain falls back to
+`transaction()` with update + insert, and to compare-and-set on `revision`, otherwise):
+
+    atomic_append: bool               True when `append` is provided
+    append(child, row, parent, key, counter, seq, set, where, inherit) -> dict | None
+                                      bump the parent's counter, set `set` on it, insert the
+                                      child with seq = new counter and `inherit` copied from
+                                      the parent; None when no parent has `key` and meets
+                                      `where`; DuplicateKey when the child's key exists
+    atomic_claim: bool                True when `claim_due` is provided
+    claim_due(now, until, worker_id, limit) -> list[row]
+                                      lease up to `limit` due schedules, never twice
 """
 
 from __future__ import annotations

@@ -352,4 +352,9 @@ BACKENDS: list[Backend] = [
     ),
 ]
 
+# Backends whose servers or emulators the suite starts itself: each family's module in
+# tests/services/ lists its own entries (and starts its server on first use).
+for _family in ("mongo", "redis", "dynamodb", "firestore", "object_storage"):
+    BACKENDS += importlib.import_module(f"tests.services.{_family}").backends()
+
 BY_NAME: dict[str, Backend] = {b.name: b for b in BACKENDS}

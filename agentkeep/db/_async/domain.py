@@ -412,7 +412,7 @@ class AsyncDb:
         now = _now()
         where = (eq("user_id", r.user_id),) if r.user_id is not None else ()
         row.update(created_at=r.created_at or now, updated_at=now)
-        if getattr(self.kernel, "writable_cte", False):  # the store does both writes in one statement
+        if getattr(self.kernel, "atomic_append", False):  # the store does both writes in one step
             try:
                 got = await self.kernel.append(
                     "runs", row, parent="sessions", key=(r.session_id,), counter="last_seq", seq="seq",
@@ -914,7 +914,7 @@ class AsyncDb:
         if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
             raise InvalidInputError(f"lease_seconds must be a positive number, got {lease_seconds!r}")
         until = now + dt.timedelta(seconds=lease_seconds)
-        if getattr(self.kernel, "skip_locked", False):  # the store locks and skips rows itself
+        if getattr(self.kernel, "atomic_claim", False):  # the store locks and skips rows itself
             rows = await self.kernel.claim_due(now=now, until=until, worker_id=worker_id, limit=limit)
             return [self._model("schedules", r) for r in rows]
         where = (eq("enabled", True), Cond("next_run_at", "lte", now))

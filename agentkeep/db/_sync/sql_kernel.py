@@ -274,7 +274,7 @@ class SqlKernel(SqlBase):
         """Bump the parent's `counter` (and set `set` on it) and insert `row` into `child` with
         `seq` = the new counter and `inherit` copied from the parent, as one atomic step.
         None when no parent has `key` and meets `where`; DuplicateKey when the child's key
-        exists (then nothing changed). Only where the dialect has `writable_cte`."""
+        exists (then nothing changed). Only where the dialect has `writable_cte` (`atomic_append`)."""
         c, values = self.append_stmt(child, row, parent=parent, key=key, counter=counter, seq=seq, set=set,
                                      where=where, inherit=inherit)
         try:
@@ -287,7 +287,7 @@ class SqlKernel(SqlBase):
 
     def claim_due(self, *, now: Any, until: Any, worker_id: str, limit: int) -> list[dict]:
         """Lease up to `limit` due schedules (FOR UPDATE SKIP LOCKED: claimers never wait on
-        or double-claim each other). Only called where the dialect has `skip_locked`."""
+        or double-claim each other). Only called where the dialect has `skip_locked` (`atomic_claim`)."""
         with self.transaction():
             c = self.due_stmt(limit)
             ids = [r["id"] for r in self._decode(c, (self._run(c, {"yes": True, "now": now}, write=True)).rows)]

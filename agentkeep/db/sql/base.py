@@ -75,6 +75,14 @@ class SqlBase(abc.ABC):
     foreign_keys = True  # False: the side tables' rows are deleted in code
     skip_locked = False  # FOR UPDATE SKIP LOCKED: schedules are claimed in one transaction
     writable_cte = False  # UPDATE ... RETURNING inside WITH: `append` is one statement
+
+    @property
+    def atomic_append(self) -> bool:  # the kernel interface's name (agentkeep/db/kernel.py)
+        return self.writable_cte
+
+    @property
+    def atomic_claim(self) -> bool:
+        return self.skip_locked
     # value codecs by column kind (agentkeep value <-> driver value)
     encode: dict[str, Callable[[Any], Any]] = {}
     decode: dict[str, Callable[[Any], Any]] = {}
