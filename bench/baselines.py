@@ -133,6 +133,7 @@ BASELINES = {
     # raw psycopg (PostgreSQL): bench/baselines_pg.py
     "raw_pg_new_session": ("new_session", _lazy("baselines_pg", "raw_pg_new_session")),
     "raw_pg_list_sessions": ("list_sessions", _lazy("baselines_pg", "raw_pg_list_sessions")),
+    "raw_pg_spans": ("spans", _lazy("baselines_pg", "raw_pg_spans")),
     # raw pymysql (MySQL / MariaDB): bench/baselines_mysql.py
     "raw_mysql_new_session": ("new_session", _lazy("baselines_mysql", "raw_mysql_new_session")),
     "raw_mysql_list_sessions": ("list_sessions", _lazy("baselines_mysql", "raw_mysql_list_sessions")),

@@ -97,3 +97,61 @@ def raw_pg_list_sessions(ctx) -> None:
     plan = con.execute("EXPLAIN " + first_q, (us[0], limit)).fetchall()
     ctx.note("plan: " + "; ".join(r[0].strip() for r in plan))
     con.close()
+
+
+SPAN_COLUMNS = ("span_id", "trace_id", "parent_span_id", "name", "kind", "status_code", "status_message",
+                "start_time", "end_time", "duration_ms", "attributes", "events")
+SPAN_SCHEMA = """
+CREATE TABLE {s}.spans (
+  span_id TEXT PRIMARY KEY, trace_id TEXT NOT NULL, parent_span_id TEXT, name TEXT, kind TEXT,
+  status_code TEXT, status_message TEXT, start_time TIMESTAMPTZ NOT NULL, end_time TIMESTAMPTZ,
+  duration_ms DOUBLE PRECISION, attributes JSONB, events JSONB
+);
+CREATE INDEX spans_trace_start ON {s}.spans (trace_id, start_time);
+CREATE TABLE {s}.traces (
+  trace_id TEXT PRIMARY KEY, span_count BIGINT NOT NULL, start_time TIMESTAMPTZ, end_time TIMESTAMPTZ
+);
+"""
+
+
+def raw_pg_spans(ctx) -> None:
+    """The spans of the span-ingest benchmark, hand-written: per batch one transaction, the
+    spans upserted with executemany (psycopg pipelines it), then one upsert per trace that
+    adds the batch's span count. No validation, no duplicate check, no trace merge in Python."""
+    from psycopg.types.json import Jsonb
+
+    z = ctx.sizes
+    con, s = _setup(ctx)
+    with con.cursor() as cur:
+        for stmt in SPAN_SCHEMA.format(s=s).split(";"):
+            if stmt.strip():
+                cur.execute(stmt)
+    con.commit()
+    names = ", ".join(SPAN_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SPAN_COLUMNS[1:])
+    ins_span = (f"INSERT INTO {s}.spans ({names}) VALUES ({', '.join(['%s'] * len(SPAN_COLUMNS))}) "
+                f"ON CONFLICT (span_id) DO UPDATE SET {updates}")
+    ins_trace = (f"INSERT INTO {s}.traces VALUES (%s, %s, %s, %s) ON CONFLICT (trace_id) DO UPDATE SET "
+                 f"span_count = {s}.traces.span_count + EXCLUDED.span_count, "
+                 f"start_time = LEAST({s}.traces.start_time, EXCLUDED.start_time), "
+                 f"end_time = GREATEST({s}.traces.end_time, EXCLUDED.end_time)")
+    rnd = data.seed("spans")
+    per_trace = z["batch"] // z["traces_per_batch"]
+    batches = [data.span_batch(rnd, b, z["traces_per_batch"], per_trace) for b in range(z["batches"] + 1)]
+
+    def one(i):
+        spans = batches[i]
+        traces: dict[str, list] = {}
+        for sp in spans:
+            t = traces.setdefault(sp["trace_id"], [0, sp["start_time"], sp.get("end_time")])
+            t[0] += 1
+            t[1] = min(t[1], sp["start_time"])
+        with con.cursor() as cur:
+            cur.executemany(ins_span, [[Jsonb(sp.get(c)) if c in ("attributes", "events") else sp.get(c)
+                                        for c in SPAN_COLUMNS] for sp in spans])
+            cur.executemany(ins_trace, [(tid, n, start, end) for tid, (n, start, end) in traces.items()])
+        con.commit()
+
+    time_writes(ctx, one, z["batches"], f"raw psycopg {z['batches']} span batches", warm=1)
+    ctx.metrics["rate"] *= z["batch"]  # batches/s -> spans/s
+    con.close()

@@ -38,7 +38,8 @@ SERVERS = {  # server backend (and its async twin) -> (the variable naming its s
     "mysql": ("AGENTKEEP_MYSQL_URL", "pymysql", report.RAW_MY),
 }
 SERVER_BASELINE_CASES = {  # raw driver cases, run when their server's backend (or its async twin) is
-    "postgres": [("raw_pg_new_session", "new_session"), ("raw_pg_list_sessions", "list_sessions")],
+    "postgres": [("raw_pg_new_session", "new_session"), ("raw_pg_list_sessions", "list_sessions"),
+                 ("raw_pg_spans", "spans")],
     "mysql": [("raw_mysql_new_session", "new_session"), ("raw_mysql_list_sessions", "list_sessions")],
 }
 

@@ -103,6 +103,7 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
                 b, "rate",
                 f"spans/s: {z['batches']} write_spans of {z['batch']} spans ({z['traces_per_batch']} traces)", "rate",
                 target="postgres ≥ 20,000/s", check=targets(postgres=lambda v: v >= 20000),
+                pg_baselines=[("raw_pg_spans", "rate", "psycopg")], pg_raw=("raw_pg_spans", "rate"),
             ))
         elif b == "export_import":
             rows.append(Row(b, "export_s", f"export_jsonl, {z['sessions']:,} sessions + 1 run each, s", "s"))
