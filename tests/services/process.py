@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -46,8 +47,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while not ready(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                log = self.tail()
                 self.stop()
-                raise RuntimeError(f"{name} did not start on port {self.port}:\n{self.tail()}")
+                raise RuntimeError(f"{name} did not start on port {self.port}:\n{log}")
             time.sleep(0.05)
 
     def tail(self, n: int = 20) -> str:
@@ -65,3 +67,4 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
