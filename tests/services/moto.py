@@ -1,5 +1,6 @@
 """moto_server (DynamoDB and S3 over HTTP, as boto3 and s3fs talk to AWS), started once per
-test process. `$AGENTKEEP_MOTO_URL` names a running one instead."""
+test process. `$AGENTKEEP_MOTO_URL` names a running one instead; a server started here is
+published there, so this process's children use it too."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def endpoint_url() -> str:
         return explicit
     exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
     server = ServerProcess("moto", lambda port: [exe, "-H", "127.0.0.1", "-p", str(port)], ready=_ready)
-    return f"http://127.0.0.1:{server.port}"
+    url = f"http://127.0.0.1:{server.port}"
+    os.environ["AGENTKEEP_MOTO_URL"] = url  # child processes (cross-process tests, bench cases) reuse it
+    return url
 
 
 def unavailable() -> str | None:
