@@ -13,7 +13,19 @@ URL_FORMS = (
     "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)",
     "mysql+pymysql://user@host:3306/db (also mysql://, mariadb://)",
     "singlestoredb://user@host:3306/db",
+    "redis://host:6379/0 (also rediss://; ?prefix=name)",
+    "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port)",
 )
+
+
+def _own_param(url: str, name: str) -> tuple[str, str | None]:
+    """Split agentkeep's own query parameter `name` off a URL whose other parameters go to
+    the driver: (the URL without it, its last value or None)."""
+    base, _, query = url.partition("?")
+    params = [p for p in query.split("&") if p]
+    values = [p.split("=", 1)[1] for p in params if p.startswith(f"{name}=")]
+    rest = "&".join(p for p in params if not p.startswith(f"{name}="))
+    return base + (f"?{rest}" if rest else ""), (values[-1] if values else None)
 
 
 def connect(url: str, **kwargs: Any):
@@ -39,14 +51,10 @@ def connect(url: str, **kwargs: Any):
     if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
         from agentkeep.db.postgres import PostgresDb
 
-        # db_schema is agentkeep's own query parameter; the rest goes to libpq
-        base, _, query = url.partition("?")
-        params = [p for p in query.split("&") if p]
-        schema = [p.split("=", 1)[1] for p in params if p.startswith("db_schema=")]
-        rest = "&".join(p for p in params if not p.startswith("db_schema="))
+        url, schema = _own_param(url, "db_schema")  # the rest goes to libpq
         if schema:
-            kwargs.setdefault("db_schema", schema[-1])
-        return PostgresDb(db_url=base + (f"?{rest}" if rest else ""), **kwargs)
+            kwargs.setdefault("db_schema", schema)
+        return PostgresDb(db_url=url, **kwargs)
     if scheme in ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
         from agentkeep.db.mysql import MysqlDb
 
@@ -55,6 +63,27 @@ def connect(url: str, **kwargs: Any):
         from agentkeep.db.singlestore import SingleStoreDb
 
         return SingleStoreDb(db_url=url, **kwargs)
+    if scheme in ("redis", "rediss"):
+        from agentkeep.db.redis import RedisDb
+
+        url, prefix = _own_param(url, "prefix")  # the rest goes to redis-py
+        if prefix:
+            kwargs.setdefault("prefix", prefix)
+        return RedisDb(db_url=url, **kwargs)
+    if scheme == "firestore":
+        from urllib.parse import parse_qsl
+
+        from agentkeep.db.firestore import FirestoreDb
+
+        base, _, query = rest.partition("?")
+        project, _, database = base.partition("/")
+        if not project:
+            raise InvalidInputError(f"{url!r} names no project")
+        options = dict(parse_qsl(query))
+        unknown = set(options) - {"collection_prefix", "emulator_host"}
+        if unknown:
+            raise InvalidInputError(f"unknown firestore URL option(s) {sorted(unknown)} in {url!r}")
+        return FirestoreDb(project_id=project, database=database or "(default)", **options, **kwargs)
     if scheme in ("memory", "inmemory"):
         from agentkeep.db.in_memory import InMemoryDb
 
