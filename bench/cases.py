@@ -51,9 +51,32 @@ def backend_class(backend: str):
     return getattr(importlib.import_module(mod), cls)
 
 
+# Backends on a server or emulator that the test suite's starters run (tests/services/):
+# each db is built exactly as the conformance suite builds it (its own database, key prefix,
+# tables or bucket) and removed after the case. The parent starts each server once and
+# the starters publish its address to the case processes through the environment.
+SERVICE_BACKENDS = ("mongo", "redis", "dynamodb", "firestore", "json_s3", "json_gcs")
+CLEANUPS: list = []  # what the service dbs of this case left behind, removed by close_all
+
+
+def service_backend(backend: str):
+    """The conformance suite's entry for a service backend (tests/conformance/backends.py)."""
+    from tests.conformance.backends import BY_NAME
+
+    return BY_NAME[backend]
+
+
 def make_db(backend: str, location: str):
     """A fresh db of `backend` whose files (if any) live under the empty dir `location`; an
     async db comes wrapped in Blocking, so the same case code drives it."""
+    if backend in SERVICE_BACKENDS:
+        from pathlib import Path
+
+        os.makedirs(location, exist_ok=True)
+        handle = service_backend(backend).build(Path(location))
+        if handle.cleanup is not None:
+            CLEANUPS.append(handle.cleanup)
+        return handle.db
     cls = backend_class(backend)
     db = _construct(cls, base_backend(backend), location)
     return Blocking(db, event_loop()) if is_async(cls) else db

@@ -69,6 +69,13 @@ class Ctx:
             except Exception:  # noqa: BLE001 - closing twice or after a failure
                 pass
         self._dbs.clear()
+        import bench.cases as cases
+
+        while cases.CLEANUPS:
+            try:
+                cases.CLEANUPS.pop()()
+            except Exception as exc:  # noqa: BLE001 - informative only
+                self.note(f"cleanup failed: {type(exc).__name__}: {exc}")
         try:
             close_loop()  # the async dbs' private event loop, if the case made one
         except Exception as exc:  # noqa: BLE001 - informative only

@@ -18,7 +18,8 @@ import tempfile
 import time
 
 from bench import report
-from bench.cases import not_run
+from bench.cases import SERVICE_BACKENDS as SERVICE_BACKEND_NAMES
+from bench.cases import not_run, service_backend
 from bench.common import base_backend, server
 from bench.sizes import BENCHMARKS, overridden, parse_overrides, sizes_for
 
@@ -26,6 +27,9 @@ BACKENDS = ["inmemory", "sqlite", "json", "postgres", "mysql"]  # the default; p
 # the async twins (AsyncSqliteDb, ...), opt-in: every benchmark again on three more backends, two
 # of them server ones, would make a full run much longer
 ASYNC_BACKENDS = ["sqlite_async", "postgres_async", "mysql_async"]
+# the document, key-value and object-storage backends, opt-in: on their emulators (all but
+# Redis) the figures are the emulator's, not the service's
+SERVICE_BACKENDS = list(SERVICE_BACKEND_NAMES)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_CASES = [  # (raw case, the benchmark it is the baseline of)
     ("raw_new_session_full", "new_session"),
@@ -51,7 +55,9 @@ def parse_args(argv):
                     help="comma-separated: inmemory,sqlite,json,postgres,mysql (the default) and the async "
                          "twins sqlite_async,postgres_async,mysql_async (AsyncSqliteDb, AsyncPostgresDb, "
                          "AsyncMysqlDb; only when named); the server backends are skipped with a message when "
-                         "the server of AGENTKEEP_POSTGRES_URL or AGENTKEEP_MYSQL_URL is not reachable")
+                         "the server of AGENTKEEP_POSTGRES_URL or AGENTKEEP_MYSQL_URL is not reachable; "
+                         f"and, only when named, {','.join(SERVICE_BACKENDS)} (their servers and emulators "
+                         "are started as the test suite starts them)")
     ap.add_argument("--only", default="", help=f"comma-separated benchmarks: {','.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds per backend")
     ap.add_argument("--sizes", default="", help="override sizes: [backend:]bench.key=value,... (see bench/README.md)")
@@ -66,9 +72,10 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true", help="keep the workdir (dbs, dumps, child logs)")
     args = ap.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = [b for b in args.backends if b not in BACKENDS + ASYNC_BACKENDS]
+    known = BACKENDS + ASYNC_BACKENDS + SERVICE_BACKENDS
+    bad = [b for b in args.backends if b not in known]
     if bad:
-        ap.error(f"unknown backend(s) {bad}; choose from {BACKENDS + ASYNC_BACKENDS}")
+        ap.error(f"unknown backend(s) {bad}; choose from {known}")
     args.only = [b.strip() for b in args.only.split(",") if b.strip()] or list(BENCHMARKS)
     bad = [b for b in args.only if b not in BENCHMARKS]
     if bad:
@@ -190,6 +197,16 @@ def main(argv=None) -> int:
                    f"start it or set {SERVERS[base][0]}")
             log_console.print(f"[yellow]{msg}[/yellow]", highlight=False, markup=True, soft_wrap=True)
             global_notes.append(msg)
+    for backend in [b for b in args.backends if b in SERVICE_BACKENDS]:
+        entry = service_backend(backend)
+        why = entry.unavailable()  # starts its server or emulator here, once, for every case
+        if why:
+            args.backends.remove(backend)
+            msg = f"{backend}: SKIPPED, {why}"
+            log_console.print(f"[yellow]{msg}[/yellow]", highlight=False, markup=True, soft_wrap=True)
+            global_notes.append(msg)
+        else:
+            global_notes.append(f"{backend} ran against {entry.target()}")
     if not args.backends:
         log_console.print("no backend left to run; nothing measured")
         if not args.keep:
