@@ -1,0 +1,84 @@
+"""MongoDb (and AsyncMongoDb) on pymongo 4: one collection per table, every documented
+filter on an index, compare-and-set through `find_one_and_update`, a run's seq from one
+atomic `$inc`.
+
+    MongoDb(db_url="mongodb://user:pass@host:27017", db_name="agentkeep")
+
+`db_name` defaults to the database the URL names, else "agentkeep". Collections are named
+`collection_prefix` + table name (`table_prefix` is accepted as the same thing), or as
+given per table (`session_table="chat_sessions"`, ...). Extra keyword arguments not naming a
+table go to pymongo's client (`serverSelectionTimeoutMS=...`, `tls=True`, ...).
+
+`ttl=True` also creates TTL indexes (expireAfterSeconds=0) so that the server itself
+deletes expired memories and approvals; by default expiry is `purge_expired()`'s job, as on
+every other backend (see docs/mongo.md for why sessions never expire natively).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentkeep.db._async.domain import AsyncDb
+from agentkeep.db._async.mongo_kernel import AsyncMongoKernel
+from agentkeep.db._sync.domain import Db
+from agentkeep.db._sync.mongo_kernel import MongoKernel
+from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.tables import table_overrides
+
+DEFAULT_PREFIX = "agentkeep_"
+
+
+def _split(kwargs: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Table-name overrides (`*_table=`) apart from pymongo client options."""
+    tables = {k: v for k, v in kwargs.items() if k.endswith("_table")}
+    return table_overrides(tables), {k: v for k, v in kwargs.items() if k not in tables}
+
+
+def _prefix(collection_prefix: str | None, table_prefix: str | None) -> str:
+    if collection_prefix is not None and table_prefix is not None and collection_prefix != table_prefix:
+        raise InvalidInputError("pass collection_prefix or table_prefix, not both")
+    prefix = collection_prefix if collection_prefix is not None else table_prefix
+    if prefix is None:
+        return DEFAULT_PREFIX
+    if not isinstance(prefix, str):
+        raise InvalidInputError(f"collection_prefix must be a string, got {type(prefix).__name__}")
+    return prefix
+
+
+class MongoDb(Db):
+    """MongoDB through pymongo's MongoClient."""
+
+    def __init__(
+        self,
+        db_url: str = "mongodb://localhost:27017",
+        *,
+        db_name: str | None = None,
+        collection_prefix: str | None = None,
+        table_prefix: str | None = None,
+        ttl: bool = False,
+        id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        tables, client_options = _split(kwargs)
+        kernel = MongoKernel(db_url, db_name, ttl=ttl, **client_options)
+        super().__init__(kernel, id=id, table_prefix=_prefix(collection_prefix, table_prefix), tables=tables)
+
+
+class AsyncMongoDb(AsyncDb):
+    """The async twin of MongoDb, on pymongo's native AsyncMongoClient: the same
+    collections, methods and guarantees; every method is a coroutine."""
+
+    def __init__(
+        self,
+        db_url: str = "mongodb://localhost:27017",
+        *,
+        db_name: str | None = None,
+        collection_prefix: str | None = None,
+        table_prefix: str | None = None,
+        ttl: bool = False,
+        id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        tables, client_options = _split(kwargs)
+        kernel = AsyncMongoKernel(db_url, db_name, ttl=ttl, **client_options)
+        super().__init__(kernel, id=id, table_prefix=_prefix(collection_prefix, table_prefix), tables=tables)
