@@ -13,6 +13,7 @@ URL_FORMS = (
     "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)",
     "mysql+pymysql://user@host:3306/db (also mysql://, mariadb://)",
     "singlestoredb://user@host:3306/db",
+    "mongodb://user@host:27017/dbname (also mongodb+srv://; the path names the database, default agentkeep)",
     "redis://host:6379/0 (also rediss://; ?prefix=name)",
     "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port)",
 )
@@ -63,6 +64,10 @@ def connect(url: str, **kwargs: Any):
         from agentkeep.db.singlestore import SingleStoreDb
 
         return SingleStoreDb(db_url=url, **kwargs)
+    if scheme in ("mongodb", "mongodb+srv"):
+        from agentkeep.db.mongo import MongoDb
+
+        return MongoDb(db_url=url, **kwargs)
     if scheme in ("redis", "rediss"):
         from agentkeep.db.redis import RedisDb
 
