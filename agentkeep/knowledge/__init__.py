@@ -1,0 +1,32 @@
+"""Knowledge: contents in a catalog db, their chunks and embeddings in a vector store.
+
+    from agentkeep.knowledge import Knowledge, HashingEmbedder, OpenAIEmbedder
+"""
+
+from agentkeep.knowledge.chunking import Chunker, FixedSizeChunker, MarkdownChunker, TextChunk
+from agentkeep.knowledge.embedder import (
+    Embedder,
+    EmbedderError,
+    HashingEmbedder,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+)
+from agentkeep.knowledge.knowledge import INGEST_KEY, Knowledge
+from agentkeep.knowledge.readers import (
+    CsvReader,
+    HtmlReader,
+    JsonReader,
+    MarkdownReader,
+    PdfReader,
+    Reader,
+    ReaderError,
+    Section,
+    TextReader,
+    reader_for,
+)
+
+__all__ = [
+    "Chunker", "CsvReader", "Embedder", "EmbedderError", "FixedSizeChunker", "HashingEmbedder", "HtmlReader",
+    "INGEST_KEY", "JsonReader", "Knowledge", "MarkdownChunker", "MarkdownReader", "OpenAIEmbedder", "PdfReader",
+    "Reader", "ReaderError", "Section", "SentenceTransformerEmbedder", "TextChunk", "TextReader", "reader_for",
+]

@@ -1,0 +1,318 @@
+"""Knowledge: a catalog of contents (rows in a db) plus their chunks and embeddings in a
+vector store.
+
+    knowledge = Knowledge(vector_db=PgVector("my_kb", db_url=URL, search_type="hybrid"),
+                          contents_db=db, embedder=OpenAIEmbedder())
+    knowledge.add_content(path="docs/", metadata={"team": "support"})
+    hits = knowledge.search("how do I rotate keys?", limit=5, filters={"team": "support"})
+
+Adding a content: its catalog row is written with status "processing"; the content is
+read, chunked, embedded and its chunks replace the content's previous chunks in one store
+call; the row then becomes "completed", or "failed" with the error in `status_message`.
+A fingerprint of the bytes and of the settings that shape the chunks (reader, chunker,
+embedder, metadata) is kept in the row, so adding unchanged content again does no work
+and changed content replaces its old chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from agentkeep.db.errors import InvalidInputError, NotFoundError
+from agentkeep.db.models import KnowledgeContent
+from agentkeep.knowledge.chunking import Chunker, FixedSizeChunker, MarkdownChunker
+from agentkeep.knowledge.embedder import Embedder, EmbedderError
+from agentkeep.knowledge.readers import READERS, Reader, TextReader, reader_for
+from agentkeep.vector_db.base import Chunk, SearchHit, VectorDb
+
+INGEST_KEY = "_ingest"  # reserved key of a catalog row's metadata: fingerprint, source, chunk count
+MAX_URL_BYTES = 64 * 1024 * 1024
+_MESSAGE_LIMIT = 2000
+
+
+@dataclass
+class _Source:
+    kind: str  # "text" | "file" | "url"
+    identity: str  # what makes two additions "the same content"
+    name: str
+    load: Callable[[], tuple[bytes, str | None]]  # -> (bytes, content type)
+    file_name: str | None = None  # whose extension picks the reader
+
+
+class Knowledge:
+    """Contents in `contents_db` (any agentkeep db; an InMemoryDb when omitted), chunks in
+    `vector_db`, vectors from `embedder` (OpenAIEmbedder() when omitted). `name` is written
+    to each catalog row's `linked_to`, so several knowledge bases can share one db."""
+
+    def __init__(
+        self,
+        vector_db: VectorDb,
+        *,
+        contents_db: Any = None,
+        embedder: Embedder | None = None,
+        chunker: Chunker | None = None,
+        readers: Sequence[Reader] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(vector_db, VectorDb):
+            raise InvalidInputError(f"vector_db must be a VectorDb, got {type(vector_db).__name__}")
+        if contents_db is None:
+            from agentkeep.db.in_memory import InMemoryDb
+
+            contents_db = InMemoryDb()
+        if embedder is None:
+            from agentkeep.knowledge.embedder import OpenAIEmbedder
+
+            embedder = OpenAIEmbedder()
+        self.vector_db = vector_db
+        self.contents_db = contents_db
+        self.embedder = embedder
+        self.chunker = chunker
+        self.readers = tuple(readers) if readers else READERS
+        self.name = name
+        self._store_ready = False
+
+    # -- adding ----------------------------------------------------------------------------
+
+    def add_content(
+        self,
+        *,
+        text: str | None = None,
+        path: str | os.PathLike | None = None,
+        url: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        content_id: str | None = None,
+        user_id: str | None = None,
+        reader: Reader | None = None,
+        chunker: Chunker | None = None,
+        recursive: bool = True,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> KnowledgeContent | list[KnowledgeContent]:
+        """Add raw `text`, a file or folder at `path`, or a `url`. Returns the catalog row
+        (status "completed" or "failed"), or one row per file for a folder.
+
+        A folder takes the files whose extension a reader knows (or that match `include`
+        globs, relative to the folder), minus `exclude` globs and hidden files; `progress`
+        shows a progress bar. `content_id` defaults to a stable id of the source (file
+        path, URL, or `name` for text, else the text itself) so adding it again updates it.
+        """
+        given = [x for x in (text, path, url) if x is not None]
+        if len(given) != 1:
+            raise InvalidInputError("add_content needs exactly one of text=, path= or url=")
+        metadata = _check_metadata(metadata)
+        if path is not None:
+            p = Path(path)
+            if p.is_dir():
+                if content_id is not None:
+                    raise InvalidInputError("content_id= names one content; a folder holds many")
+                files = self._folder_files(p, recursive, include, exclude)
+                return self._add_many(files, p, name, description, metadata, user_id, reader, chunker, progress)
+            if not p.is_file():
+                raise InvalidInputError(f"no such file or folder: {str(path)!r}")
+            source = _file_source(p, name)
+        elif url is not None:
+            source = _url_source(url, name)
+        else:
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
+            source = _text_source(text, name)
+        return self._add(source, description, metadata, content_id, user_id, reader, chunker)
+
+    def _folder_files(self, root: Path, recursive: bool, include, exclude) -> list[Path]:
+        candidates = root.rglob("*") if recursive else root.iterdir()
+        files = []
+        for f in candidates:
+            rel = f.relative_to(root)
+            if not f.is_file() or any(part.startswith(".") for part in rel.parts):
+                continue
+            rel_s = rel.as_posix()
+            if include is not None:
+                if not any(fnmatch.fnmatch(rel_s, g) for g in include):
+                    continue
+            elif reader_for(f.name, readers=self.readers) is None:
+                continue
+            if exclude is not None and any(fnmatch.fnmatch(rel_s, g) for g in exclude):
+                continue
+            files.append(f)
+        return sorted(files)
+
+    def _add_many(self, files, root, name, description, metadata, user_id, reader, chunker, progress):
+        rows = []
+        sources = [_file_source(f, f"{name or root.name}/{f.relative_to(root).as_posix()}") for f in files]
+        if progress and sources:
+            from rich.progress import track
+
+            sources = track(sources, description=f"Adding {len(files)} files", total=len(files))
+        for source in sources:
+            rows.append(self._add(source, description, metadata, None, user_id, reader, chunker))
+        return rows
+
+    def _ensure_store(self) -> None:
+        if not self._store_ready:
+            self.vector_db.create(self.embedder.dimensions)
+            self._store_ready = True
+
+    def _content_id(self, source: _Source, user_id: str | None) -> str:
+        key = "\x00".join((source.kind, source.identity, user_id or "", self.name or ""))
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def _add(self, source: _Source, description, metadata, content_id, user_id, reader, chunker) -> KnowledgeContent:
+        db = self.contents_db
+        cid = content_id if content_id is not None else self._content_id(source, user_id)
+        existing = db.get_knowledge(cid)
+        base = KnowledgeContent(
+            id=cid, name=source.name, description=description, metadata=dict(metadata), linked_to=self.name,
+            user_id=user_id, status="processing", created_at=existing.created_at if existing else None,
+        )
+        try:
+            data, content_type = source.load()
+        except Exception as exc:
+            return db.upsert_knowledge(base.model_copy(update={"status": "failed", "status_message": _message(exc)}))
+        reader = reader or reader_for(source.file_name, content_type, self.readers) or TextReader()
+        chunker = chunker or self.chunker or _default_chunker(reader)
+        fingerprint = hashlib.sha256()
+        fingerprint.update(data)
+        fingerprint.update(json.dumps(
+            [reader.id, chunker.id, self.embedder.id, metadata], sort_keys=True, default=str
+        ).encode())
+        digest = fingerprint.hexdigest()
+        if (existing is not None and existing.status == "completed" and existing.user_id == user_id
+                and (existing.metadata.get(INGEST_KEY) or {}).get("hash") == digest):
+            return existing  # unchanged: nothing to do
+        ingest = {"hash": digest, "source": source.kind}
+        row = base.model_copy(update={
+            "type": reader.kind, "size": len(data), "metadata": {**metadata, INGEST_KEY: ingest},
+        })
+        row = db.upsert_knowledge(row)
+        try:
+            self._ensure_store()
+            sections = reader.read(data, name=source.file_name or source.name)
+            pieces = chunker.chunk(sections)
+            vectors = self.embedder.embed([p.text for p in pieces]) if pieces else []
+            if len(vectors) != len(pieces):
+                raise EmbedderError(f"the embedder returned {len(vectors)} vectors for {len(pieces)} chunks")
+            chunks = [
+                Chunk(id=f"{cid}:{i}", content_id=cid, content=p.text, embedding=v,
+                      metadata={**p.metadata, **metadata}, position=i)
+                for i, (p, v) in enumerate(zip(pieces, vectors))
+            ]
+            self.vector_db.replace(cid, chunks)
+        except Exception as exc:
+            return db.upsert_knowledge(row.model_copy(update={"status": "failed", "status_message": _message(exc)}))
+        done = {**metadata, INGEST_KEY: {**ingest, "chunks": len(chunks)}}
+        return db.upsert_knowledge(row.model_copy(update={"status": "completed", "status_message": None, "metadata": done}))
+
+    # -- reading and removing --------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 5,
+        filters: dict[str, Any] | None = None,
+        search_type: str | None = None,
+    ) -> list[SearchHit]:
+        """The chunks that best answer `query` (see VectorDb.search for the search types)."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query must be a non-empty string")
+        kind = search_type or self.vector_db.search_type
+        self._ensure_store()
+        embedding = self.embedder.embed_query(query) if kind in ("vector", "hybrid") else None
+        return self.vector_db.search(query, embedding=embedding, limit=limit, filters=filters, search_type=search_type)
+
+    def get_content(self, content_id: str, *, user_id: str | None = None) -> KnowledgeContent | None:
+        return self.contents_db.get_knowledge(content_id, user_id=user_id)
+
+    def list_contents(self, **kwargs: Any):
+        """`contents_db.list_knowledge(...)`, limited to this knowledge base's rows."""
+        kwargs.setdefault("linked_to", self.name)
+        return self.contents_db.list_knowledge(**kwargs)
+
+    def delete_content(self, content_id: str, *, user_id: str | None = None) -> bool:
+        """Delete a content's chunks and its catalog row. With `user_id`, only that user's
+        own contents can be deleted (shared ones are left alone)."""
+        row = self.contents_db.get_knowledge(content_id, user_id=user_id)
+        if row is None or (user_id is not None and row.user_id != user_id):
+            return False
+        try:
+            self.vector_db.delete(content_id=content_id)
+        except NotFoundError:
+            pass  # the store was never created: no chunks to delete
+        return self.contents_db.delete_knowledge(content_id, user_id=user_id)
+
+    # -- awaitable twins (the sync calls in a worker thread) --------------------------------
+
+    async def aadd_content(self, **kwargs: Any):
+        return await asyncio.to_thread(lambda: self.add_content(**kwargs))
+
+    async def asearch(self, query: str, **kwargs: Any) -> list[SearchHit]:
+        return await asyncio.to_thread(lambda: self.search(query, **kwargs))
+
+    async def adelete_content(self, content_id: str, *, user_id: str | None = None) -> bool:
+        return await asyncio.to_thread(lambda: self.delete_content(content_id, user_id=user_id))
+
+
+def _default_chunker(reader: Reader) -> Chunker:
+    return MarkdownChunker() if reader.kind in ("markdown", "html") else FixedSizeChunker()
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+    if INGEST_KEY in metadata:
+        raise InvalidInputError(f"metadata key {INGEST_KEY!r} is reserved")
+    return dict(metadata)
+
+
+def _message(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _text_source(text: str, name: str | None) -> _Source:
+    data = text.encode()
+    identity = name if name is not None else hashlib.sha256(data).hexdigest()
+    label = name if name is not None else (text.strip().splitlines() or ["text"])[0][:80]
+    return _Source("text", identity, label, lambda: (data, "text/plain"), name)
+
+
+def _file_source(path: Path, name: str | None) -> _Source:
+    return _Source("file", os.path.realpath(path), name or path.name, lambda: (path.read_bytes(), None), path.name)
+
+
+def _url_source(url: str, name: str | None) -> _Source:
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise InvalidInputError(f"url must be an http:// or https:// URL, got {url!r}")
+    path_name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+
+    def load() -> tuple[bytes, str | None]:
+        request = urllib.request.Request(url, headers={"User-Agent": "agentkeep", "Accept": "*/*"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                data = response.read(MAX_URL_BYTES + 1)
+                content_type = response.headers.get("Content-Type")
+        except urllib.error.HTTPError as exc:
+            raise OSError(f"GET {url} answered HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise OSError(f"GET {url} failed: {exc.reason}") from None
+        if len(data) > MAX_URL_BYTES:
+            raise OSError(f"GET {url}: the body is larger than {MAX_URL_BYTES} bytes")
+        return data, content_type
+
+    return _Source("url", url, name or url, load, path_name or None)

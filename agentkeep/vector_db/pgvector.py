@@ -1,0 +1,558 @@
+"""PgVector: chunks and embeddings in a PostgreSQL table with the pgvector extension.
+
+    PgVector("my_kb", db_url="postgresql://user:pass@host/db", search_type="hybrid")
+    PgVector("my_kb", db=postgres_db)   # share a PostgresDb's connection pool
+
+One table per knowledge base (`schema.table_name`):
+
+    id text PRIMARY KEY, content_id text, content text, embedding vector(N),
+    metadata jsonb, position integer, updated_at timestamptz,
+    fts tsvector GENERATED ALWAYS AS (to_tsvector(<language>, content)) STORED
+
+with an HNSW (or IVFFlat) index on `embedding` for the chosen distance, a GIN index on
+`fts` for full-text search, a GIN index (jsonb_path_ops) on `metadata` for filters, and a
+b-tree on (content_id, position). Everything is created by `create()`, idempotently and
+under an advisory lock, so concurrent processes may all call it.
+
+Search types: "vector" orders by the distance operator so the ANN index serves it;
+"keyword" matches `websearch_to_tsquery(<language>, query)` against `fts` and ranks with
+`ts_rank_cd`; "hybrid" fuses the two candidate lists (each `hybrid_candidates` long) by
+reciprocal rank, `vector_weight / (rrf_k + rank_v) + keyword_weight / (rrf_k + rank_k)`,
+in one statement. Metadata filters become `metadata @> '{...}'` (served by the GIN index);
+with filters, pgvector >= 0.8 iterative index scans keep filtered ANN searches from coming
+back short.
+
+Vectors travel as text literals (`'[0.1,0.2,...]'::vector`), so no client-side package
+beyond psycopg 3 is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+from agentkeep.db.errors import InvalidInputError, NotFoundError, UnsupportedError
+from agentkeep.vector_db.base import (
+    Chunk,
+    SearchHit,
+    VectorDb,
+    check_candidates,
+    check_chunks,
+    check_filters,
+    check_id,
+    check_ids,
+    check_search_type,
+    check_weights,
+)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_OPS = {  # distance -> (operator, operator class, score from distance d)
+    "cosine": ("<=>", "cosine", "1 - {d}"),
+    "l2": ("<->", "l2", "1 / (1 + {d})"),
+    "inner_product": ("<#>", "ip", "-{d}"),
+}
+INDEXES = ("hnsw", "ivfflat", None)
+MAX_INDEXED_DIMENSIONS = 2000  # pgvector's limit for indexing the `vector` type
+HNSW_DEFAULT_EF_SEARCH = 40
+
+
+def _ident(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise InvalidInputError(f"{what} must be a plain SQL identifier (letters, digits, _; 1..63), got {value!r}")
+    return value
+
+
+def _positive(value: Any, what: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidInputError(f"{what} must be an integer in 1..{high}, got {value!r}")
+    return value
+
+
+def _conninfo(db_url: str) -> str:
+    if not isinstance(db_url, str):
+        raise InvalidInputError(f"db_url must be a string, got {type(db_url).__name__}")
+    for scheme in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if db_url.startswith(scheme):
+            return "postgresql://" + db_url[len(scheme):]
+    raise InvalidInputError("not a PostgreSQL URL (expected postgresql://, postgres:// or postgresql+psycopg://)")
+
+
+def _literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(map(repr, vector)) + "]"
+
+
+class _Binary:
+    """A vector in pgvector's binary wire format (dimensions, 0, big-endian float4s)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, vector: Sequence[float]) -> None:
+        self.data = struct.pack(f">HH{len(vector)}f", len(vector), 0, *vector)
+
+
+def _cursor(conn):
+    """A cursor that sends `_Binary` values untyped and binary, so `%s::vector` reads them with
+    pgvector's binary input (no text formatting and parsing of every float)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class BinaryDumper(Dumper):
+        format = Format.BINARY
+        oid = 0  # unknown: the server takes the type from the ::vector cast
+
+        def dump(self, obj):
+            return obj.data
+
+    cur = conn.cursor()
+    cur.adapters.register_dumper(_Binary, BinaryDumper)
+    return cur
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text or "0"))
+
+
+def _check_alive(conn) -> None:
+    """Before a pooled connection is handed out: one system call instead of a round trip."""
+    from agentkeep.db.sql.base import peer_closed
+
+    if peer_closed(conn.fileno()):
+        conn.close()  # the pool discards it and connects again
+        raise ConnectionError("the server closed this connection")
+
+
+class PgVector(VectorDb):
+    """A pgvector table. Give `db_url` (a pool of its own) or `db` (a PostgresDb to share)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        db_url: str | None = None,
+        *,
+        db: Any = None,
+        schema: str = "public",
+        dimensions: int | None = None,
+        search_type: str = "vector",
+        distance: str = "cosine",
+        index: str | None = "hnsw",
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 64,
+        ef_search: int = 40,
+        ivfflat_lists: int = 100,
+        ivfflat_probes: int = 10,
+        language: str = "english",
+        vector_weight: float = 1.0,
+        keyword_weight: float = 1.0,
+        rrf_k: int = 60,
+        hybrid_candidates: int = 40,
+        pool_size: int = 5,
+    ) -> None:
+        self.table_name = _ident(table_name, "table_name")
+        self.schema = _ident(schema, "schema")
+        self.search_type = check_search_type(search_type)
+        if distance not in _OPS:
+            raise InvalidInputError(f"distance must be one of {', '.join(_OPS)}; got {distance!r}")
+        if index not in INDEXES:
+            raise InvalidInputError(f"index must be 'hnsw', 'ivfflat' or None; got {index!r}")
+        self.distance = distance
+        self.index = index
+        self.hnsw_m = _positive(hnsw_m, "hnsw_m", 100)
+        self.hnsw_ef_construction = _positive(hnsw_ef_construction, "hnsw_ef_construction", 1000)
+        self.ef_search = _positive(ef_search, "ef_search", 1000)
+        self.ivfflat_lists = _positive(ivfflat_lists, "ivfflat_lists", 32768)
+        self.ivfflat_probes = _positive(ivfflat_probes, "ivfflat_probes", 32768)
+        self.language = _ident(language, "language")
+        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
+        self.hybrid_candidates = check_candidates(hybrid_candidates)
+        if dimensions is not None:
+            self._check_dimensions(dimensions)
+        self.dimensions = dimensions
+        self._pgvector: tuple[int, ...] | None = None
+        self._pool = None
+        self._db = None
+        if (db_url is None) == (db is None):
+            raise InvalidInputError("give either db_url= or db= (a PostgresDb)")
+        if db is not None:
+            from agentkeep.db.postgres import PostgresKernel
+
+            if not isinstance(getattr(db, "kernel", None), PostgresKernel):
+                raise InvalidInputError("db= must be a (sync) PostgresDb; for anything else pass db_url=")
+            self._db = db
+        else:
+            from psycopg_pool import ConnectionPool
+
+            self._pool = ConnectionPool(
+                _conninfo(db_url), min_size=1, max_size=_positive(pool_size, "pool_size", 1000), open=True,
+                kwargs={"autocommit": True}, check=_check_alive,
+            )
+        # index and lock names: PostgreSQL cuts identifiers at 63 bytes, so keep them short and unique
+        digest = hashlib.sha1(f"{self.schema}.{self.table_name}".encode()).hexdigest()[:8]
+        self._prefix = f"{self.table_name[:40]}_{digest}"
+        lock = hashlib.sha1(f"agentkeep.vector:{self.schema}.{self.table_name}".encode()).digest()[:8]
+        self._lock_key = int.from_bytes(lock, "big", signed=True)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_dimensions(dimensions: Any) -> int:
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 16000:
+            raise InvalidInputError(f"dimensions must be an integer in 1..16000 (pgvector's limit), got {dimensions!r}")
+        return dimensions
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                yield conn
+            return
+        raw = self._db.kernel.acquire()
+        try:
+            conn = raw.driver_connection
+            if not conn.autocommit:
+                conn.autocommit = True
+            yield conn
+        finally:
+            self._db.kernel.release(raw)
+
+    def _sql(self):
+        from psycopg import sql
+
+        return sql
+
+    @property
+    def _table(self):
+        return self._sql().Identifier(self.schema, self.table_name)
+
+    def _name(self, suffix: str):
+        return self._sql().Identifier(f"{self._prefix}_{suffix}")
+
+    def _run(self, fn):
+        """Run fn(conn); a missing table becomes NotFoundError."""
+        import psycopg
+
+        with self._conn() as conn:
+            try:
+                return fn(conn)
+            except psycopg.errors.UndefinedTable:
+                raise NotFoundError(self._missing()) from None
+
+    def _missing(self) -> str:
+        return f"vector table {self.schema}.{self.table_name} does not exist: call create() first"
+
+    def _ready(self) -> None:
+        """Learn the table's dimensions and pgvector's version once (NotFoundError: no table)."""
+        if self.dimensions is not None and self._pgvector is not None:
+            return
+        with self._conn() as conn:
+            dims = self._stored_dimensions(conn)
+            if dims is None:
+                raise NotFoundError(self._missing())
+            if self.dimensions is not None and self.dimensions != dims:
+                raise InvalidInputError(
+                    f"vector table {self.schema}.{self.table_name} holds {dims}-dimensional vectors, not {self.dimensions}"
+                )
+            self.dimensions = dims
+            self._pgvector = self._extension_version(conn)
+
+    def _stored_dimensions(self, conn) -> int | None:
+        row = conn.execute(
+            "SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding'",
+            (f'"{self.schema}"."{self.table_name}"',),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _extension_version(conn) -> tuple[int, ...] | None:
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        return _version(row[0]) if row else None
+
+    def describe(self) -> str:
+        with self._conn() as conn:
+            server = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+            ext = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        pgvector = ext[0] if ext else "(not installed)"
+        return f"PgVector {self.schema}.{self.table_name} on PostgreSQL {server}, pgvector {pgvector}"
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def create(self, dimensions: int | None = None) -> None:
+        import psycopg
+
+        sql = self._sql()
+        if dimensions is not None:
+            self._check_dimensions(dimensions)
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            version = self._extension_version(conn)
+            if version is None:
+                try:
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                except psycopg.Error as exc:
+                    raise UnsupportedError(
+                        f"the pgvector extension is not available on this PostgreSQL server ({str(exc).strip()[:200]})"
+                    ) from None
+                version = self._extension_version(conn)
+            stored = self._stored_dimensions(conn)
+            wanted = dimensions or self.dimensions
+            if stored is not None:
+                if wanted is not None and wanted != stored:
+                    raise InvalidInputError(
+                        f"vector table {self.schema}.{self.table_name} holds {stored}-dimensional vectors, not {wanted}"
+                    )
+                wanted = stored
+            elif wanted is None:
+                raise InvalidInputError("create() needs dimensions= (or PgVector(dimensions=...)) to create the table")
+            if self.index is not None and wanted > MAX_INDEXED_DIMENSIONS:
+                raise InvalidInputError(
+                    f"pgvector indexes vectors of at most {MAX_INDEXED_DIMENSIONS} dimensions, not {wanted}: "
+                    "pick an embedder with fewer dimensions or index=None (exact search)"
+                )
+            if conn.execute("SELECT 1 FROM pg_ts_config WHERE cfgname = %s", (self.language,)).fetchone() is None:
+                raise InvalidInputError(f"PostgreSQL has no text search configuration {self.language!r}")
+            if self.schema != "public":
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {t} ("
+                " id text PRIMARY KEY,"
+                " content_id text,"
+                " content text NOT NULL,"
+                " embedding vector({dims}),"
+                " metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,"
+                " position integer NOT NULL DEFAULT 0,"
+                " updated_at timestamptz NOT NULL DEFAULT now(),"
+                " fts tsvector GENERATED ALWAYS AS (to_tsvector({lang}::regconfig, content)) STORED)"
+            ).format(t=self._table, dims=sql.Literal(wanted), lang=sql.Literal(self.language)))
+            for suffix, how in (("cid", "(content_id, position)"), ("fts", "USING gin (fts)"),
+                                ("meta", "USING gin (metadata jsonb_path_ops)")):
+                conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + how).format(self._name(suffix), self._table))
+            if self.index is not None:
+                conn.execute(self._vector_index_sql())
+            self.dimensions = wanted
+            self._pgvector = version
+
+    def _vector_index_sql(self):
+        sql = self._sql()
+        opclass = sql.SQL(f"vector_{_OPS[self.distance][1]}_ops")
+        if self.index == "hnsw":
+            return sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {})"
+            ).format(self._name("vec"), self._table, opclass, sql.Literal(self.hnsw_m),
+                     sql.Literal(self.hnsw_ef_construction))
+        return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING ivfflat (embedding {}) WITH (lists = {})").format(
+            self._name("vec"), self._table, opclass, sql.Literal(self.ivfflat_lists))
+
+    def rebuild_index(self) -> None:
+        """Rebuild the vector index (an IVFFlat index learns its lists from the rows present
+        when it is built: rebuild it after a bulk load)."""
+        if self.index is None:
+            return
+        sql = self._sql()
+        self._run(lambda conn: conn.execute(sql.SQL("REINDEX INDEX {}").format(
+            sql.Identifier(self.schema, f"{self._prefix}_vec"))))
+
+    def exists(self) -> bool:
+        with self._conn() as conn:
+            return self._stored_dimensions(conn) is not None
+
+    def drop(self) -> None:
+        sql = self._sql()
+        with self._conn() as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table))
+        self._pgvector = None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _insert_sql(self):
+        return self._sql().SQL(
+            "INSERT INTO {} (id, content_id, content, embedding, metadata, position)"
+            " VALUES (%s, %s, %s, %s::vector, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET content_id = EXCLUDED.content_id, content = EXCLUDED.content,"
+            " embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, position = EXCLUDED.position,"
+            " updated_at = now()"
+        ).format(self._table)
+
+    @staticmethod
+    def _params(chunks: list[Chunk]) -> list[tuple]:
+        from agentkeep.db.postgres import _json_param  # the PostgresDb codec: numbers round-trip exactly
+
+        return [
+            (c.id, c.content_id, c.content, None if c.embedding is None else _Binary(c.embedding),
+             _json_param(c.metadata), c.position)
+            for c in chunks
+        ]
+
+    def upsert(self, chunks: Iterable[Chunk]) -> int:
+        self._ready()
+        checked = check_chunks(chunks, self.dimensions)
+        if not checked:
+            return 0
+
+        def write(conn):
+            with conn.transaction(), _cursor(conn) as cur:
+                cur.executemany(self._insert_sql(), self._params(checked))
+            return len(checked)
+
+        return self._run(write)
+
+    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
+        check_id(content_id, "content_id")
+        self._ready()
+        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
+        sql = self._sql()
+
+        def write(conn):
+            with conn.transaction(), _cursor(conn) as cur:
+                cur.execute(sql.SQL("DELETE FROM {} WHERE content_id = %s").format(self._table), (content_id,))
+                if checked:
+                    cur.executemany(self._insert_sql(), self._params(checked))
+            return len(checked)
+
+        return self._run(write)
+
+    def _where(self, ids: list[str] | None, content_id: str | None, filters: dict, params: dict):
+        sql = self._sql()
+        parts = []
+        if ids is not None:
+            parts.append(sql.SQL("id = ANY(%(ids)s)"))
+            params["ids"] = ids
+        if content_id is not None:
+            parts.append(sql.SQL("content_id = %(content_id)s"))
+            params["content_id"] = content_id
+        if filters:
+            from agentkeep.db.postgres import _json_param
+
+            parts.append(sql.SQL("metadata @> %(filters)s"))
+            params["filters"] = _json_param(filters)
+        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
+
+    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
+        ids, content_id, filters = self._delete_args(ids, content_id, filters)
+        if ids == []:
+            return 0
+        params: dict = {}
+        where = self._where(ids, content_id, filters, params)
+        stmt = self._sql().SQL("DELETE FROM {} WHERE {}").format(self._table, where)
+        return self._run(lambda conn: conn.execute(stmt, params).rowcount)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> list[Chunk]:
+        ids = check_ids(ids)
+        if not ids:
+            return []
+        stmt = self._sql().SQL(
+            "SELECT id, content_id, content, embedding::text, metadata, position FROM {} WHERE id = ANY(%s)"
+        ).format(self._table)
+        rows = self._run(lambda conn: conn.execute(stmt, (ids,)).fetchall())
+        found = {
+            r[0]: Chunk(id=r[0], content_id=r[1], content=r[2], embedding=None if r[3] is None else json.loads(r[3]),
+                        metadata=r[4], position=r[5])
+            for r in rows
+        }
+        return [found[i] for i in ids if i in found]
+
+    def count(self, *, content_id=None, filters=None) -> int:
+        if content_id is not None:
+            check_id(content_id, "content_id")
+        params: dict = {}
+        stmt = self._sql().SQL("SELECT count(*) FROM {} WHERE {}").format(
+            self._table, self._where(None, content_id, check_filters(filters), params))
+        return self._run(lambda conn: conn.execute(stmt, params).fetchone()[0])
+
+    def search_sql(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None):
+        """The statement and parameters `search` runs (for EXPLAIN)."""
+        self._ready()
+        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
+        return self._build(kind, query, embedding, limit, filters)
+
+    def _build(self, kind: str, query, embedding, limit: int, filters: dict):
+        sql = self._sql()
+        op, _, score = _OPS[self.distance]
+        params: dict = {"n": limit, "lang": self.language}
+        where = self._where(None, None, filters, params)
+        cols = sql.SQL("t.id, t.content_id, t.content, t.metadata, t.position")
+        if kind == "vector":
+            params["q"] = _literal(embedding)
+            stmt = sql.SQL(
+                "SELECT id, content_id, content, metadata, position, {score} FROM ("
+                " SELECT {cols}, t.embedding {op} %(q)s::vector AS d FROM {t} t"
+                " WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT %(n)s) s"
+                " ORDER BY d, id"
+            ).format(score=sql.SQL(score.format(d="d")), cols=cols, op=sql.SQL(op), t=self._table, where=where)
+        elif kind == "keyword":
+            params["text"] = query
+            stmt = sql.SQL(
+                "SELECT {cols}, ts_rank_cd(t.fts, q) AS score"
+                " FROM {t} t, websearch_to_tsquery(%(lang)s::regconfig, %(text)s) q"
+                " WHERE t.fts @@ q AND {where} ORDER BY score DESC, t.id LIMIT %(n)s"
+            ).format(cols=cols, t=self._table, where=where)
+        else:
+            params.update(q=_literal(embedding), text=query, pool=max(limit, self.hybrid_candidates),
+                          wv=self.vector_weight, wk=self.keyword_weight, k=self.rrf_k)
+            stmt = sql.SQL(
+                "WITH v AS ("
+                "  SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM ("
+                "   SELECT t.id, t.embedding {op} %(q)s::vector AS d FROM {t} t"
+                "   WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT %(pool)s) s),"
+                " k AS ("
+                "  SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS r FROM ("
+                "   SELECT t.id, ts_rank_cd(t.fts, q) AS rank"
+                "   FROM {t} t, websearch_to_tsquery(%(lang)s::regconfig, %(text)s) q"
+                "   WHERE t.fts @@ q AND {where} ORDER BY rank DESC, t.id LIMIT %(pool)s) s),"
+                " f AS ("
+                "  SELECT coalesce(v.id, k.id) AS id,"
+                "   coalesce(%(wv)s::float8 / (%(k)s + v.r), 0) + coalesce(%(wk)s::float8 / (%(k)s + k.r), 0) AS score"
+                "  FROM v FULL JOIN k ON v.id = k.id)"
+                " SELECT {cols}, f.score FROM f JOIN {t} t ON t.id = f.id ORDER BY f.score DESC, t.id LIMIT %(n)s"
+            ).format(op=sql.SQL(op), t=self._table, where=where, cols=cols)
+        return stmt, params
+
+    def _settings(self, kind: str, limit: int, filtered: bool) -> list[tuple[str, str]]:
+        """Per-query index settings, applied with SET LOCAL inside the search's transaction."""
+        if kind == "keyword" or self.index is None:
+            return []
+        wanted = limit if kind == "vector" else max(limit, self.hybrid_candidates)
+        iterative = filtered and (self._pgvector or (0,)) >= (0, 8)
+        if self.index == "hnsw":
+            ef = min(1000, max(self.ef_search, wanted))
+            # at pgvector's default (40) the common search needs no settings: one round trip
+            out = [] if ef == HNSW_DEFAULT_EF_SEARCH else [("hnsw.ef_search", str(ef))]
+            if iterative:
+                out.append(("hnsw.iterative_scan", "relaxed_order"))
+        else:
+            out = [("ivfflat.probes", str(self.ivfflat_probes))]
+            if iterative:
+                out.append(("ivfflat.iterative_scan", "relaxed_order"))
+        return out
+
+    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
+        self._ready()
+        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
+        stmt, params = self._build(kind, query, embedding, limit, filters)
+        settings = self._settings(kind, limit, bool(filters))
+
+        def run(conn):
+            if not settings:
+                return conn.execute(stmt, params).fetchall()
+            with conn.transaction():
+                conn.execute(
+                    "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(settings)),
+                    [x for pair in settings for x in pair],
+                )
+                return conn.execute(stmt, params).fetchall()
+
+        rows = self._run(run)
+        return [
+            SearchHit(id=r[0], content_id=r[1], content=r[2], metadata=r[3], position=r[4], score=float(r[5]))
+            for r in rows
+        ]
+

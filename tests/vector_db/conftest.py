@@ -1,0 +1,62 @@
+"""`make_store(**options)`: a fresh store of the test's kind (pytest id = store name),
+dropped afterwards. AGENTKEEP_REQUIRE_ALL=1 turns "store unavailable" skips into failures."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.vector_db.stores import STORES, Store
+
+REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
+_reported: set[str] = set()
+
+
+def require(store: Store) -> None:
+    reason = store.unavailable()
+    if reason is None:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (AGENTKEEP_REQUIRE_ALL=1: unavailable stores fail)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=STORES, ids=[s.name for s in STORES])
+def store_kind(request: pytest.FixtureRequest) -> Store:
+    kind: Store = request.param
+    require(kind)
+    if kind.name not in _reported:
+        _reported.add(kind.name)
+        request.config.stash.setdefault(_TARGETS, {})[kind.name] = kind.target()
+    return kind
+
+
+@pytest.fixture
+def make_store(store_kind: Store):
+    cleanups = []
+
+    def make(**options):
+        store, cleanup = store_kind.build(**options)
+        cleanups.append(cleanup)
+        return store
+
+    yield make
+    for cleanup in reversed(cleanups):
+        cleanup()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
+
+
+_TARGETS = pytest.StashKey[dict]()
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    targets = config.stash.get(_TARGETS, {})
+    if targets:
+        terminalreporter.section("agentkeep vector stores")
+        for name, target in targets.items():
+            terminalreporter.write_line(f"{name:<12} {target}")
