@@ -15,6 +15,7 @@ URL_FORMS = (
     "singlestoredb://user@host:3306/db",
     "mongodb://user@host:27017/dbname (also mongodb+srv://; the path names the database, default agentkeep)",
     "redis://host:6379/0 (also rediss://; ?prefix=name)",
+    "dynamodb://region/table_prefix (e.g. dynamodb://eu-west-1/agentkeep; ?endpoint_url=http://localhost:8000)",
     "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port)",
 )
 
@@ -75,6 +76,22 @@ def connect(url: str, **kwargs: Any):
         if prefix:
             kwargs.setdefault("prefix", prefix)
         return RedisDb(db_url=url, **kwargs)
+    if scheme == "dynamodb":
+        from urllib.parse import parse_qsl, unquote
+
+        from agentkeep.db.dynamo import DynamoDb
+
+        base, _, query = rest.partition("?")
+        region, _, prefix = base.partition("/")
+        options = dict(parse_qsl(query))
+        unknown = set(options) - {"endpoint_url"}
+        if unknown:
+            raise InvalidInputError(f"unknown dynamodb URL option(s) {sorted(unknown)} in {url!r}")
+        if region:
+            kwargs.setdefault("region_name", unquote(region))
+        if prefix:
+            kwargs.setdefault("table_prefix", unquote(prefix))
+        return DynamoDb(**options, **kwargs)
     if scheme == "firestore":
         from urllib.parse import parse_qsl
 
