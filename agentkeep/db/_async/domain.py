@@ -234,10 +234,13 @@ class AsyncDb:
         return None
 
     async def _delete_where(self, table: str, where: list[Cond], children: Sequence[tuple[str, str]] = ()) -> dict:
-        """Delete matching rows in chunks, children first; counts per table."""
+        """Delete matching rows in chunks, children first; counts per table. Without
+        transactions the children are swept again after their parents, so that a child
+        another process added in between goes too (append_run checks its parent afterwards)."""
         spec = self.specs[table]
         counts = {table: 0, **{child: 0 for child, _ in children}}
         keyfield = spec.key[0]
+        resweep = children if "transactions" not in self.kernel.capabilities else ()
         while True:
             async with self.kernel.transaction():
                 rows = await self.kernel.find(Query(table, tuple(where), (keyfield,), False, CHUNK, None, (keyfield,)))
@@ -247,6 +250,8 @@ class AsyncDb:
                 for child, fk in children:
                     counts[child] += await self.kernel.delete(child, (Cond(fk, "in", keys),))
                 counts[table] += await self.kernel.delete(table, (Cond(keyfield, "in", keys), *where))
+                for child, fk in resweep:
+                    counts[child] += await self.kernel.delete(child, (Cond(fk, "in", keys),))
             if len(rows) < CHUNK:
                 return counts
 
@@ -275,9 +280,10 @@ class AsyncDb:
             for step in steps:
                 await self.kernel.apply_step(step)
             now = _now()
-            for t in stale:
+            if stale:
                 await self.kernel.put_many(
-                    "meta", [{"key": f"version:{t}", "value": self.specs[t].version, "updated_at": now}], True
+                    "meta", [{"key": f"version:{t}", "value": self.specs[t].version, "updated_at": now} for t in stale],
+                    True,
                 )
             return done
 
@@ -439,6 +445,11 @@ class AsyncDb:
                 await self.kernel.insert("runs", row)
             except DuplicateKey:
                 raise await self._run_taken(r.run_id, row["user_id"]) from None
+            if "transactions" not in self.kernel.capabilities and not await self.kernel.count(
+                "sessions", (eq("session_id", r.session_id),)
+            ):  # another process deleted the session since its counter moved: take the run back
+                await self.kernel.delete("runs", (eq("run_id", r.run_id),))
+                raise NotFoundError(f"session {r.session_id!r} not found")
         return self._model("runs", row)
 
     async def _run_taken(self, run_id: str, owner: str | None) -> Exception:

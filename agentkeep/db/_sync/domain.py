@@ -233,10 +233,13 @@ class Db:
         return None
 
     def _delete_where(self, table: str, where: list[Cond], children: Sequence[tuple[str, str]] = ()) -> dict:
-        """Delete matching rows in chunks, children first; counts per table."""
+        """Delete matching rows in chunks, children first; counts per table. Without
+        transactions the children are swept again after their parents, so that a child
+        another process added in between goes too (append_run checks its parent afterwards)."""
         spec = self.specs[table]
         counts = {table: 0, **{child: 0 for child, _ in children}}
         keyfield = spec.key[0]
+        resweep = children if "transactions" not in self.kernel.capabilities else ()
         while True:
             with self.kernel.transaction():
                 rows = self.kernel.find(Query(table, tuple(where), (keyfield,), False, CHUNK, None, (keyfield,)))
@@ -246,6 +249,8 @@ class Db:
                 for child, fk in children:
                     counts[child] += self.kernel.delete(child, (Cond(fk, "in", keys),))
                 counts[table] += self.kernel.delete(table, (Cond(keyfield, "in", keys), *where))
+                for child, fk in resweep:
+                    counts[child] += self.kernel.delete(child, (Cond(fk, "in", keys),))
             if len(rows) < CHUNK:
                 return counts
 
@@ -274,9 +279,10 @@ class Db:
             for step in steps:
                 self.kernel.apply_step(step)
             now = _now()
-            for t in stale:
+            if stale:
                 self.kernel.put_many(
-                    "meta", [{"key": f"version:{t}", "value": self.specs[t].version, "updated_at": now}], True
+                    "meta", [{"key": f"version:{t}", "value": self.specs[t].version, "updated_at": now} for t in stale],
+                    True,
                 )
             return done
 
@@ -438,6 +444,11 @@ class Db:
                 self.kernel.insert("runs", row)
             except DuplicateKey:
                 raise self._run_taken(r.run_id, row["user_id"]) from None
+            if "transactions" not in self.kernel.capabilities and not self.kernel.count(
+                "sessions", (eq("session_id", r.session_id),)
+            ):  # another process deleted the session since its counter moved: take the run back
+                self.kernel.delete("runs", (eq("run_id", r.run_id),))
+                raise NotFoundError(f"session {r.session_id!r} not found")
         return self._model("runs", row)
 
     def _run_taken(self, run_id: str, owner: str | None) -> Exception:
