@@ -29,6 +29,13 @@ BACKEND_MODULES = {
     "sqlite_async": ("agentkeep.db.sqlite", "AsyncSqliteDb"),
     "postgres_async": ("agentkeep.db.postgres", "AsyncPostgresDb"),
     "mysql_async": ("agentkeep.db.mysql", "AsyncMysqlDb"),
+    # built by their conformance entries (SERVICE_BACKENDS below); named here for imports
+    "mongo": ("agentkeep.db.mongo", "MongoDb"),
+    "redis": ("agentkeep.db.redis", "RedisDb"),
+    "dynamodb": ("agentkeep.db.dynamo", "DynamoDb"),
+    "firestore": ("agentkeep.db.firestore", "FirestoreDb"),
+    "json_s3": ("agentkeep.db.json", "JsonDb"),
+    "json_gcs": ("agentkeep.db.gcs_json", "GcsJsonDb"),
 }
 
 # Server backends: every make_db gets its own new schema (a database on MySQL), named

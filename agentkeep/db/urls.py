@@ -8,7 +8,7 @@ from agentkeep.db.errors import InvalidInputError
 
 URL_FORMS = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:",
-    "json://./dir, json:///absolute/dir, json+memory://name, json+s3://bucket/prefix",
+    "json://./dir, json:///absolute/dir, json+memory://name, json+s3://bucket/prefix, json+gs://bucket/prefix",
     "memory://  (InMemoryDb)",
     "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)",
     "mysql+pymysql://user@host:3306/db (also mysql://, mariadb://)",
