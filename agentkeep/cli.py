@@ -1,4 +1,5 @@
-"""The `agentkeep` command: inspect, migrate, export, import and purge a db.
+"""The `agentkeep` command: inspect, migrate, export, import and purge a db; add to and
+search a knowledge base (`agentkeep knowledge ...`, in cli_knowledge.py).
 
 Every command takes `--db URL` (default `sqlite:///agentkeep.db`, or the environment
 variable `AGENTKEEP_DB_URL`). The db package is imported inside the commands, so
@@ -278,6 +279,10 @@ def demo(
 
         run_demo(db_url, console=_console())
 
+
+from agentkeep.cli_knowledge import knowledge_app  # noqa: E402  (it uses the helpers above)
+
+app.add_typer(knowledge_app, name="knowledge")
 
 if __name__ == "__main__":  # pragma: no cover
     app(prog_name="agentkeep")

@@ -2,7 +2,8 @@
 
 - `OpenAIEmbedder`: any OpenAI-compatible `/embeddings` endpoint (OpenAI, Ollama, vLLM,
   LM Studio, ...): batching, retries with exponential backoff on 429/5xx and network
-  errors, and a check that every vector has the expected dimensions. Standard library only.
+  errors, and a check that every vector has the expected dimensions; on httpx, one
+  connection pool per embedder.
 - `SentenceTransformerEmbedder`: a local sentence-transformers model (the
   `agentkeep[local-embeddings]` extra), imported when first used.
 - `HashingEmbedder`: deterministic feature hashing of words and character trigrams, no
@@ -19,9 +20,8 @@ import json
 import math
 import os
 import random
+import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Sequence
 
 from agentkeep.db.errors import InvalidInputError
@@ -54,6 +54,9 @@ class Embedder(abc.ABC):
 
     async def aembed_query(self, text: str) -> list[float]:
         return await asyncio.to_thread(self.embed_query, text)
+
+    def close(self) -> None:
+        """Release connections or models (a later call opens them again)."""
 
 
 def _texts(texts: Any) -> list[str]:
@@ -170,6 +173,8 @@ class OpenAIEmbedder(Embedder):
         self.timeout = timeout
         self.headers = dict(headers or {})
         self.last_retry: str | None = None  # why the last retry happened (for logs and tests)
+        self._http = None  # an httpx.Client, opened on first use
+        self._lock = threading.Lock()
 
     @property
     def dimensions(self) -> int:
@@ -215,33 +220,51 @@ class OpenAIEmbedder(Embedder):
             vectors.append([float(x) for x in vec])
         return vectors
 
+    def _client(self):
+        import httpx
+
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=self.timeout, headers={"User-Agent": "agentkeep"})
+            return self._http
+
+    def close(self) -> None:
+        """Close the connection pool (a later call opens a new one)."""
+        with self._lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
+
     def _post(self, path: str, body: dict) -> Any:
+        import httpx
+
         if self.api_key is None and self.base_url.startswith("https://api.openai.com"):
             raise EmbedderError("no API key: set OPENAI_API_KEY or pass api_key=")
         headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         payload = json.dumps(body).encode()
+        url = self.base_url + path
         attempt = 0
         while True:
-            request = urllib.request.Request(self.base_url + path, data=payload, headers=headers, method="POST")
             retry_after = None
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                detail = _error_detail(exc)
-                if exc.code not in _RETRY_STATUS or attempt >= self.max_retries:
-                    raise EmbedderError(f"{self.base_url}{path} answered HTTP {exc.code}: {detail}") from None
-                retry_after = _retry_after(exc.headers.get("Retry-After"))
-                failure = f"HTTP {exc.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
+                response = self._client().post(url, content=payload, headers=headers)
+            except httpx.TransportError as exc:  # connect/read errors and timeouts
                 if attempt >= self.max_retries:
-                    raise EmbedderError(f"cannot reach {self.base_url}{path}: {reason}") from None
-                failure = str(reason)
-            except ValueError as exc:
-                raise EmbedderError(f"{self.base_url}{path} answered something that is not JSON: {exc}") from None
+                    raise EmbedderError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+                failure = str(exc) or type(exc).__name__
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError as exc:
+                        raise EmbedderError(f"{url} answered something that is not JSON: {exc}") from None
+                detail = _error_detail(response)
+                if response.status_code not in _RETRY_STATUS or attempt >= self.max_retries:
+                    raise EmbedderError(f"{url} answered HTTP {response.status_code}: {detail}") from None
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                failure = f"HTTP {response.status_code}: {detail}"
             delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
             if retry_after is not None:
                 delay = min(self.max_backoff, max(delay, retry_after))
@@ -250,14 +273,14 @@ class OpenAIEmbedder(Embedder):
             time.sleep(delay)
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
+def _error_detail(response) -> str:
     try:
-        raw = exc.read()
-        data = json.loads(raw)
-        message = data.get("error", {}).get("message") if isinstance(data.get("error"), dict) else data.get("error")
-        return str(message or raw[:300].decode(errors="replace"))
+        data = response.json()
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        return str(message or response.text[:300])
     except Exception:
-        return exc.reason if isinstance(exc.reason, str) else "(no detail)"
+        return response.reason_phrase or "(no detail)"
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -8,7 +8,9 @@ vector store.
 
 Adding a content: its catalog row is written with status "processing"; the content is
 read, chunked, embedded and its chunks replace the content's previous chunks in one store
-call; the row then becomes "completed", or "failed" with the error in `status_message`.
+call; the row then becomes "completed" (in the same transaction as the chunks when the
+store lives in the contents db: PgVector on that PostgresDb), or "failed" with the error
+in `status_message`.
 A fingerprint of the bytes and of the settings that shape the chunks (reader, chunker,
 embedder, metadata) is kept in the row, so adding unchanged content again does no work
 and changed content replaces its old chunks.
@@ -21,9 +23,7 @@ import fnmatch
 import hashlib
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -210,11 +210,15 @@ class Knowledge:
                       metadata={**p.metadata, **metadata}, position=i)
                 for i, (p, v) in enumerate(zip(pieces, vectors))
             ]
-            self.vector_db.replace(cid, chunks)
+            done = {**metadata, INGEST_KEY: {**ingest, "chunks": len(chunks)}}
+            # chunks and the completed row commit together when the store lives in the db
+            with self.vector_db.joined_transaction(db):
+                self.vector_db.replace(cid, chunks)
+                return db.upsert_knowledge(
+                    row.model_copy(update={"status": "completed", "status_message": None, "metadata": done})
+                )
         except Exception as exc:
             return db.upsert_knowledge(row.model_copy(update={"status": "failed", "status_message": _message(exc)}))
-        done = {**metadata, INGEST_KEY: {**ingest, "chunks": len(chunks)}}
-        return db.upsert_knowledge(row.model_copy(update={"status": "completed", "status_message": None, "metadata": done}))
 
     # -- reading and removing --------------------------------------------------------------
 
@@ -248,11 +252,12 @@ class Knowledge:
         row = self.contents_db.get_knowledge(content_id, user_id=user_id)
         if row is None or (user_id is not None and row.user_id != user_id):
             return False
-        try:
-            self.vector_db.delete(content_id=content_id)
-        except NotFoundError:
-            pass  # the store was never created: no chunks to delete
-        return self.contents_db.delete_knowledge(content_id, user_id=user_id)
+        with self.vector_db.joined_transaction(self.contents_db):
+            try:
+                self.vector_db.delete(content_id=content_id)
+            except NotFoundError:
+                pass  # the store was never created: no chunks to delete
+            return self.contents_db.delete_knowledge(content_id, user_id=user_id)
 
     # -- awaitable twins (the sync calls in a worker thread) --------------------------------
 
@@ -302,17 +307,20 @@ def _url_source(url: str, name: str | None) -> _Source:
     path_name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
 
     def load() -> tuple[bytes, str | None]:
-        request = urllib.request.Request(url, headers={"User-Agent": "agentkeep", "Accept": "*/*"})
+        import httpx
+
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                data = response.read(MAX_URL_BYTES + 1)
-                content_type = response.headers.get("Content-Type")
-        except urllib.error.HTTPError as exc:
-            raise OSError(f"GET {url} answered HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise OSError(f"GET {url} failed: {exc.reason}") from None
-        if len(data) > MAX_URL_BYTES:
-            raise OSError(f"GET {url}: the body is larger than {MAX_URL_BYTES} bytes")
-        return data, content_type
+            with httpx.stream("GET", url, headers={"User-Agent": "agentkeep", "Accept": "*/*"},
+                              follow_redirects=True, timeout=60) as response:
+                if response.status_code >= 400:
+                    raise OSError(f"GET {url} answered HTTP {response.status_code} {response.reason_phrase}")
+                body = bytearray()
+                for part in response.iter_bytes():
+                    body += part
+                    if len(body) > MAX_URL_BYTES:
+                        raise OSError(f"GET {url}: the body is larger than {MAX_URL_BYTES} bytes")
+                return bytes(body), response.headers.get("Content-Type")
+        except httpx.HTTPError as exc:
+            raise OSError(f"GET {url} failed: {exc or type(exc).__name__}") from None
 
     return _Source("url", url, name or url, load, path_name or None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import math
 import re
 from typing import Any, Iterable, Literal, Optional, Sequence
@@ -308,6 +309,12 @@ class VectorDb(abc.ABC):
 
     def close(self) -> None:
         """Release connections (the store's data stays)."""
+
+    def joined_transaction(self, db: Any) -> contextlib.AbstractContextManager:
+        """A context whose writes to `db` and to this store commit or roll back together,
+        when the store lives in `db`'s own database (PgVector given `db=` that PostgresDb);
+        otherwise it joins nothing and each write commits on its own."""
+        return contextlib.nullcontext()
 
     def describe(self) -> str:
         return type(self).__name__

@@ -1,7 +1,7 @@
 """PgVector: chunks and embeddings in a PostgreSQL table with the pgvector extension.
 
     PgVector("my_kb", db_url="postgresql://user:pass@host/db", search_type="hybrid")
-    PgVector("my_kb", db=postgres_db)   # share a PostgresDb's connection pool
+    PgVector("my_kb", db=postgres_db)   # share a PostgresDb's connection pool and transactions
 
 One table per knowledge base (`schema.table_name`):
 
@@ -209,6 +209,12 @@ class PgVector(VectorDb):
             with self._pool.connection() as conn:
                 yield conn
             return
+        joined = self._db.kernel.current_connection()
+        if joined is not None:  # inside the shared db's transaction: write in it, under a savepoint
+            conn = joined.driver_connection
+            with conn.transaction():
+                yield conn
+            return
         raw = self._db.kernel.acquire()
         try:
             conn = raw.driver_connection
@@ -276,6 +282,11 @@ class PgVector(VectorDb):
             ext = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         pgvector = ext[0] if ext else "(not installed)"
         return f"PgVector {self.schema}.{self.table_name} on PostgreSQL {server}, pgvector {pgvector}"
+
+    def joined_transaction(self, db: Any):
+        if db is not None and db is self._db:
+            return db.kernel.transaction()
+        return super().joined_transaction(db)
 
     def close(self) -> None:
         if self._pool is not None:

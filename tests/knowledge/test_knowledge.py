@@ -220,6 +220,8 @@ def test_urls(kb, docs):
         assert html.type == "html" and kb.search("operational", search_type="keyword")[0].content_id == html.id
         missing = kb.add_content(url=f"{base}/nope.md")
         assert missing.status == "failed" and "HTTP 404" in missing.status_message
+        moved = kb.add_content(url=f"{base}/sub")  # answered by a redirect to /sub/
+        assert moved.status == "completed" and moved.type == "html"
         assert kb.add_content(url=f"{base}/guide.md?v=1").updated_at == row.updated_at
     finally:
         server.shutdown()
@@ -284,7 +286,33 @@ def test_one_postgres_for_catalog_and_chunks(embedder):
         row = kb.add_content(text="Postgres holds both the catalog and the vectors.", name="both")
         assert db.get_knowledge(row.id).status == "completed"
         assert kb.search("catalog vectors")[0].content_id == row.id
-        assert kb.delete_content(row.id) and kb.vector_db.count() == 0
+
+        # the new chunks and the "completed" row commit together: when the row's write fails,
+        # the chunks' replacement is rolled back and the old chunks stay searchable
+        upsert = db.upsert_knowledge
+
+        def completed_fails(content):
+            if content.status == "completed":
+                raise RuntimeError("the catalog write failed")
+            return upsert(content)
+
+        db.upsert_knowledge = completed_fails
+        failed = kb.add_content(text="Entirely different words now.", name="both")
+        db.upsert_knowledge = upsert
+        assert failed.status == "failed" and "the catalog write failed" in failed.status_message
+        assert [c.content for c in kb.vector_db.get([f"{row.id}:0"])] == [
+            "Postgres holds both the catalog and the vectors."
+        ]
+        assert kb.search("different", search_type="keyword") == []
+
+        # and a delete removes both or neither
+        delete = db.delete_knowledge
+        db.delete_knowledge = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("the catalog delete failed"))
+        with pytest.raises(RuntimeError, match="catalog delete"):
+            kb.delete_content(row.id)
+        db.delete_knowledge = delete
+        assert kb.vector_db.count(content_id=row.id) == 1
+        assert kb.delete_content(row.id) and kb.vector_db.count() == 0 and db.get_knowledge(row.id) is None
     finally:
         db.close()
         with psycopg.connect(server_url(), autocommit=True) as conn:

@@ -115,6 +115,11 @@ class AsyncSqlKernel(SqlBase):
             finally:
                 await self.release(raw)
 
+    def current_connection(self) -> Any:
+        """The connection of the transaction this task or thread is inside of, or None
+        (so that a vector store sharing this db can write in the same transaction)."""
+        return self._current.get()
+
     @asynccontextmanager
     async def schema_lock(self) -> AsyncIterator[Any]:
         async with self.transaction() as raw:

@@ -114,6 +114,11 @@ class SqlKernel(SqlBase):
             finally:
                 self.release(raw)
 
+    def current_connection(self) -> Any:
+        """The connection of the transaction this task or thread is inside of, or None
+        (so that a vector store sharing this db can write in the same transaction)."""
+        return self._current.get()
+
     @contextmanager
     def schema_lock(self) -> Iterator[Any]:
         with self.transaction() as raw:
