@@ -322,7 +322,10 @@ class SentenceTransformerEmbedder(Embedder):
 
     @property
     def dimensions(self) -> int:
-        return int(self._load().get_sentence_embedding_dimension())
+        model = self._load()
+        # sentence-transformers 6 renamed the method; older releases only have the first name
+        size = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(size())
 
     @property
     def id(self) -> str:
@@ -334,7 +337,7 @@ class SentenceTransformerEmbedder(Embedder):
             return []
         vectors = self._load().encode(texts, batch_size=self.batch_size, normalize_embeddings=self.normalize,
                                       show_progress_bar=False, convert_to_numpy=True)
-        return [[float(x) for x in v] for v in vectors]
+        return vectors.tolist()  # numpy float32 -> Python floats
 
 
 def _packaged_model() -> str | None:

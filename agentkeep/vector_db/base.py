@@ -25,9 +25,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import hashlib
 import math
 import re
-from typing import Any, Iterable, Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,9 @@ SEARCH_TYPES = ("vector", "keyword", "hybrid")
 MAX_CHUNK_ID_LENGTH = 1024
 MAX_LIMIT = 1000
 FLOAT32_MAX = 3.4028234663852886e38  # vectors are stored at single precision
+_LONG_VALUE = 256  # longer tagged values and filter terms are replaced by their SHA-256
+_LONG_TERM = 512
+INT64 = 2**63  # engines with 64-bit integers hold -INT64 <= i < INT64
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
@@ -238,9 +242,166 @@ def check_weights(vector_weight: Any, keyword_weight: Any, rrf_k: Any) -> tuple[
 
 
 def check_candidates(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-        raise InvalidInputError(f"hybrid_candidates must be an integer in 1..10000, got {value!r}")
+    return check_int(value, "hybrid_candidates", 1, 10_000)
+
+
+def check_int(value: Any, what: str, low: int = 1, high: int = 2**31 - 1) -> int:
+    """An integer option in low..high (a bool is refused, though Python counts it an int)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError(f"{what} must be an integer in {low}..{high}, got {value!r}")
     return value
+
+
+def check_number(value: Any, what: str, low: float, high: float) -> float:
+    """A numeric option in low..high, as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidInputError(f"{what} must be a number in {low}..{high}, got {value!r}")
+    return float(value)
+
+
+def check_dimensions(value: Any, high: int = 65_535, why: str = "") -> int:
+    """A vector length in 1..high; `why` names whose limit `high` is, for the message."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidInputError(f"dimensions must be an integer in 1..{high}{why}, got {value!r}")
+    return value
+
+
+def check_choice(value: Any, what: str, choices: Iterable[Any]) -> Any:
+    """One of `choices` (a dict's keys when given a dict)."""
+    choices = list(choices)
+    if value not in choices:
+        raise InvalidInputError(f"{what} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+def check_name(value: Any, what: str, pattern: re.Pattern, rule: str) -> str:
+    """A store, table or collection name matching `pattern`; `rule` says the rule in words."""
+    if not isinstance(value, str) or not pattern.match(value):
+        raise InvalidInputError(f"{what} must be {rule}, got {value!r}")
+    return value
+
+
+def check_json_integers(value: Any, where: str, low: int, high: int, rule: str) -> None:
+    """Refuse, before anything is written, an integer outside low..high anywhere in a JSON
+    value, for engines whose JSON holds 64-bit integers (`rule` says so in the message)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        raise InvalidInputError(f"{where}: {rule}, not {value}")
+    if isinstance(value, dict):
+        for v in value.values():
+            check_json_integers(v, where, low, high, rule)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_json_integers(v, where, low, high, rule)
+
+
+# -- filter values in a canonical form (for stores that index typed copies of the metadata) --
+
+
+def filter_token(value: Any) -> str | None:
+    """A scalar metadata value as a string that equals another's exactly when a filter on one
+    matches the other: `b:true`/`b:false`, `n:` numbers by value (1 and 1.0 both `n:1`), `s:`
+    strings. None for null, lists and objects, which no filter matches."""
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if isinstance(value, int):
+        return f"n:{value}"
+    if isinstance(value, float):
+        return f"n:{int(value)}" if value.is_integer() else f"n:{value!r}"
+    if isinstance(value, str):
+        return f"s:{value}"
+    return None
+
+
+def tagged_value(value: Any) -> str:
+    """`filter_token` of a scalar, kept short for an index: a long one becomes `h:<sha256>`."""
+    out = filter_token(value)
+    if out is None:
+        raise TypeError(f"not a scalar metadata value: {type(value).__name__}")
+    if len(out) > _LONG_VALUE:
+        out = "h:" + hashlib.sha256(out.encode()).hexdigest()
+    return out
+
+
+def filter_term(key: str, value: Any) -> str:
+    """One `key == value` condition as one string, for stores that index a chunk's
+    `filter_terms` as one array; the key's length prefix keeps any key (with `=`, `:` or
+    anything else in it) from running into its value."""
+    term = f"{len(key)}:{key}={tagged_value(value)}"
+    if len(term) > _LONG_TERM:
+        term = "#" + hashlib.sha256(term.encode()).hexdigest()
+    return term
+
+
+def filter_terms(metadata: dict[str, Any]) -> list[str]:
+    """The terms a chunk's metadata can be matched by: its top-level scalar values only, so a
+    missing key, a null, a list or an object never matches a filter."""
+    return [
+        filter_term(k, v) for k, v in metadata.items() if isinstance(v, (str, bool, int, float))
+    ]
+
+
+def filter_scalar(value: Any) -> tuple[str, bool | float | str] | None:
+    """(kind, value) for an engine that compares numbers as doubles: ("b", bool),
+    ("n", float) or ("s", str); None for what no filter matches and numbers past a double."""
+    if isinstance(value, bool):
+        return "b", value
+    if isinstance(value, (int, float)):
+        try:
+            return "n", float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, str):
+        return "s", value
+    return None
+
+
+def typed_scalar(value: Any) -> tuple[str, bool | int | float | str] | None:
+    """(kind, value) for an engine with 64-bit integers and doubles: ("b", bool), ("s", str),
+    ("i", int) for an integer that fits 64 bits, ("n", float) for any other number; None for
+    null, lists and objects, which no filter matches."""
+    if isinstance(value, bool):
+        return "b", value
+    if isinstance(value, str):
+        return "s", value
+    if isinstance(value, int) and -INT64 <= value < INT64:
+        return "i", value
+    if isinstance(value, (int, float)):  # past 64 bits an integer is kept as a double
+        return "n", float(value)
+    return None
+
+
+def number_forms(value: int | float) -> list[tuple[str, int | float]]:
+    """The `typed_scalar` forms a stored number may have and equal a filter's number: an "n"
+    double of the same value and/or an "i" integer of the same value."""
+    fits = -INT64 <= value < INT64
+    forms: list[tuple[str, int | float]] = []
+    if float(value) == value or not fits:  # past 64 bits both sides are doubles
+        forms.append(("n", float(value)))
+    if fits and float(value).is_integer():
+        forms.append(("i", int(value)))
+    return forms
+
+
+# -- hybrid search ------------------------------------------------------------------------
+
+
+def rrf_top(vector: Sequence[Any], keyword: Sequence[Any], limit: int, *, key: Callable[[Any], str],
+            vector_weight: float, keyword_weight: float, k: int) -> list[tuple[Any, float]]:
+    """The best `limit` of two ranked candidate lists fused by `rrf_fuse`, as (candidate,
+    fused score); `key` gives a candidate's chunk id."""
+    by_id = {key(c): c for c in (*vector, *keyword)}
+    fused = rrf_fuse([key(c) for c in vector], [key(c) for c in keyword],
+                     vector_weight=vector_weight, keyword_weight=keyword_weight, k=k)
+    return [(by_id[i], s) for i, s in fused[:limit]]
+
+
+def fuse_hits(vector_hits: Sequence[SearchHit], keyword_hits: Sequence[SearchHit], limit: int, *,
+              vector_weight: float, keyword_weight: float, k: int) -> list[SearchHit]:
+    """Hybrid search's answer from its two candidate lists: the best `limit` hits by
+    reciprocal-rank fusion, each scored by its fused score."""
+    top = rrf_top(vector_hits, keyword_hits, limit, key=lambda h: h.id,
+                  vector_weight=vector_weight, keyword_weight=keyword_weight, k=k)
+    return [h.model_copy(update={"score": s}) for h, s in top]
 
 
 # -- the interface --------------------------------------------------------------------------

@@ -9,10 +9,9 @@ must not), hybrid the same reciprocal-rank fusion as every other store. Nothing 
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import (
@@ -20,53 +19,20 @@ from agentkeep.vector_db.base import (
     SearchHit,
     VectorDb,
     check_candidates,
+    check_choice,
     check_chunks,
+    check_dimensions,
     check_filters,
     check_id,
     check_ids,
     check_search_type,
     check_weights,
     matches,
-    rrf_fuse,
+    rrf_top,
 )
+from agentkeep.vector_db.text import STOPWORDS, query_terms, stem, terms  # noqa: F401  (re-exported)
 
 DISTANCES = ("cosine", "l2", "inner_product")
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-STOPWORDS = frozenset(
-    "a an and are as at be been but by can could did do does doing for from had has have having he her "
-    "here hers him his how i if in into is it its itself me my no nor not of off on once only or our "
-    "ours out over own same she should so some such than that the their theirs them then there these "
-    "they this those through to too under until up very was we were what when where which while who "
-    "whom why will with would you your yours".split()
-)
-
-
-def stem(word: str) -> str:
-    """A light English stemmer: enough that 'rotate', 'rotated' and 'rotating' meet."""
-    w = word
-    for suffix in ("ational", "ization", "fulness", "ousness", "iveness"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            return w[: -len(suffix)]
-    if w.endswith("ies") and len(w) > 4:
-        w = w[:-3] + "y"
-    elif w.endswith("sses"):
-        w = w[:-2]
-    elif w.endswith("es") and len(w) > 4 and w[-3] in "sxz":
-        w = w[:-2]
-    elif w.endswith("s") and not w.endswith("ss") and len(w) > 3:
-        w = w[:-1]
-    for suffix in ("ingly", "edly", "ing", "ed", "ly", "ment", "ation", "er"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            w = w[: -len(suffix)]
-            break
-    if w.endswith("e") and len(w) > 3:
-        w = w[:-1]
-    return w
-
-
-def terms(text: str) -> list[str]:
-    return [stem(t) for t in (m.lower() for m in _WORD.findall(text)) if t not in STOPWORDS]
-
 
 class InMemoryVectorDb(VectorDb):
     """InMemoryVectorDb(dimensions=None, search_type="vector", distance="cosine", ...)."""
@@ -82,13 +48,12 @@ class InMemoryVectorDb(VectorDb):
         rrf_k: int = 60,
         hybrid_candidates: int = 40,
     ) -> None:
-        if distance not in DISTANCES:
-            raise InvalidInputError(f"distance must be one of {', '.join(DISTANCES)}; got {distance!r}")
+        check_choice(distance, "distance", DISTANCES)
         self.search_type = check_search_type(search_type)
         self.distance = distance
         self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
         self.hybrid_candidates = check_candidates(hybrid_candidates)
-        self.dimensions = _check_dimensions(dimensions)
+        self.dimensions = None if dimensions is None else check_dimensions(dimensions)
         self._rows: dict[str, Chunk] | None = None
         self._terms: dict[str, Counter] = {}
         self._lock = threading.RLock()
@@ -99,7 +64,8 @@ class InMemoryVectorDb(VectorDb):
     # -- lifecycle -------------------------------------------------------------------------
 
     def create(self, dimensions: int | None = None) -> None:
-        dimensions = _check_dimensions(dimensions)
+        if dimensions is not None:
+            check_dimensions(dimensions)
         with self._lock:
             if self.dimensions is not None and dimensions is not None and dimensions != self.dimensions:
                 raise InvalidInputError(f"this store holds {self.dimensions}-dimensional vectors, not {dimensions}")
@@ -203,13 +169,7 @@ class InMemoryVectorDb(VectorDb):
         return scored[:n]
 
     def _keyword_ranking(self, pool: list[Chunk], query: str, n: int) -> list[tuple[Chunk, float]]:
-        wanted: list[str] = []
-        unwanted: set[str] = set()
-        for word in query.split():  # `-word` excludes, as in websearch_to_tsquery
-            if word.startswith("-") and len(word) > 1:
-                unwanted.update(terms(word[1:]))
-            else:
-                wanted.extend(terms(word))
+        wanted, unwanted = query_terms(query)
         if not wanted:
             return []
         docs = [(c, self._terms[c.id]) for c in pool]
@@ -241,20 +201,9 @@ class InMemoryVectorDb(VectorDb):
                 n = max(limit, self.hybrid_candidates)
                 v = self._vector_ranking(pool, embedding, n)
                 k = self._keyword_ranking(pool, query, n)
-                by_id = {c.id: c for c, _ in v + k}
-                fused = rrf_fuse(
-                    [c.id for c, _ in v], [c.id for c, _ in k],
-                    vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k,
-                )
-                ranked = [(by_id[i], s) for i, s in fused[:limit]]
+                ranked = rrf_top([c for c, _ in v], [c for c, _ in k], limit, key=lambda c: c.id,
+                                 vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)
             return [
                 SearchHit(**c.model_dump(exclude={"embedding"}), score=score) for c, score in ranked
             ]
 
-
-def _check_dimensions(dimensions: Any) -> int | None:
-    if dimensions is None:
-        return None
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 65_535:
-        raise InvalidInputError(f"dimensions must be an integer in 1..65535, got {dimensions!r}")
-    return dimensions

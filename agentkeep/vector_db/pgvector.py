@@ -41,10 +41,14 @@ from agentkeep.vector_db.base import (
     SearchHit,
     VectorDb,
     check_candidates,
+    check_choice,
     check_chunks,
+    check_dimensions,
     check_filters,
     check_id,
     check_ids,
+    check_int,
+    check_name,
     check_search_type,
     check_weights,
 )
@@ -61,15 +65,7 @@ HNSW_DEFAULT_EF_SEARCH = 40
 
 
 def _ident(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _IDENT.match(value):
-        raise InvalidInputError(f"{what} must be a plain SQL identifier (letters, digits, _; 1..63), got {value!r}")
-    return value
-
-
-def _positive(value: Any, what: str, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise InvalidInputError(f"{what} must be an integer in 1..{high}, got {value!r}")
-    return value
+    return check_name(value, what, _IDENT, "a plain SQL identifier (letters, digits, _; 1..63)")
 
 
 def _conninfo(db_url: str) -> str:
@@ -154,17 +150,16 @@ class PgVector(VectorDb):
         self.table_name = _ident(table_name, "table_name")
         self.schema = _ident(schema, "schema")
         self.search_type = check_search_type(search_type)
-        if distance not in _OPS:
-            raise InvalidInputError(f"distance must be one of {', '.join(_OPS)}; got {distance!r}")
+        check_choice(distance, "distance", _OPS)
         if index not in INDEXES:
             raise InvalidInputError(f"index must be 'hnsw', 'ivfflat' or None; got {index!r}")
         self.distance = distance
         self.index = index
-        self.hnsw_m = _positive(hnsw_m, "hnsw_m", 100)
-        self.hnsw_ef_construction = _positive(hnsw_ef_construction, "hnsw_ef_construction", 1000)
-        self.ef_search = _positive(ef_search, "ef_search", 1000)
-        self.ivfflat_lists = _positive(ivfflat_lists, "ivfflat_lists", 32768)
-        self.ivfflat_probes = _positive(ivfflat_probes, "ivfflat_probes", 32768)
+        self.hnsw_m = check_int(hnsw_m, "hnsw_m", 1, 100)
+        self.hnsw_ef_construction = check_int(hnsw_ef_construction, "hnsw_ef_construction", 1, 1000)
+        self.ef_search = check_int(ef_search, "ef_search", 1, 1000)
+        self.ivfflat_lists = check_int(ivfflat_lists, "ivfflat_lists", 1, 32768)
+        self.ivfflat_probes = check_int(ivfflat_probes, "ivfflat_probes", 1, 32768)
         self.language = _ident(language, "language")
         self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
         self.hybrid_candidates = check_candidates(hybrid_candidates)
@@ -186,7 +181,7 @@ class PgVector(VectorDb):
             from psycopg_pool import ConnectionPool
 
             self._pool = ConnectionPool(
-                _conninfo(db_url), min_size=1, max_size=_positive(pool_size, "pool_size", 1000), open=True,
+                _conninfo(db_url), min_size=1, max_size=check_int(pool_size, "pool_size", 1, 1000), open=True,
                 kwargs={"autocommit": True}, check=_check_alive,
             )
         # index and lock names: PostgreSQL cuts identifiers at 63 bytes, so keep them short and unique
@@ -199,9 +194,7 @@ class PgVector(VectorDb):
 
     @staticmethod
     def _check_dimensions(dimensions: Any) -> int:
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 16000:
-            raise InvalidInputError(f"dimensions must be an integer in 1..16000 (pgvector's limit), got {dimensions!r}")
-        return dimensions
+        return check_dimensions(dimensions, 16000, " (pgvector's limit)")
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:

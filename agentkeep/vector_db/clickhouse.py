@@ -1,0 +1,491 @@
+"""ClickHouseDb: chunks and embeddings in a ClickHouse table, in this process (chDB) or on a server.
+
+    ClickHouseDb("my_kb", path="./kb.chdb")                 # chDB: ClickHouse in this process
+    ClickHouseDb("my_kb", url="http://user:pass@host:8123")  # a server, through clickhouse-connect
+    ClickHouseDb("my_kb", client=clickhouse_connect_client)   # share a clickhouse-connect client
+
+One table per knowledge base (`database.table_name`), created by `create()`:
+
+    id String, content_id String ('' = none), content String, embedding Array(Float32),
+    has_embedding UInt8, metadata String (JSON), position UInt32, terms Array(String),
+    version DateTime64(9) DEFAULT now64(9), is_deleted UInt8 DEFAULT 0
+    ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY id
+
+Every write is an INSERT: an upsert inserts newer versions, a delete inserts tombstones
+(is_deleted = 1) for the rows it matches, and every read says FINAL, so reads see exactly
+one live version of each id (exact upsert-by-id and count, no mutations).
+
+Search types: "vector" orders by cosineDistance / L2Distance / dotProduct and LIMITs (an
+exact scan: ClickHouse's vector_similarity index returns short or stale results with
+FINAL, filters and deletes, see docs/vector_db/clickhouse.md); "keyword" matches the stored
+`terms` (`in_memory.terms()` of the content) with hasAll / NOT hasAny and ranks by BM25
+computed in SQL with the reference store's formula; "hybrid" fuses the two candidate
+lists by reciprocal rank with `rrf_fuse`. Metadata filters are JSONType / JSONExtract*
+comparisons per the suite's type rules. Every value travels as a query parameter
+(`{name:Type}`), bound by the server, never spliced into the SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable, Sequence
+
+from agentkeep.db.errors import InvalidInputError, NotFoundError
+from agentkeep.vector_db.base import (
+    Chunk,
+    SearchHit,
+    VectorDb,
+    check_candidates,
+    check_choice,
+    check_chunks,
+    check_dimensions,
+    check_filters,
+    check_id,
+    check_ids,
+    check_json_integers,
+    check_name,
+    check_search_type,
+    check_weights,
+    fuse_hits,
+)
+from agentkeep.vector_db.text import query_terms, terms
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,205}$")
+_MISSING = re.compile(r"\b(UNKNOWN_TABLE|UNKNOWN_DATABASE)\b")
+_DISTANCES = {  # distance -> (SQL function, score of its value d: higher is closer)
+    "cosine": ("cosineDistance", "1 - {d}"),
+    "l2": ("L2Distance", "1 / (1 + {d})"),
+    "inner_product": ("dotProduct", "{d}"),
+}
+MAX_DIMENSIONS = 65535
+ID_BATCH = 500  # ids per get() query: on a server they travel in the request URI
+_COLUMNS = "id, content_id, content, metadata, position"
+_INSERT_COLUMNS = ("id", "content_id", "content", "embedding", "has_embedding", "metadata", "position", "terms")
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _ident(value: Any, what: str) -> str:
+    return check_name(value, what, _IDENT, "a plain identifier (a letter or _, then letters, digits, _)")
+
+
+class Params:
+    """Query parameters: `add(value, type)` gives the `{pN:Type}` placeholder to put in the SQL."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def add(self, value: Any, type_: str) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return "{" + name + ":" + type_ + "}"
+
+
+def filter_sql(filters: dict[str, Any], params: Params) -> list[str]:
+    """A (checked) metadata filter as conditions on the JSON `metadata` column, one per key:
+    numbers match by value, booleans only booleans, strings exactly; a key that is missing
+    or holds a list, an object or null never matches."""
+    out = []
+    for key, value in filters.items():
+        k = params.add(key, "String")
+        if isinstance(value, bool):
+            out.append(_is(k, "Bool", "JSONExtractBool", params.add(int(value), "UInt8")))
+        elif isinstance(value, str):
+            out.append(_is(k, "String", "JSONExtractString", params.add(value, "String")))
+        else:
+            out.append("(" + " OR ".join(_number_sql(k, value, params)) + ")")
+    return out
+
+
+def _is(k: str, json_type: str, extract: str, v: str) -> str:
+    return f"(JSONType(metadata, {k}) = '{json_type}' AND {extract}(metadata, {k}) = {v})"
+
+
+def _number_sql(k: str, value: int | float, params: Params) -> list[str]:
+    """Equal in Python's sense: an int and a float match when the float is exactly that integer."""
+    alternatives = []
+    as_int = value if isinstance(value, int) else int(value) if value.is_integer() else None
+    if as_int is not None and INT64[0] <= as_int <= INT64[1]:
+        alternatives.append(_is(k, "Int64", "JSONExtractInt", params.add(as_int, "Int64")))
+    if as_int is not None and INT64[1] < as_int < 2**64:
+        alternatives.append(_is(k, "UInt64", "JSONExtractUInt", params.add(as_int, "UInt64")))
+    if isinstance(value, float) or _exact_double(value):  # a stored double can equal it exactly
+        alternatives.append(_is(k, "Double", "JSONExtractFloat", params.add(float(value), "Float64")))
+    return alternatives or ["0"]
+
+
+def _check_integers(value: Any, where: str) -> None:
+    """ClickHouse's JSON functions read integers of 64 bits; a larger one they type as a String
+    (so a string filter could match it): refuse it before anything is written."""
+    check_json_integers(value, where, INT64[0], 2**64 - 1, "ClickHouse reads JSON integers of 64 bits")
+
+
+def _exact_double(value: int) -> bool:
+    try:
+        return float(value) == value
+    except OverflowError:
+        return False
+
+
+# -- connections: the same SQL and parameters, sent in process or to a server ------------------
+
+
+def _escape(value: str) -> str:
+    """ClickHouse's escaped text form of a string (how a server reads a String parameter)."""
+    return (value.replace("\\", "\\\\").replace("'", "\\'").replace("`", "\\`").replace("\t", "\\t")
+            .replace("\n", "\\n").replace("\r", "\\r"))
+
+
+def param_text(value: Any, top: bool = True) -> str:
+    """A parameter value as the text a server parses for its `{name:Type}` (clickhouse-connect
+    does the same for a server; chDB passes the text through as it is)."""
+    if isinstance(value, str):
+        return _escape(value) if top else "'" + _escape(value) + "'"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(param_text(v, False) for v in value) + "]"
+    raise TypeError(f"no ClickHouse parameter text for {type(value).__name__}")
+
+
+class ChdbConnection:
+    """ClickHouse in this process (chDB). chDB serves one data path per process."""
+
+    def __init__(self, path: str | None = None, session: Any = None) -> None:
+        if session is None:
+            from chdb import session as chdb_session
+
+            session = chdb_session.Session(path)
+            self._own = True
+        else:
+            self._own = False
+        self.session = session
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[list[Any]]:
+        result = self.session.query(sql, "JSONCompact", params={k: param_text(v) for k, v in params.items()})
+        raw = result.bytes()
+        return json.loads(raw)["data"] if raw else []
+
+    def command(self, sql: str, params: dict[str, Any], data: str | None = None) -> None:
+        if data is not None:
+            sql = sql + "\n" + data  # the data of an INSERT ... FORMAT follows the statement
+        self.session.query(sql, "TSV", params={k: param_text(v) for k, v in params.items()})
+
+    def describe(self) -> str:
+        import chdb
+
+        return f"chDB {chdb.__version__} (ClickHouse {chdb.engine_version})"
+
+    def close(self) -> None:
+        if self._own:
+            self.session.close()
+
+
+class ServerConnection:
+    """A ClickHouse server through clickhouse-connect, which binds the parameters server-side."""
+
+    def __init__(self, client: Any, own: bool) -> None:
+        self.client = client
+        self._own = own
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[list[Any]]:
+        return [list(r) for r in self.client.query(sql, parameters=params or None).result_rows]
+
+    def command(self, sql: str, params: dict[str, Any], data: str | None = None) -> None:
+        self.client.command(sql, parameters=params or None, data=data)
+
+    def describe(self) -> str:
+        return f"ClickHouse {self.client.server_version} at {getattr(self.client, 'url', 'a server')}"
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+
+class ClickHouseDb(VectorDb):
+    """A ClickHouse table. Give `path` (chDB in this process), `url` or `client` (a server)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        client: Any = None,
+        session: Any = None,
+        database: str = "default",
+        dimensions: int | None = None,
+        search_type: str = "vector",
+        distance: str = "cosine",
+        vector_weight: float = 1.0,
+        keyword_weight: float = 1.0,
+        rrf_k: int = 60,
+        hybrid_candidates: int = 40,
+    ) -> None:
+        self.table_name = _ident(table_name, "table_name")
+        self.database = _ident(database, "database")
+        self.search_type = check_search_type(search_type)
+        self.distance = check_choice(distance, "distance", _DISTANCES)
+        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
+        self.hybrid_candidates = check_candidates(hybrid_candidates)
+        self.dimensions = None if dimensions is None else check_dimensions(dimensions, MAX_DIMENSIONS)
+        if sum(x is not None for x in (path, url, client, session)) != 1:
+            raise InvalidInputError("give one of path= (chDB), session= (a chDB session), url= or client= (a server)")
+        if path is not None or session is not None:
+            self._conn: Any = ChdbConnection(path, session)
+        elif url is not None:
+            import clickhouse_connect
+
+            self._conn = ServerConnection(clickhouse_connect.get_client(dsn=url), own=True)
+        else:
+            self._conn = ServerConnection(client, own=False)
+        self._ready_dims: int | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def table(self) -> str:
+        return f"`{self.database}`.`{self.table_name}`"
+
+    def describe(self) -> str:
+        return f"ClickHouseDb {self.name} ({self.distance}) on {self._conn.describe()}"
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def name(self) -> str:
+        return f"{self.database}.{self.table_name}"
+
+    def _missing(self) -> str:
+        return f"ClickHouse table {self.name} does not exist: call create() first"
+
+    def _wrong_dimensions(self, stored: int, wanted: int) -> InvalidInputError:
+        return InvalidInputError(f"ClickHouse table {self.name} holds {stored}-dimensional vectors, not {wanted}")
+
+    def _run(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if _MISSING.search(str(exc)):
+                self._ready_dims = None
+                raise NotFoundError(self._missing()) from None
+            raise
+
+    def _query(self, sql: str, params: Params | None = None) -> list[list[Any]]:
+        return self._run(self._conn.query, sql, params.values if params else {})
+
+    def _command(self, sql: str, params: Params | None = None, data: str | None = None) -> None:
+        self._run(self._conn.command, sql, params.values if params else {}, data)
+
+    def _stored_dimensions(self) -> int | None:
+        p = Params()
+        rows = self._conn.query(
+            f"SELECT comment FROM system.tables WHERE database = {p.add(self.database, 'String')}"
+            f" AND name = {p.add(self.table_name, 'String')}", p.values)
+        if not rows:
+            return None
+        try:
+            return int(json.loads(rows[0][0])["agentkeep_vector_dimensions"])
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInputError(f"ClickHouse table {self.name} was not made by ClickHouseDb") from None
+
+    def _ready(self) -> None:
+        if self._ready_dims is not None:
+            return
+        dims = self._stored_dimensions()
+        if dims is None:
+            raise NotFoundError(self._missing())
+        if self.dimensions is not None and self.dimensions != dims:
+            raise self._wrong_dimensions(dims, self.dimensions)
+        self.dimensions = self._ready_dims = dims
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def create_sql(self, dims: int) -> list[str]:
+        """The statements `create()` runs for a new table."""
+        comment = json.dumps({"agentkeep_vector_dimensions": dims})
+        return [
+            f"CREATE DATABASE IF NOT EXISTS `{self.database}`",
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            " id String, content_id String, content String, embedding Array(Float32), has_embedding UInt8,"
+            " metadata String, position UInt32, terms Array(String),"
+            " version DateTime64(9) DEFAULT now64(9), is_deleted UInt8 DEFAULT 0,"
+            " INDEX content_id_idx content_id TYPE bloom_filter GRANULARITY 1,"
+            " INDEX terms_idx terms TYPE bloom_filter(0.01) GRANULARITY 1,"
+            f" CONSTRAINT embedding_dimensions CHECK length(embedding) = {dims})"
+            " ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY id"
+            f" COMMENT '{comment}'",
+        ]
+
+    def create(self, dimensions: int | None = None) -> None:
+        if dimensions is not None:
+            check_dimensions(dimensions, MAX_DIMENSIONS)
+        wanted = dimensions or self.dimensions
+        stored = self._stored_dimensions()
+        if stored is None:
+            if wanted is None:
+                raise InvalidInputError("create() needs dimensions= (or ClickHouseDb(dimensions=...)) for a new table")
+            for sql in self.create_sql(wanted):
+                self._conn.command(sql, {})
+            stored = self._stored_dimensions()  # IF NOT EXISTS: another process may have won
+        if wanted is not None and wanted != stored:
+            raise self._wrong_dimensions(stored, wanted)
+        self.dimensions = self._ready_dims = stored
+
+    def exists(self) -> bool:
+        return self._stored_dimensions() is not None
+
+    def drop(self) -> None:
+        self._conn.command(f"DROP TABLE IF EXISTS {self.table} SYNC", {})
+        self._ready_dims = None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _rows(self, chunks: list[Chunk]) -> str:
+        """The chunks as JSONEachRow data for `INSERT ... FORMAT JSONEachRow`."""
+        for c in chunks:
+            _check_integers(c.metadata, f"chunk {c.id!r} metadata")
+        zero = [0.0] * self.dimensions
+        return "\n".join(json.dumps({
+            "id": c.id, "content_id": c.content_id or "", "content": c.content,
+            "embedding": c.embedding if c.embedding is not None else zero,
+            "has_embedding": int(c.embedding is not None), "metadata": json.dumps(c.metadata, ensure_ascii=False),
+            "position": c.position, "terms": terms(c.content),
+        }, ensure_ascii=False) for c in chunks)
+
+    def insert_sql(self) -> str:
+        return f"INSERT INTO {self.table} ({', '.join(_INSERT_COLUMNS)}) FORMAT JSONEachRow"
+
+    def tombstone_sql(self, where: str) -> str:
+        """Newer versions, marked deleted, of the live rows matching `where`."""
+        return (f"INSERT INTO {self.table} (id, content_id, content, embedding, has_embedding, metadata, position,"
+                f" terms, version, is_deleted) SELECT id, '', '', arrayWithConstant({self.dimensions}, toFloat32(0)),"
+                f" 0, '{{}}', 0, [], now64(9), 1 FROM {self.table} FINAL WHERE {where}")
+
+    def upsert(self, chunks: Iterable[Chunk]) -> int:
+        self._ready()
+        checked = check_chunks(chunks, self.dimensions)
+        if checked:
+            self._command(self.insert_sql(), data=self._rows(checked))
+        return len(checked)
+
+    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
+        """Not atomic (ClickHouse has no multi-statement transactions): the new chunks are
+        written first, then the content's other chunks deleted, so a reader sees old and new
+        together, never neither."""
+        check_id(content_id, "content_id")
+        self._ready()
+        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
+        if checked:
+            self._command(self.insert_sql(), data=self._rows(checked))
+        p = Params()
+        keep = p.add([c.id for c in checked], "Array(String)")
+        where = f"content_id = {p.add(content_id, 'String')} AND id NOT IN {keep}"
+        self._command(self.tombstone_sql(where), p)
+        return len(checked)
+
+    def where_sql(self, ids: list[str] | None, content_id: str | None, filters: dict, p: Params) -> str:
+        parts = []
+        if ids is not None:
+            parts.append(f"id IN {p.add(ids, 'Array(String)')}")
+        if content_id is not None:
+            parts.append(f"content_id = {p.add(content_id, 'String')}")
+        parts.extend(filter_sql(filters, p))
+        return " AND ".join(parts) or "1"
+
+    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
+        ids, content_id, filters = self._delete_args(ids, content_id, filters)
+        self._ready()
+        if ids == []:
+            return 0
+        p = Params()
+        where = self.where_sql(ids, content_id, filters, p)
+        n = int(self._query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", p)[0][0])
+        if n:
+            self._command(self.tombstone_sql(where), p)
+        return n
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> list[Chunk]:
+        ids = check_ids(ids)
+        self._ready()
+        found: dict[str, Chunk] = {}
+        for i in range(0, len(ids), ID_BATCH):
+            p = Params()
+            rows = self._query(f"SELECT {_COLUMNS}, has_embedding, embedding FROM {self.table} FINAL"
+                               f" WHERE id IN {p.add(ids[i:i + ID_BATCH], 'Array(String)')}", p)
+            for r in rows:
+                found[r[0]] = Chunk(id=r[0], content_id=r[1] or None, content=r[2], metadata=json.loads(r[3]),
+                                    position=int(r[4]), embedding=[float(x) for x in r[6]] if int(r[5]) else None)
+        return [found[i] for i in ids if i in found]
+
+    def count(self, *, content_id=None, filters=None) -> int:
+        if content_id is not None:
+            check_id(content_id, "content_id")
+        filters = check_filters(filters)
+        self._ready()
+        p = Params()
+        where = self.where_sql(None, content_id, filters, p)
+        return int(self._query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", p)[0][0])
+
+    def vector_sql(self, embedding: list[float], n: int, filters: dict) -> tuple[str, Params]:
+        fn, score = _DISTANCES[self.distance]
+        p = Params()
+        where = " AND ".join(["has_embedding = 1"] + filter_sql(filters, p))
+        d = f"{fn}(embedding, {p.add(embedding, 'Array(Float32)')})"
+        sql = (f"SELECT {_COLUMNS}, toFloat64({score.format(d=d)}) AS score FROM {self.table} FINAL"
+               f" WHERE {where} ORDER BY score DESC, id LIMIT {p.add(n, 'UInt32')}")
+        return sql, p
+
+    def keyword_sql(self, wanted: list[str], unwanted: list[str], n: int, filters: dict) -> tuple[str, Params]:
+        """BM25 as in_memory computes it (k1 = 1.2, b = 0.75; idf, document count and average
+        length over the whole table) for the rows holding every wanted term and no unwanted one."""
+        p = Params()
+        want = p.add(wanted, "Array(String)")
+        where = [f"hasAll(terms, {want})"]
+        if unwanted:
+            where.append(f"NOT hasAny(terms, {p.add(unwanted, 'Array(String)')})")
+        where.extend(filter_sql(filters, p))
+        sql = (
+            "WITH (SELECT tuple(count(), avg(length(terms)),"
+            f" sumForEach(arrayMap(w -> toUInt64(has(terms, w)), {want})))"
+            f" FROM {self.table} FINAL) AS stats"
+            f" SELECT {_COLUMNS}, arraySum(arrayMap((w, i) -> assumeNotNull("  # a scalar subquery's type is Nullable
+            " log(1 + (tupleElement(stats, 1) - tupleElement(stats, 3)[i] + 0.5) / (tupleElement(stats, 3)[i] + 0.5))"
+            " * countEqual(terms, w) * 2.2"
+            " / (countEqual(terms, w) + 1.2 * (0.25 + 0.75 * length(terms) / tupleElement(stats, 2)))),"
+            f" {want}, arrayEnumerate({want}))) AS score"
+            f" FROM {self.table} FINAL WHERE {' AND '.join(where)} ORDER BY score DESC, id LIMIT {p.add(n, 'UInt32')}"
+        )
+        return sql, p
+
+    @staticmethod
+    def _hits(rows: list[list[Any]]) -> list[SearchHit]:
+        hits = [SearchHit(id=r[0], content_id=r[1] or None, content=r[2], metadata=json.loads(r[3]),
+                          position=int(r[4]), score=float(r[5])) for r in rows]
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits
+
+    def _vector_hits(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
+        return self._hits(self._query(*self.vector_sql(embedding, n, filters)))
+
+    def _keyword_hits(self, query: str, n: int, filters: dict) -> list[SearchHit]:
+        wanted, unwanted = query_terms(query)
+        if not wanted:
+            return []
+        return self._hits(self._query(*self.keyword_sql(wanted, unwanted, n, filters)))
+
+    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
+        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
+        self._ready()
+        if kind == "vector":
+            return self._vector_hits(embedding, limit, filters)
+        if kind == "keyword":
+            return self._keyword_hits(query, limit, filters)
+        n = max(limit, self.hybrid_candidates)
+        return fuse_hits(self._vector_hits(embedding, n, filters), self._keyword_hits(query, n, filters), limit,
+                         vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)

@@ -1,0 +1,559 @@
+"""WeaviateDb: chunks and embeddings in a Weaviate collection, through `weaviate-client` 4.x.
+
+    WeaviateDb("MyKb", url="http://localhost:8080")                  # gRPC on 50051
+    WeaviateDb("MyKb", client=weaviate.connect_to_weaviate_cloud(...))
+
+One collection per knowledge base, vectors self-provided (no vectorizer), HNSW with the chosen
+distance (cosine, l2-squared or dot). Every object's UUID is uuid5 of its chunk id, and its
+properties are:
+
+    chunk_id, content_id   TEXT, tokenization FIELD (exact match), filterable
+    content                TEXT, not indexed
+    position               INT
+    metadata               TEXT: the metadata's JSON, so it round-trips exactly
+    terms                  TEXT, tokenization WHITESPACE, searchable and filterable: agentkeep's
+                           keyword terms of the content (lowercased, stopword-free, stemmed)
+    m{s,n,b}_<hash>        one property per top-level scalar metadata key and type: TEXT (FIELD),
+                           NUMBER or BOOL, so the filter type rules hold (1 matches 1.0, true
+                           does not match 1, "1" does not match 1); lists and objects get none
+
+Weaviate cannot filter inside an OBJECT property, hence the flattened, type-tagged copies; they
+are added to the schema (with exact-match tokenization) before the objects that need them.
+
+Search types: "vector" is `near_vector` (Weaviate filters inside the HNSW search, so filtered
+searches do not come back short); "keyword" is `bm25` on `terms` with the AND operator (every
+term must match; stopwords off, since the terms are already stopword-free), a `-term` is a
+`Filter.not_(terms contains_any ...)`; "hybrid" fuses the two native candidate lists with
+`rrf_fuse`. Weaviate's own `hybrid` (fusion RANKED or RELATIVE_SCORE) is available with
+`fusion=`, but it is not the suite's fusion: RANKED is RRF with a fixed constant (60, on 0-based
+ranks, so k=59 in the suite's terms), weights `alpha`/`1 - alpha`, and candidate lists sized by
+the server; RELATIVE_SCORE min-max-normalizes the two scores and adds them.
+
+The module is a translation layer (pure functions building request documents) and a thin
+executor that turns them into client calls. Not verified against a live service (no Weaviate
+server can run where it was written): the translation is unit-tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+from typing import Any, Iterable, Sequence
+
+from agentkeep.db.errors import DbError, InvalidInputError, NotFoundError
+from agentkeep.vector_db.base import (
+    Chunk,
+    SearchHit,
+    VectorDb,
+    check_candidates,
+    check_choice,
+    check_chunks,
+    check_dimensions,
+    check_filters,
+    check_id,
+    check_ids,
+    check_int,
+    check_name,
+    check_number,
+    check_search_type,
+    check_weights,
+    filter_scalar,
+    rrf_top,
+)
+from agentkeep.vector_db.text import query_terms
+from agentkeep.vector_db.text import terms as keyword_terms
+
+DISTANCES = {"cosine": "cosine", "l2": "l2-squared", "inner_product": "dot"}
+FUSIONS = (None, "ranked", "relative_score")
+UUID_NAMESPACE = uuid.UUID("6f1c1d38-3f6e-5a4e-9d0b-6167656e746b")  # fixed: ids map to the same UUIDs everywhere
+NOTHING = {"op": "nothing"}  # a filter no object can match (a metadata key no object ever had)
+RETURN_PROPERTIES = ["chunk_id", "content", "content_id", "position", "metadata"]
+MAX_FETCH = 10_000  # Weaviate's default QUERY_MAXIMUM_RESULTS
+_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{0,230}$")
+_DESCRIPTION = re.compile(r"agentkeep vector store: dimensions=(\d+) distance=(\w+)")
+_PROPERTY_TYPES = {"b": ("boolean", None), "n": ("number", None), "s": ("text", "field")}  # by filter_scalar kind
+
+
+# -- translation: request documents (no client needed) ----------------------------------------
+
+
+def collection_name(value: Any) -> str:
+    return check_name(value, "collection", _NAME,
+                      "a Weaviate class name (an upper-case letter, then letters, digits, _)")
+
+
+def object_uuid(chunk_id: str) -> str:
+    return str(uuid.uuid5(UUID_NAMESPACE, chunk_id))
+
+
+def base_properties() -> list[dict[str, Any]]:
+    """The fixed schema, as property specs: name, data_type, tokenization, filterable, searchable."""
+    return [
+        {"name": "chunk_id", "data_type": "text", "tokenization": "field", "filterable": True, "searchable": False},
+        {"name": "content_id", "data_type": "text", "tokenization": "field", "filterable": True, "searchable": False},
+        {"name": "content", "data_type": "text", "tokenization": None, "filterable": False, "searchable": False},
+        {"name": "position", "data_type": "int", "tokenization": None, "filterable": False, "searchable": False},
+        {"name": "metadata", "data_type": "text", "tokenization": None, "filterable": False, "searchable": False},
+        {"name": "terms", "data_type": "text", "tokenization": "whitespace", "filterable": True, "searchable": True},
+    ]
+
+
+def meta_property(key: str, value: Any) -> tuple[str, dict[str, Any], Any] | None:
+    """(property name, spec, stored value) of one top-level metadata value; None when it cannot
+    be filtered on (a list, an object, null, a number too large for a double)."""
+    typed = filter_scalar(value)
+    if typed is None:
+        return None
+    kind, stored = typed
+    data_type, tokenization = _PROPERTY_TYPES[kind]
+    name = f"m{kind}_{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    spec = {"name": name, "data_type": data_type, "tokenization": tokenization, "filterable": True,
+            "searchable": False}
+    return name, spec, stored
+
+
+def object_doc(chunk: Chunk) -> dict[str, Any]:
+    """The object written for a (checked) chunk: uuid, properties, vector, and the specs of the
+    metadata properties it needs."""
+    properties: dict[str, Any] = {
+        "chunk_id": chunk.id,
+        "content": chunk.content,
+        "position": chunk.position,
+        "metadata": json.dumps(chunk.metadata, ensure_ascii=False, separators=(",", ":")),
+        "terms": " ".join(keyword_terms(chunk.content)),
+    }
+    if chunk.content_id is not None:
+        properties["content_id"] = chunk.content_id
+    specs = {}
+    for key, value in chunk.metadata.items():
+        found = meta_property(key, value)
+        if found is not None:
+            name, spec, stored = found
+            properties[name] = stored
+            specs[name] = spec
+    return {"uuid": object_uuid(chunk.id), "properties": properties,
+            "vector": None if chunk.embedding is None else [float(x) for x in chunk.embedding], "specs": specs}
+
+
+def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str, Any],
+               known: set[str] | frozenset[str] = frozenset(), extra: Sequence[dict] = ()) -> dict | None:
+    """AND of the conditions as a filter document, None for no condition, NOTHING when a
+    metadata key has no property of its value's type (no object ever stored it)."""
+    parts: list[dict] = []
+    if ids is not None:
+        parts.append({"op": "id_in", "value": [object_uuid(i) for i in ids]})
+    if content_id is not None:
+        parts.append({"op": "equal", "path": "content_id", "value": content_id})
+    for key, value in filters.items():
+        found = meta_property(key, value)
+        if found is None or found[0] not in known:
+            return NOTHING
+        parts.append({"op": "equal", "path": found[0], "value": found[2]})
+    parts.extend(extra)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"op": "and", "filters": parts}
+
+
+def search_requests(kind: str, query: str | None, embedding: list[float] | None, limit: int,
+                    filters: dict, *, known: set[str] | frozenset[str] = frozenset(), candidates: int = 40,
+                    fusion: str | None = None, vector_weight: float = 1.0, keyword_weight: float = 1.0) -> list[dict]:
+    """The queries one search sends, as documents: near_vector, bm25 and/or hybrid."""
+    n = limit if kind != "hybrid" else max(limit, candidates)
+    base = filter_doc(None, None, filters, known)
+    if base == NOTHING:
+        return []
+    requests = []
+    wanted, unwanted = query_terms(query or "") if kind != "vector" else ([], [])
+    exclude = [{"op": "not", "filter": {"op": "contains_any", "path": "terms", "value": unwanted}}] if unwanted else []
+    keyword_filter = filter_doc(None, None, filters, known, exclude)
+    if kind == "hybrid" and fusion is not None and wanted:
+        alpha = vector_weight / (vector_weight + keyword_weight)
+        return [{"kind": "hybrid", "query": " ".join(wanted), "vector": embedding, "alpha": alpha, "fusion": fusion,
+                 "properties": ["terms"], "operator": "and", "limit": limit, "filters": keyword_filter}]
+    if kind in ("vector", "hybrid"):
+        requests.append({"kind": "near_vector", "vector": embedding, "limit": n, "filters": base})
+    if kind in ("keyword", "hybrid") and wanted:
+        requests.append({"kind": "bm25", "query": " ".join(wanted), "properties": ["terms"], "operator": "and",
+                         "limit": n, "filters": keyword_filter})
+    return requests
+
+
+def score_from_distance(distance: str, value: float) -> float:
+    """Weaviate's distance -> the suite's score: cosine 1 - d, l2 1 / (1 + sqrt(d)) (Weaviate
+    reports the squared distance), inner product -d (Weaviate's dot distance is the negated dot)."""
+    if distance == "cosine":
+        return 1.0 - value
+    if distance == "l2":
+        return 1.0 / (1.0 + math.sqrt(max(value, 0.0)))
+    return -value
+
+
+def describe_store(dimensions: int, distance: str) -> str:
+    return f"agentkeep vector store: dimensions={dimensions} distance={distance}"
+
+
+def parse_description(text: str | None) -> tuple[int, str] | None:
+    found = _DESCRIPTION.search(text or "")
+    return (int(found.group(1)), found.group(2)) if found else None
+
+
+# -- conversion of documents into weaviate-client objects --------------------------------------
+
+
+def to_filter(doc: dict | None):
+    if doc is None:
+        return None
+    from weaviate.classes.query import Filter
+
+    op = doc["op"]
+    if op == "and":
+        return Filter.all_of([to_filter(d) for d in doc["filters"]])
+    if op == "not":
+        return Filter.not_(to_filter(doc["filter"]))
+    if op == "id_in":
+        return Filter.by_id().contains_any(doc["value"])
+    if op == "equal":
+        return Filter.by_property(doc["path"]).equal(doc["value"])
+    if op == "contains_any":
+        return Filter.by_property(doc["path"]).contains_any(doc["value"])
+    raise ValueError(f"no Weaviate filter for {doc!r}")
+
+
+def to_property(spec: dict[str, Any]):
+    from weaviate.classes.config import DataType, Property, Tokenization
+
+    data_type = {"text": DataType.TEXT, "int": DataType.INT, "number": DataType.NUMBER, "boolean": DataType.BOOL}
+    tokenization = {"field": Tokenization.FIELD, "whitespace": Tokenization.WHITESPACE, None: None}
+    return Property(name=spec["name"], data_type=data_type[spec["data_type"]],
+                    tokenization=tokenization[spec["tokenization"]],
+                    index_filterable=spec["filterable"], index_searchable=spec["searchable"])
+
+
+def collection_config(name: str, dimensions: int, distance: str, *, ef: int, ef_construction: int,
+                      max_connections: int, bm25_k1: float, bm25_b: float) -> dict[str, Any]:
+    """Keyword arguments of `client.collections.create` for a store."""
+    from weaviate.classes.config import Configure, StopwordsPreset, VectorDistances
+
+    return {
+        "name": name,
+        "description": describe_store(dimensions, distance),
+        "vector_config": Configure.Vectors.self_provided(vector_index_config=Configure.VectorIndex.hnsw(
+            distance_metric=VectorDistances(DISTANCES[distance]), ef=ef, ef_construction=ef_construction,
+            max_connections=max_connections)),
+        "inverted_index_config": Configure.inverted_index(bm25_b=bm25_b, bm25_k1=bm25_k1,
+                                                          stopwords_preset=StopwordsPreset.NONE),
+        "properties": [to_property(p) for p in base_properties()],
+    }
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+class WeaviateDb(VectorDb):
+    """A Weaviate collection. Give `client` (a connected `weaviate.WeaviateClient`, left open by
+    close()) or `url` (and `grpc_port`, `api_key`) for a connection of its own."""
+
+    def __init__(
+        self,
+        collection: str,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        grpc_port: int = 50051,
+        api_key: str | None = None,
+        dimensions: int | None = None,
+        search_type: str = "vector",
+        distance: str = "cosine",
+        ef: int = -1,
+        ef_construction: int = 128,
+        max_connections: int = 32,
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
+        fusion: str | None = None,
+        vector_weight: float = 1.0,
+        keyword_weight: float = 1.0,
+        rrf_k: int = 60,
+        hybrid_candidates: int = 40,
+    ) -> None:
+        self.collection = collection_name(collection)
+        self.search_type = check_search_type(search_type)
+        check_choice(distance, "distance", DISTANCES)
+        if fusion not in FUSIONS:
+            raise InvalidInputError(f"fusion must be None, 'ranked' or 'relative_score'; got {fusion!r}")
+        self.distance, self.fusion = distance, fusion
+        self.ef = check_int(ef, "ef", -1, 10_000)
+        self.ef_construction = check_int(ef_construction, "ef_construction", 4, 10_000)
+        self.max_connections = check_int(max_connections, "max_connections", 4, 10_000)
+        self.bm25_k1 = check_number(bm25_k1, "bm25_k1", 0, 10)
+        self.bm25_b = check_number(bm25_b, "bm25_b", 0, 10)
+        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
+        self.hybrid_candidates = check_candidates(hybrid_candidates)
+        self.dimensions = None if dimensions is None else check_dimensions(dimensions)
+        self._known: set[str] | None = None  # property names in the schema
+        if (client is None) == (url is None):
+            raise InvalidInputError("give either url= or client= (a connected weaviate.WeaviateClient)")
+        self._owned = client is None
+        self._client = client if client is not None else _connect(url, grpc_port, api_key)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _missing(self) -> str:
+        return f"Weaviate collection {self.collection} does not exist: call create() first"
+
+    def _handle(self):
+        return self._client.collections.get(self.collection)
+
+    def _run(self, fn):
+        """Run fn(collection); an error on a collection that is gone becomes NotFoundError."""
+        from weaviate.exceptions import WeaviateBaseError
+
+        try:
+            return fn(self._handle())
+        except WeaviateBaseError:
+            if not self._client.collections.exists(self.collection):
+                self._known = None
+                raise NotFoundError(self._missing()) from None
+            raise
+
+    def _ready(self, write: bool = False) -> None:
+        """The dimensions and schema are known. Writes first check that the collection exists:
+        Weaviate's auto-schema would otherwise create a default one. Reads of a missing
+        collection fail in `_run`."""
+        if write and not self._client.collections.exists(self.collection):
+            self._known = None
+            raise NotFoundError(self._missing())
+        if self.dimensions is None or self._known is None:
+            self._load_schema()
+
+    def _load_schema(self) -> None:
+        config = self._run(lambda c: c.config.get())
+        found = parse_description(config.description)
+        if found is None:
+            raise InvalidInputError(f"Weaviate collection {self.collection} was not created by agentkeep")
+        if self.dimensions is not None and self.dimensions != found[0]:
+            raise InvalidInputError(
+                f"Weaviate collection {self.collection} holds {found[0]}-dimensional vectors, not {self.dimensions}")
+        self.dimensions = found[0]
+        self._known = {p.name for p in config.properties}
+
+    def _known_for(self, filters: dict) -> set[str]:
+        """The schema's property names, reloaded when a filter names one not seen yet (another
+        process may have added it)."""
+        if self._known is None or any(
+                (m := meta_property(k, v)) is not None and m[0] not in self._known for k, v in filters.items()):
+            self._load_schema()
+        return self._known or set()
+
+    def _add_properties(self, specs: dict[str, dict]) -> None:
+        from weaviate.exceptions import WeaviateBaseError
+
+        for name, spec in specs.items():
+            if name in (self._known or set()):
+                continue
+            try:
+                self._run(lambda c: c.config.add_property(to_property(spec)))
+            except WeaviateBaseError as exc:  # another writer added it first
+                if "already exists" not in str(exc):
+                    raise
+            (self._known or set()).add(name)
+
+    def describe(self) -> str:
+        try:
+            version = self._client.get_meta().get("version", "?")
+        except Exception:  # noqa: BLE001 - a description must not fail
+            version = "?"
+        return f"WeaviateDb {self.collection} on Weaviate {version}"
+
+    def close(self) -> None:
+        if self._owned:
+            self._client.close()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def create(self, dimensions: int | None = None) -> None:
+        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
+                                       or not 1 <= dimensions <= 65_535):
+            raise InvalidInputError(f"dimensions must be an integer in 1..65535, got {dimensions!r}")
+        wanted = dimensions or self.dimensions
+        if self._client.collections.exists(self.collection):
+            stored = parse_description(self._handle().config.get().description)
+            if stored is not None and wanted is not None and stored[0] != wanted:
+                raise InvalidInputError(
+                    f"Weaviate collection {self.collection} holds {stored[0]}-dimensional vectors, not {wanted}")
+            self.dimensions = None if stored is None else stored[0]
+            self._load_schema()
+            return
+        if wanted is None:
+            raise InvalidInputError("create() needs dimensions= (or WeaviateDb(dimensions=...)) to create the collection")
+        self._client.collections.create(**collection_config(
+            self.collection, wanted, self.distance, ef=self.ef, ef_construction=self.ef_construction,
+            max_connections=self.max_connections, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b))
+        self.dimensions = wanted
+        self._known = {p["name"] for p in base_properties()}
+
+    def exists(self) -> bool:
+        return bool(self._client.collections.exists(self.collection))
+
+    def drop(self) -> None:
+        if self._client.collections.exists(self.collection):
+            self._client.collections.delete(self.collection)
+        self._known = None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        from weaviate.classes.data import DataObject
+
+        docs = [object_doc(c) for c in chunks]
+        self._add_properties({n: s for d in docs for n, s in d["specs"].items()})
+        objects = [DataObject(properties=d["properties"], uuid=d["uuid"], vector=d["vector"]) for d in docs]
+        result = self._run(lambda c: c.data.insert_many(objects))
+        if result.has_errors:
+            first = next(iter(result.errors.values()))
+            raise DbError(f"Weaviate refused {len(result.errors)} of {len(objects)} objects: {first.message}")
+
+    def upsert(self, chunks: Iterable[Chunk]) -> int:
+        self._ready(write=True)
+        checked = check_chunks(chunks, self.dimensions)
+        if checked:
+            self._write(checked)
+        return len(checked)
+
+    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
+        """Writes the new chunks, then deletes the content's others (Weaviate has no
+        transactions: a reader in between sees both)."""
+        check_id(content_id, "content_id")
+        self._ready(write=True)
+        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
+        if checked:
+            self._write(checked)
+        keep = [{"op": "not", "filter": {"op": "id_in", "value": [object_uuid(c.id) for c in checked]}}] if checked else []
+        self._delete_where(filter_doc(None, content_id, {}, extra=keep))
+        return len(checked)
+
+    def _delete_where(self, doc: dict) -> int:
+        where, total = to_filter(doc), 0
+        while True:
+            result = self._run(lambda c: c.data.delete_many(where=where))
+            total += result.successful
+            if result.matches < MAX_FETCH or result.successful == 0:
+                return total
+
+    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
+        ids, content_id, filters = self._delete_args(ids, content_id, filters)
+        self._ready(write=True)
+        if ids == []:
+            return 0
+        doc = filter_doc(ids, content_id, filters, self._known_for(filters))
+        return 0 if doc == NOTHING else self._delete_where(doc)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> list[Chunk]:
+        ids = check_ids(ids)
+        self._ready()
+        found: dict[str, Chunk] = {}
+        for start in range(0, len(ids), 1000):
+            part = ids[start:start + 1000]
+            result = self._run(lambda c: c.query.fetch_objects(
+                filters=to_filter(filter_doc(part, None, {})), limit=len(part), include_vector=True,
+                return_properties=RETURN_PROPERTIES))
+            for obj in result.objects:
+                chunk = _chunk(obj.properties, _vector(obj.vector))
+                found[chunk.id] = chunk
+        return [found[i] for i in ids if i in found]
+
+    def count(self, *, content_id=None, filters=None) -> int:
+        if content_id is not None:
+            check_id(content_id, "content_id")
+        filters = check_filters(filters)
+        self._ready()
+        doc = filter_doc(None, content_id, filters, self._known_for(filters))
+        if doc == NOTHING:
+            return 0
+        return int(self._run(lambda c: c.aggregate.over_all(total_count=True, filters=to_filter(doc))).total_count)
+
+    def search_requests(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[dict]:
+        """The query documents `search` sends."""
+        self._ready()
+        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
+        return self._requests(kind, query, embedding, limit, filters)
+
+    def _requests(self, kind, query, embedding, limit, filters):
+        return search_requests(kind, query, embedding, limit, filters, known=self._known_for(filters),
+                               candidates=self.hybrid_candidates, fusion=self.fusion,
+                               vector_weight=self.vector_weight, keyword_weight=self.keyword_weight)
+
+    def _send(self, request: dict) -> list[tuple[dict, float]]:
+        from weaviate.classes.query import BM25Operator, HybridFusion, MetadataQuery
+
+        where = to_filter(request["filters"])
+        if request["kind"] == "near_vector":
+            result = self._run(lambda c: c.query.near_vector(
+                near_vector=request["vector"], limit=request["limit"], filters=where,
+                return_metadata=MetadataQuery(distance=True), return_properties=RETURN_PROPERTIES))
+            return [(o.properties, score_from_distance(self.distance, o.metadata.distance)) for o in result.objects]
+        if request["kind"] == "bm25":
+            result = self._run(lambda c: c.query.bm25(
+                query=request["query"], query_properties=request["properties"], operator=BM25Operator.and_(),
+                limit=request["limit"], filters=where, return_metadata=MetadataQuery(score=True),
+                return_properties=RETURN_PROPERTIES))
+        else:
+            fusion = {"ranked": HybridFusion.RANKED, "relative_score": HybridFusion.RELATIVE_SCORE}[request["fusion"]]
+            result = self._run(lambda c: c.query.hybrid(
+                query=request["query"], vector=request["vector"], alpha=request["alpha"], fusion_type=fusion,
+                query_properties=request["properties"], bm25_operator=BM25Operator.and_(), limit=request["limit"],
+                filters=where, return_metadata=MetadataQuery(score=True), return_properties=RETURN_PROPERTIES))
+        return [(o.properties, float(o.metadata.score)) for o in result.objects]
+
+    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
+        self._ready()
+        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
+        lists = {r["kind"]: self._send(r) for r in self._requests(kind, query, embedding, limit, filters)}
+        if kind != "hybrid" or "hybrid" in lists:
+            ranked = [(props, score) for found in lists.values() for props, score in found]
+            ranked.sort(key=lambda item: (-item[1], item[0]["chunk_id"]))
+            return [_hit(props, score) for props, score in ranked[:limit]]
+        top = rrf_top([p for p, _ in lists.get("near_vector", [])], [p for p, _ in lists.get("bm25", [])], limit,
+                      key=lambda p: p["chunk_id"], vector_weight=self.vector_weight,
+                      keyword_weight=self.keyword_weight, k=self.rrf_k)
+        return [_hit(props, score) for props, score in top]
+
+
+def _connect(url: str, grpc_port: int, api_key: str | None):
+    import weaviate
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise InvalidInputError(f"url must be http(s)://host[:port], got {url!r}")
+    secure = parsed.scheme == "https"
+    auth = None
+    if api_key is not None:
+        from weaviate.classes.init import Auth
+
+        auth = Auth.api_key(api_key)
+    return weaviate.connect_to_custom(
+        http_host=parsed.hostname, http_port=parsed.port or (443 if secure else 80), http_secure=secure,
+        grpc_host=parsed.hostname, grpc_port=grpc_port, grpc_secure=secure, auth_credentials=auth)
+
+
+def _vector(value: Any) -> list[float] | None:
+    """A self-provided vector as the client returns it: a list, or {"default": list}."""
+    if isinstance(value, dict):
+        value = value.get("default") or next(iter(value.values()), None)
+    return None if not value else [float(x) for x in value]
+
+
+def _chunk(props: dict[str, Any], embedding: list[float] | None) -> Chunk:
+    return Chunk(id=props["chunk_id"], content=props.get("content") or "", content_id=props.get("content_id"),
+                 embedding=embedding, metadata=json.loads(props.get("metadata") or "{}"),
+                 position=int(props.get("position") or 0))
+
+
+def _hit(props: dict[str, Any], score: float) -> SearchHit:
+    return SearchHit(**_chunk(props, None).model_dump(exclude={"embedding"}), score=score)
