@@ -10,8 +10,9 @@ chosen distance (`cosine`, `l2`, `ip`); the dimensions are kept in the collectio
 
 What a record holds:
 
-- its embedding; a chunk without one gets a placeholder vector and `_v: false`, and every
-  vector query asks for `_v: true`, so it is found by keyword search only;
+- its embedding; a chunk without one gets a placeholder vector and `_v: false`, and a
+  vector query whose answer holds a placeholder is asked again for `_v: true` only, so such
+  a chunk is found by keyword search only;
 - as its document, the chunk's keyword terms (`in_memory.terms()`: lowercased, stopword-free,
   lightly stemmed) joined by single spaces with a space at each end, so `$contains " term "`
   matches a whole term;
@@ -327,8 +328,14 @@ class ChromaDb(VectorDb):
 
     def _vector_ranking(self, col: Any, embedding: list[float], n: int, filters: dict,
                         metas: dict[str, dict]) -> list[tuple[str, float]]:
-        got = col.query(query_embeddings=[embedding], n_results=n, where=where_clause(filters, {"_v": {"$eq": True}}),
+        # Chroma evaluates a `where` over every record before its HNSW search, so the `_v`
+        # condition is added only when a placeholder vector made it into the answer: without
+        # one, the nearest n records are also the nearest n with a real embedding.
+        got = col.query(query_embeddings=[embedding], n_results=n, where=where_clause(filters),
                         include=["distances", "metadatas"])
+        if not all(m.get("_v") for m in got["metadatas"][0]):
+            got = col.query(query_embeddings=[embedding], n_results=n,
+                            where=where_clause(filters, {"_v": {"$eq": True}}), include=["distances", "metadatas"])
         metas.update(zip(got["ids"][0], got["metadatas"][0]))
         ranked = [(i, self._score(d)) for i, d in zip(got["ids"][0], got["distances"][0])]
         return sorted(ranked, key=lambda item: (-item[1], item[0]))

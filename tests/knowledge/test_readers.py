@@ -77,6 +77,39 @@ def test_pdf_without_pypdf_names_the_extra():
         PdfReader().read(b"%PDF-1.4")
 
 
+def text_pdf(pages: list[str]) -> bytes:
+    """A minimal PDF with one line of Helvetica text per page (offsets computed, so any
+    conforming reader parses it)."""
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", None, "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for text in pages:
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream.decode()}\nendstream")
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                       f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objects)} 0 R >>")
+        kids.append(f"{len(objects)} 0 R")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def test_pdf_pages_become_sections():
+    pytest.importorskip("pypdf", reason="needs agentkeep[pdf]")
+    sections = PdfReader().read(text_pdf(["Rotate API keys every 90 days.", "", "Refunds take ten days."]))
+    assert [(s.text.strip(), s.metadata) for s in sections] == [
+        ("Rotate API keys every 90 days.", {"page": 1}), ("Refunds take ten days.", {"page": 3}),
+    ]  # the empty page 2 gives no section
+    with pytest.raises(ReaderError, match="not a readable PDF"):
+        PdfReader().read(b"%PDF-1.4 truncated", name="x.pdf")
+
+
 def test_reader_for_extension_then_content_type():
     assert isinstance(reader_for("a/b/README.MD"), MarkdownReader)
     assert isinstance(reader_for("x.tsv"), CsvReader)
