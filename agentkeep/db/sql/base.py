@@ -43,6 +43,10 @@ def peer_closed(fileno: int) -> bool:
     an idle timeout) or left a notice: either way, take a fresh connection. One system call
     instead of a pre-ping's round trip."""
     try:
+        if hasattr(select, "poll"):  # select.select refuses descriptors above 1023
+            poller = select.poll()
+            poller.register(fileno, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([fileno], [], [], 0)[0])
     except (OSError, ValueError):
         return True
