@@ -19,6 +19,9 @@ from tests.conformance.backends import BACKENDS, BY_NAME, Backend, Handle
 REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
 _PROP_BACKEND = "agentkeep_backend"
 _PROP_TARGET = "agentkeep_target"
+# set by tests/vector_db/conftest.py; carried in reports, so xdist workers' runs are counted too
+PROP_STORE = "agentkeep_store"
+PROP_STORE_TARGET = "agentkeep_store_target"
 
 
 def require_backend(backend: Backend) -> None:
@@ -122,17 +125,18 @@ def _target(name: str) -> str:
 
 _outcomes: dict[str, tuple[str, str]] = {}  # nodeid -> (backend, outcome)
 _seen_targets: dict[str, str] = {}
+_store_outcomes: dict[str, tuple[str, str]] = {}  # nodeid -> (vector store, outcome)
+_store_targets: dict[str, str] = {}
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+def _record(report: pytest.TestReport, outcomes: dict, targets: dict, name_prop: str, target_prop: str) -> None:
     props = dict(report.user_properties)
-    name = props.get(_PROP_BACKEND)
+    name = props.get(name_prop)
     if not name:
         return
-    if _PROP_TARGET in props:
-        _seen_targets[name] = props[_PROP_TARGET]
-    previous = _outcomes.get(report.nodeid, (name, ""))[1]
-    if previous == "failed":
+    if target_prop in props:
+        targets[name] = props[target_prop]
+    if outcomes.get(report.nodeid, (name, ""))[1] == "failed":
         return
     if report.failed:
         outcome = "failed"
@@ -142,10 +146,25 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         outcome = "passed"
     else:
         return
-    _outcomes[report.nodeid] = (name, outcome)
+    outcomes[report.nodeid] = (name, outcome)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _record(report, _outcomes, _seen_targets, _PROP_BACKEND, _PROP_TARGET)
+    _record(report, _store_outcomes, _store_targets, PROP_STORE, PROP_STORE_TARGET)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _store_outcomes:
+        counts: dict[str, dict[str, int]] = {}
+        for name, outcome in _store_outcomes.values():
+            counts.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
+        terminalreporter.section("agentkeep vector stores")
+        for name, c in counts.items():
+            target = _store_targets.get(name, "unavailable")
+            terminalreporter.write_line(
+                f"{name:<14} {target:<40} passed={c['passed']} failed={c['failed']} skipped={c['skipped']}"
+            )
     if not _outcomes:
         return
     counts: dict[str, dict[str, int]] = {b.name: {"passed": 0, "failed": 0, "skipped": 0} for b in BACKENDS}

@@ -7,10 +7,11 @@ import os
 
 import pytest
 
+from tests.conftest import PROP_STORE, PROP_STORE_TARGET
 from tests.vector_db.stores import STORES, Store
 
 REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
-_reported: set[str] = set()
+_targets: dict[str, str] = {}  # store name -> what it runs against, once per process
 
 
 def require(store: Store) -> None:
@@ -25,10 +26,11 @@ def require(store: Store) -> None:
 @pytest.fixture(params=STORES, ids=[s.name for s in STORES])
 def store_kind(request: pytest.FixtureRequest) -> Store:
     kind: Store = request.param
+    request.node.user_properties.append((PROP_STORE, kind.name))  # counted in the run's summary
     require(kind)
-    if kind.name not in _reported:
-        _reported.add(kind.name)
-        request.config.stash.setdefault(_TARGETS, {})[kind.name] = kind.target()
+    if kind.name not in _targets:
+        _targets[kind.name] = kind.target()
+    request.node.user_properties.append((PROP_STORE_TARGET, _targets[kind.name]))
     return kind
 
 
@@ -49,14 +51,3 @@ def make_store(store_kind: Store):
 @pytest.fixture
 def store(make_store):
     return make_store()
-
-
-_TARGETS = pytest.StashKey[dict]()
-
-
-def pytest_terminal_summary(terminalreporter, config) -> None:
-    targets = config.stash.get(_TARGETS, {})
-    if targets:
-        terminalreporter.section("agentkeep vector stores")
-        for name, target in targets.items():
-            terminalreporter.write_line(f"{name:<12} {target}")
