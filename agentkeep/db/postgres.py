@@ -117,6 +117,7 @@ class PostgresDialect(SqlBase):
 
     skip_locked = True
     writable_cte = True
+    arrays = True
     encode = {"json": _json_param, "str": _escape, "text": _escape}
     decode = {"time": lambda d: d.astimezone(UTC), "str": _unescape, "text": _unescape}
 
@@ -143,6 +144,14 @@ class PostgresDialect(SqlBase):
 
     def dialect_insert(self, table):
         return pg.insert(table)
+
+    def finish_sql(self, sql: str, kinds: dict) -> str:
+        # arrays travel in binary (`%(name)b`): psycopg's text form escapes every element
+        # with a regular expression, measured at 3x the time of the insert it feeds
+        for name, kind in kinds.items():
+            if kind.endswith("[]"):
+                sql = sql.replace(f"%({name})s", f"%({name})b")
+        return sql
 
 
 def _connect_args(pooler: bool) -> dict:

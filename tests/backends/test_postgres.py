@@ -136,3 +136,46 @@ def test_additive_upgrade_keeps_every_row(schema, monkeypatch):
         assert db.schema_status()["sessions"] == {"version": 2, "expected": 2, "up_to_date": True}
     finally:
         db.close()
+
+
+def test_a_batch_is_one_insert_over_arrays_and_every_value_round_trips(schema):
+    """put_many binds one array per column (INSERT ... SELECT FROM unnest): one statement for
+    the whole batch, with values that need escaping, columns that are NULL in every row,
+    and lookups by a list of ids that is longer than any statement's parameter list."""
+    from agentkeep.db import Span
+
+    db = _db(schema)
+    sent = []
+    execute = db.kernel._execute
+
+    def record(raw, sql, params=()):
+        sent.append(sql)
+        return execute(raw, sql, params)
+
+    db.kernel._execute = record
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    names = ["plain", "nul \x00 inside", "\ue000 escape char", "emoji 🦀", 'quote " \\ {x,y}', "", "NULL"]
+    spans = [
+        Span(span_id=f"s{i:04d}", trace_id=f"t{i % 3}", name=names[i % len(names)], start_time=start + dt.timedelta(seconds=i),
+             duration_ms=i if i % 2 else i + 0.5, attributes={"n": i, "text": names[i % len(names)], "big": 1e16},
+             parent_span_id=None if i % 10 == 0 else f"s{i - 1:04d}")
+        for i in range(1200)
+    ]
+    try:
+        db.write_spans(spans)
+        inserts = [s for s in sent if s.lstrip().upper().startswith("INSERT") and "agentkeep_spans" in s]
+        assert len(inserts) == 3, inserts  # the batch is written in chunks of 500 spans
+        assert all("unnest" in s for s in inserts)
+        got = [s for t in ("t0", "t1", "t2") for s in db.get_spans(t)]
+        assert sorted(got, key=lambda s: s.span_id) == spans  # status_message is NULL in every row
+        assert isinstance(got[0].attributes["big"], float)
+        assert db.get_trace("t0").span_count == 400
+        # a list of ids is one array parameter, whatever its length
+        kept = [db.upsert_session(Session(user_id="u")).session_id for _ in range(3)]
+        sent.clear()
+        assert db.delete_sessions(kept + [f"missing-{i}" for i in range(497)]) == 3
+        deletes = [s for s in sent if s.lstrip().upper().startswith("DELETE")]
+        assert deletes and all("= ANY (" in s and s.count("%(") <= 2 for s in deletes), deletes
+        assert db.list_sessions(user_id="u").items == []
+    finally:
+        db.close()

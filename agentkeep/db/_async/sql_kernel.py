@@ -228,9 +228,14 @@ class AsyncSqlKernel(SqlBase):
                 rows = [r for r in rows if spec.key_of(r) not in known]
                 if not rows:
                     return 0
-            c = self.insert_stmt(table, "replace" if replace else "ignore")
-            cur = await self.cursor(raw)
-            await cur.executemany(c.sql, [self._params(c, {k: r.get(k) for k in c.kinds}) for r in rows])
+            how = "replace" if replace else "ignore"
+            if self.arrays:
+                c = self.insert_rows_stmt(table, how)
+                await self._execute(raw, c.sql, self._params(c, {k: [r.get(k) for r in rows] for k in c.kinds}))
+            else:
+                c = self.insert_stmt(table, how)
+                cur = await self.cursor(raw)
+                await cur.executemany(c.sql, [self._params(c, {k: r.get(k) for k in c.kinds}) for r in rows])
             if spec.multi:
                 await self._write_side(table, rows, replace)
             return len(rows)

@@ -227,9 +227,14 @@ class SqlKernel(SqlBase):
                 rows = [r for r in rows if spec.key_of(r) not in known]
                 if not rows:
                     return 0
-            c = self.insert_stmt(table, "replace" if replace else "ignore")
-            cur = self.cursor(raw)
-            cur.executemany(c.sql, [self._params(c, {k: r.get(k) for k in c.kinds}) for r in rows])
+            how = "replace" if replace else "ignore"
+            if self.arrays:
+                c = self.insert_rows_stmt(table, how)
+                self._execute(raw, c.sql, self._params(c, {k: [r.get(k) for r in rows] for k in c.kinds}))
+            else:
+                c = self.insert_stmt(table, how)
+                cur = self.cursor(raw)
+                cur.executemany(c.sql, [self._params(c, {k: r.get(k) for k in c.kinds}) for r in rows])
             if spec.multi:
                 self._write_side(table, rows, replace)
             return len(rows)

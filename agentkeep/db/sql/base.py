@@ -79,6 +79,10 @@ class SqlBase(abc.ABC):
     foreign_keys = True  # False: the side tables' rows are deleted in code
     skip_locked = False  # FOR UPDATE SKIP LOCKED: schedules are claimed in one transaction
     writable_cte = False  # UPDATE ... RETURNING inside WITH: `append` is one statement
+    # the dialect binds arrays: put_many inserts its rows as one statement over one array
+    # per column (`insert_rows_stmt`, not the driver's executemany), and `in` binds one array
+    # (`= ANY(...)`: one statement shape whatever the list's length)
+    arrays = False
 
     @property
     def atomic_append(self) -> bool:  # the kernel interface's name (agentkeep/db/kernel.py)
@@ -245,6 +249,10 @@ class SqlBase(abc.ABC):
 
     # -- compiling ---------------------------------------------------------------------------
 
+    def finish_sql(self, sql: str, kinds: dict) -> str:
+        """The compiled statement as it is sent (a dialect may mark its array binds)."""
+        return sql
+
     def _compiled(self, shape: tuple, build: Callable[[], tuple[Any, dict, tuple]]) -> Compiled:
         with self._cache_lock:
             hit = self._cache.get(shape)
@@ -255,9 +263,9 @@ class SqlBase(abc.ABC):
         c = stmt.compile(dialect=self.dialect, compile_kwargs={"render_postcompile": True})
         binds = tuple(c.positiontup) if c.positional else tuple(c.params)  # rendered names
         compiled = Compiled(
-            c.string, binds, bool(c.positional),
+            self.finish_sql(c.string, kinds), binds, bool(c.positional),
             {k: v for k, v in c.params.items() if k not in kinds}, kinds, result,
-            tuple((n, self.encode.get(kinds[n]) if n in kinds else None, n not in kinds) for n in binds),
+            tuple((n, self._encoder(kinds[n]) if n in kinds else None, n not in kinds) for n in binds),
             tuple((name, self.decode.get(kind)) for name, kind in result),
         )
         with self._cache_lock:
@@ -265,6 +273,16 @@ class SqlBase(abc.ABC):
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return compiled
+
+    def _encoder(self, kind: str) -> Callable[[Any], Any] | None:
+        if not kind.endswith("[]"):
+            return self.encode.get(kind)
+        # an array of a column's values (array_insert): each element encoded; floats made
+        # floats, since the driver types a list by its first element
+        f = self.encode.get(kind[:-2]) or (float if kind == "float[]" else None)
+        if f is None:
+            return None
+        return lambda values: [None if v is None else f(v) for v in values]
 
     def _params(self, c: Compiled, values: dict) -> Any:
         out = []
@@ -301,7 +319,12 @@ class SqlBase(abc.ABC):
                 shape.append((c.field, "is_null"))
             elif c.op == "in":
                 present = [x for x in c.value if x is not None]
-                shape.append((c.field, "in", len(present), len(present) < len(c.value)))
+                has_null = len(present) < len(c.value)
+                if self.arrays:
+                    shape.append((c.field, "any", has_null))
+                    kinds[f"w{i}"], values[f"w{i}"] = col_kinds[c.field] + "[]", present
+                    continue
+                shape.append((c.field, "in", len(present), has_null))
                 for j, value in enumerate(present):
                     kinds[f"w{i}_{j}"], values[f"w{i}_{j}"] = col_kinds[c.field], value
             elif c.op == "icontains":
@@ -329,8 +352,11 @@ class SqlBase(abc.ABC):
                 out.append(col.is_(None))
             elif c.op == "in":
                 present = [x for x in c.value if x is not None]
-                binds = [sa.bindparam(f"w{i}_{j}") for j in range(len(present))]
-                expr = col.in_(binds) if binds else sa.false()
+                if self.arrays:
+                    expr = col == sa.any_(sa.cast(sa.bindparam(f"w{i}"), sa.ARRAY(col.type)))
+                else:
+                    binds = [sa.bindparam(f"w{i}_{j}") for j in range(len(present))]
+                    expr = col.in_(binds) if binds else sa.false()
                 out.append(sa.or_(expr, col.is_(None)) if len(present) < len(c.value) else expr)
             elif c.op == "icontains":
                 out.append(self.icontains(col, sa.bindparam(f"w{i}")))
@@ -403,6 +429,22 @@ class SqlBase(abc.ABC):
             return stmt.values({c: sa.bindparam(c) for c in kinds}), kinds, ()
 
         return self._compiled(("insert", table, how), build)
+
+    def insert_rows_stmt(self, table: str, how: str) -> Compiled:
+        """Any number of rows as one statement, INSERT ... SELECT FROM unnest(one array per
+        column), where the dialect has `arrays`: one round trip and one plan, where
+        executemany sends a statement per row. Binds one array per column, named as it."""
+        t, spec = self.tables[table], self.specs[table]
+        kinds = {c: f"{kind}[]" for c, kind in self.kinds[table].items()}
+
+        def build():
+            cols = list(kinds)
+            arrays = [sa.cast(sa.bindparam(c), sa.ARRAY(t.c[c].type)) for c in cols]
+            rows = sa.func.unnest(*arrays).table_valued(*cols).render_derived()
+            stmt = sa.insert(t) if how == "insert" else self.upsert(t, spec.key, how == "replace")
+            return stmt.from_select(cols, sa.select(*[rows.c[c] for c in cols])), kinds, ()
+
+        return self._compiled(("insert_rows", table, how), build)
 
     def side_delete_stmt(self, table: str, field: str, n: int | None = None) -> Compiled:
         """Delete the side rows of one record (binds k0.., its key), or of `n` records by
