@@ -44,6 +44,7 @@ from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query, after_filter, matches, matches_all, row_key
 from agentkeep.db.rowstore import apply_update, check_where
 from agentkeep.db.tables import TableSpec, build_specs, table_overrides
+from agentkeep.db.jsontext import dumps as _dumps
 
 UTC = dt.timezone.utc
 INLINE_MAX = 900_000  # bytes of the JSON body kept inside the document itself
@@ -114,9 +115,6 @@ def _dec(kind: str, value: Any) -> Any:
         return float(value)
     return value
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _size(value: Any) -> int:

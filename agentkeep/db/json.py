@@ -41,6 +41,7 @@ from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.rowstore import RowTable, apply_update, check_where
 from agentkeep.db.tables import TableSpec, table_overrides
+from agentkeep.db.jsontext import dumps as _dumps
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MICRO = dt.timedelta(microseconds=1)
@@ -77,9 +78,6 @@ def _decode(kind: str, value: Any) -> Any:
         return dt.date.fromisoformat(value)
     return value
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class _Stale(Exception):

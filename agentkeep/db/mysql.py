@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -35,6 +34,7 @@ from agentkeep.db.kernel import Step
 from agentkeep.db.sql.base import SqlBase
 from agentkeep.db.sql.pooled import PooledKernel
 from agentkeep.db.tables import table_overrides
+from agentkeep.db.jsontext import dumps as _dumps
 
 UTC = dt.timezone.utc
 LOCK_TIMEOUT_S = 300
@@ -43,9 +43,6 @@ DUPLICATE_ENTRY = 1062
 ALREADY_THERE = {1050, 1060, 1061}  # table exists, duplicate column, duplicate index name
 URL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "mysql+aiomysql")
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _to_naive_utc(d: dt.datetime) -> dt.datetime:

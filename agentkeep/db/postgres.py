@@ -33,6 +33,7 @@ from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.jsontext import dumps
 from agentkeep.db.sql.base import SqlBase, peer_closed
 from agentkeep.db.sql.pooled import PooledKernel
 from agentkeep.db.tables import table_overrides
@@ -66,6 +67,8 @@ def _walk(value: Any, fix) -> Any:
 
 # A JSON string, or a number in exponent form (the only numbers JSONB would turn into ints).
 _EXPONENT_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?[eE][+-]?\d+')
+# how json writes such a float (1e+16, 2.5e-07); words such as "e-mail" do not match
+_EXPONENT_HINT = re.compile(r"\de[+-]")
 
 
 def _plain_number(match: re.Match) -> str:
@@ -79,10 +82,10 @@ def _plain_number(match: re.Match) -> str:
 def _json_param(value: Any):
     from psycopg.types.json import Jsonb
 
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(value)
     if "\\u0000" in text or ESC in text:  # rare: escape inside the value, then dump again
-        text = json.dumps(_walk(value, _escape), ensure_ascii=False, separators=(",", ":"))
-    if "e+" in text or "e-" in text:
+        text = dumps(_walk(value, _escape))
+    if ("e+" in text or "e-" in text) and _EXPONENT_HINT.search(text):
         # JSONB keeps numbers as numeric: 1e+16 would come back as the int 10000000000000000,
         # while 10000000000000000.0 comes back as a float
         text = _EXPONENT_NUMBER.sub(_plain_number, text)

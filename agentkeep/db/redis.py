@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.jsontext import dumps as compact_json
 from agentkeep.db.query import Cond, Query, after_filter, matches_all, row_key
 from agentkeep.db.tables import TableSpec, table_overrides
 
@@ -148,7 +149,7 @@ COLUMN_DECODERS = {
 
 def dumps(value: Any) -> bytes:
     # control characters are always escaped in JSON text: it never holds \x00
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode() + b"\x00"
+    return compact_json(value).encode() + b"\x00"
 
 
 def encode(kind: str, value: Any) -> bytes:

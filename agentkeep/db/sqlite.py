@@ -35,6 +35,7 @@ from agentkeep.db._sync.sql_kernel import SqlKernel
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.sql.base import SqlBase
 from agentkeep.db.tables import table_overrides
+from agentkeep.db.jsontext import dumps as _dumps
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
@@ -48,9 +49,6 @@ MICRO = dt.timedelta(microseconds=1)
 def _lower(value):
     return value.lower() if isinstance(value, str) else value
 
-
-def _dumps(value):
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class SqliteDialect(SqlBase):

@@ -90,7 +90,7 @@ def coerce(model: type[BaseModel], value: Any, what: str) -> BaseModel:
     if not isinstance(value, (dict, BaseModel)):
         raise InvalidInputError(f"{what} must be a {model.__name__} or a dict, got {type(value).__name__}")
     try:
-        data = value if isinstance(value, dict) else dict(value)
+        data = value if isinstance(value, dict) else value.__dict__  # its fields (extras are forbidden)
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid {model.__name__}: {exc}") from None

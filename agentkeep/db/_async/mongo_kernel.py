@@ -33,6 +33,7 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.tables import TableSpec
+from agentkeep.db.jsontext import dumps as _dumps
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,9 +57,6 @@ def _int(value: Any) -> int:
         raise InvalidInputError(f"integer {value} is outside the 64-bit range MongoDB stores")
     return value
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 ENCODE = {
