@@ -35,11 +35,11 @@ from typing import Any, Iterable, Iterator
 
 from agentkeep.db._sync.domain import TTL_TABLES, Db
 from agentkeep.db.errors import DbError, InvalidInputError
+from agentkeep.db.jsontext import dumps as _json
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query, matches_all, row_key, sort_key
 from agentkeep.db.rowstore import apply_update
 from agentkeep.db.tables import TableSpec, table_overrides
-from agentkeep.db.jsontext import dumps as _json
 
 PK = "pk"  # the item's partition key: the encoded record key
 TOKEN = "_w"  # a fresh value on every write (read-modify-write compares it)
@@ -73,7 +73,6 @@ GROUPED = {"memories": ("user_id",)}
 
 def _micros(value: dt.datetime) -> int:
     return (value - EPOCH) // dt.timedelta(microseconds=1)
-
 
 
 def _float_av(value: float) -> dict:

@@ -40,11 +40,11 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import DbError, InvalidInputError
+from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query, after_filter, matches, matches_all, row_key
 from agentkeep.db.rowstore import apply_update, check_where
 from agentkeep.db.tables import TableSpec, build_specs, table_overrides
-from agentkeep.db.jsontext import dumps as _dumps
 
 UTC = dt.timezone.utc
 INLINE_MAX = 900_000  # bytes of the JSON body kept inside the document itself
@@ -114,7 +114,6 @@ def _dec(kind: str, value: Any) -> Any:
     if kind == "float":
         return float(value)
     return value
-
 
 
 def _size(value: Any) -> int:

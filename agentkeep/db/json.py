@@ -37,11 +37,11 @@ from filelock import FileLock
 
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import ConflictError, InvalidInputError
+from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.rowstore import RowTable, apply_update, check_where
 from agentkeep.db.tables import TableSpec, table_overrides
-from agentkeep.db.jsontext import dumps as _dumps
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MICRO = dt.timedelta(microseconds=1)
@@ -77,7 +77,6 @@ def _decode(kind: str, value: Any) -> Any:
     if kind == "date":
         return dt.date.fromisoformat(value)
     return value
-
 
 
 class _Stale(Exception):

@@ -30,11 +30,11 @@ from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._async.util import to_thread
 from agentkeep.db._sync.domain import Db
 from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import Step
 from agentkeep.db.sql.base import SqlBase
 from agentkeep.db.sql.pooled import PooledKernel
 from agentkeep.db.tables import table_overrides
-from agentkeep.db.jsontext import dumps as _dumps
 
 UTC = dt.timezone.utc
 LOCK_TIMEOUT_S = 300
@@ -42,7 +42,6 @@ LOCK_TIMEOUT_S = 300
 DUPLICATE_ENTRY = 1062
 ALREADY_THERE = {1050, 1060, 1061}  # table exists, duplicate column, duplicate index name
 URL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "mysql+aiomysql")
-
 
 
 def _to_naive_utc(d: dt.datetime) -> dt.datetime:

@@ -33,9 +33,9 @@ from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
 from agentkeep.db._sync.sql_kernel import SqlKernel
 from agentkeep.db.errors import DbError, InvalidInputError
+from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.sql.base import SqlBase
 from agentkeep.db.tables import table_overrides
-from agentkeep.db.jsontext import dumps as _dumps
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
@@ -48,7 +48,6 @@ MICRO = dt.timedelta(microseconds=1)
 
 def _lower(value):
     return value.lower() if isinstance(value, str) else value
-
 
 
 class SqliteDialect(SqlBase):

@@ -30,10 +30,10 @@ from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
 from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.tables import TableSpec
-from agentkeep.db.jsontext import dumps as _dumps
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,7 +56,6 @@ def _int(value: Any) -> int:
     if not -INT64 <= value < INT64:
         raise InvalidInputError(f"integer {value} is outside the 64-bit range MongoDB stores")
     return value
-
 
 
 ENCODE = {

@@ -277,7 +277,7 @@ class SqlBase(abc.ABC):
     def _encoder(self, kind: str) -> Callable[[Any], Any] | None:
         if not kind.endswith("[]"):
             return self.encode.get(kind)
-        # an array of a column's values (array_insert): each element encoded; floats made
+        # an array of a column's values (`arrays`): each element encoded; floats made
         # floats, since the driver types a list by its first element
         f = self.encode.get(kind[:-2]) or (float if kind == "float[]" else None)
         if f is None:
