@@ -154,30 +154,34 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _record(report, _store_outcomes, _store_targets, PROP_STORE, PROP_STORE_TARGET)
 
 
+def _counts(outcomes: dict, names: list[str]) -> dict[str, dict[str, int]]:
+    counts = {n: {"passed": 0, "failed": 0, "skipped": 0} for n in names}
+    for name, outcome in outcomes.values():
+        counts.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
+    return counts
+
+
+def _write_summary(reporter: Any, title: str, counts: dict, target_of: Callable[[str], str]) -> None:
+    reporter.section(title)
+    for name, c in counts.items():
+        if any(c.values()):
+            reporter.write_line(
+                f"{name:<14} {target_of(name):<40} passed={c['passed']} failed={c['failed']} skipped={c['skipped']}"
+            )
+
+
+def _backend_target(name: str) -> str:
+    target = _seen_targets.get(name)
+    if target is None:
+        reason = BY_NAME[name].unavailable() if name in BY_NAME else None
+        target = f"unavailable ({reason})" if reason else _target(name)
+    return target
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _store_outcomes:
-        counts: dict[str, dict[str, int]] = {}
-        for name, outcome in _store_outcomes.values():
-            counts.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
-        terminalreporter.section("agentkeep vector stores")
-        for name, c in counts.items():
-            target = _store_targets.get(name, "unavailable")
-            terminalreporter.write_line(
-                f"{name:<14} {target:<40} passed={c['passed']} failed={c['failed']} skipped={c['skipped']}"
-            )
-    if not _outcomes:
-        return
-    counts: dict[str, dict[str, int]] = {b.name: {"passed": 0, "failed": 0, "skipped": 0} for b in BACKENDS}
-    for name, outcome in _outcomes.values():
-        counts.setdefault(name, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
-    terminalreporter.section("agentkeep backends")
-    for name, c in counts.items():
-        if not any(c.values()):
-            continue
-        target = _seen_targets.get(name)
-        if target is None:
-            reason = BY_NAME[name].unavailable() if name in BY_NAME else None
-            target = f"unavailable ({reason})" if reason else _target(name)
-        terminalreporter.write_line(
-            f"{name:<14} {target:<40} passed={c['passed']} failed={c['failed']} skipped={c['skipped']}"
-        )
+        _write_summary(terminalreporter, "agentkeep vector stores", _counts(_store_outcomes, []),
+                       lambda name: _store_targets.get(name, "unavailable"))
+    if _outcomes:
+        _write_summary(terminalreporter, "agentkeep backends", _counts(_outcomes, [b.name for b in BACKENDS]),
+                       _backend_target)
