@@ -2,11 +2,12 @@
 search a knowledge base (`agentkeep knowledge ...`, in cli_knowledge.py).
 
 Every command takes `--db URL` (default `sqlite:///agentkeep.db`, or the environment
-variable `AGENTKEEP_DB_URL`). The db package is imported inside the commands, so
-`agentkeep --help` stays fast.
+variable `AGENTKEEP_DB_URL`), after the command or before it (`agentkeep --db URL tables`).
+The db package is imported inside the commands, so `agentkeep --help` stays fast.
 
-Errors a user can act on (a bad URL, a missing file, any `DbError`) print one line on
-stderr and exit with status 2; they never print a traceback.
+Errors a user can act on (a bad URL, a missing file or directory, a server that cannot be
+reached, a missing driver, any `DbError`) print one line on stderr and exit with status 2;
+they never print a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_DB_URL = "sqlite:///agentkeep.db"
 DB_URL_ENV = "AGENTKEEP_DB_URL"
 EXIT_USER_ERROR = 2
+_LEADING_DB_URL = "agentkeep.db_url"  # ctx.meta key: the --db given before the command
 
 app = typer.Typer(
     name="agentkeep",
@@ -35,6 +37,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _leading_db_url(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """A command's --db: its own when given after the command, else one given before it
+    (`agentkeep --db URL tables`), else $AGENTKEEP_DB_URL or the default."""
+    source = ctx.get_parameter_source(param.name)
+    if source is not None and source.name == "COMMANDLINE":
+        return value
+    return ctx.meta.get(_LEADING_DB_URL, value)
+
+
 DbUrl = Annotated[
     str,
     typer.Option(
@@ -42,6 +54,7 @@ DbUrl = Annotated[
         envvar=DB_URL_ENV,
         metavar="URL",
         show_envvar=True,
+        callback=_leading_db_url,
         help="The db to use: sqlite:///file.db, json://./dir, memory://, ...",
     ),
 ]
@@ -73,31 +86,40 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to print for an error a user can act on, or None for any other error
+    (shared with `python -m agentkeep.demo`)."""
+    from agentkeep.db.drivers import MissingDriverError, missing_driver
+    from agentkeep.db.errors import ConnectionFailedError, DbError, InvalidInputError
+
+    if isinstance(exc, (InvalidInputError, ConnectionFailedError)):
+        return " ".join(str(exc).split())  # the message says what is wrong and where
+    if isinstance(exc, DbError):
+        return _one_line(exc)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] != "agentkeep":
+        error = missing_driver(exc)  # a backend's driver: name the extra that installs it
+        if isinstance(error, MissingDriverError):
+            return str(error)
+        return f"this db needs the Python package {exc.name!r}, which is not installed"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename or exc}"
+    if isinstance(exc, (IsADirectoryError, PermissionError)):
+        return f"cannot open {exc.filename or ''}: {exc.strerror or exc}".strip()
+    return None
+
+
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one line on stderr and exit status 2."""
-    from agentkeep.db.errors import DbError
-
     try:
         yield
     except typer.Exit:
         raise
-    except DbError as exc:
-        _fail(_one_line(exc))
-    except FileNotFoundError as exc:
-        _fail(f"no such file: {exc.filename or exc}")
-    except (IsADirectoryError, PermissionError) as exc:
-        _fail(f"cannot open {exc.filename or ''}: {exc.strerror or exc}".strip())
-    except ModuleNotFoundError as exc:
-        # A backend whose driver is not installed (an optional extra).
-        if (exc.name or "").startswith("agentkeep"):
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
             raise
-        extra = _EXTRA_FOR_MODULE.get((exc.name or "").split(".")[0])
-        hint = f"; install it with: pip install 'agentkeep[{extra}]'" if extra else ""
-        _fail(f"this db needs the Python package {exc.name!r}, which is not installed{hint}")
-
-
-_EXTRA_FOR_MODULE = {"sqlalchemy": "sqlite", "fsspec": "json", "filelock": "json"}
+        _fail(message)
 
 
 @contextlib.contextmanager
@@ -146,6 +168,29 @@ def render_schema_status(status: dict[str, Any], console: "Console", title: str 
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from agentkeep import __version__
+
+        typer.echo(f"agentkeep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    db_url: Annotated[
+        Optional[str],
+        typer.Option("--db", metavar="URL", help="The db for the command (the same as the command's own --db)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    if db_url is not None:
+        ctx.meta[_LEADING_DB_URL] = db_url
 
 
 @app.command()
@@ -203,9 +248,10 @@ def export_(
             _fail("--tables names no table")
     to_stdout = file == "-"
     if not to_stdout:
-        target = Path(file)
-        if target.parent and not target.parent.exists():
-            _fail(f"no such directory: {target.parent}")
+        with _user_errors():
+            from agentkeep.db.options import parent_directory
+
+            parent_directory(file)  # refused as SqliteDb refuses a file in a missing directory
     with _open_db(db_url) as db:
         if to_stdout:
             count = db.export_jsonl(sys.stdout, tables=selected)
@@ -235,7 +281,9 @@ def import_(
             _fail(f"{file} is a directory, not a dump file")
     with _open_db(db_url) as db:
         count = db.import_jsonl(sys.stdin if from_stdin else file, on_conflict=on_conflict.value)
-    typer.echo(f"imported {count} record(s) from {'stdin' if from_stdin else file}")
+    skipped = getattr(count, "skipped", None)  # records that existed already (--on-conflict skip)
+    typer.echo(f"imported {int(count)} record(s) from {'stdin' if from_stdin else file}"
+               + (f", skipped {skipped} that already existed" if skipped is not None else ""))
 
 
 @app.command("purge-expired")
@@ -270,7 +318,8 @@ def purge_expired(
 def demo(
     db_url: Annotated[
         str,
-        typer.Option("--db", metavar="URL", help="Where to put the demo data (kept apart from your real db)."),
+        typer.Option("--db", metavar="URL", callback=_leading_db_url,
+                     help="Where to put the demo data (kept apart from your real db)."),
     ] = "sqlite:///agentkeep-demo.db",
 ) -> None:
     """Fill every table of a demo db with a little of everything, then show it."""

@@ -469,12 +469,15 @@ def run_demo(url: str = DEFAULT_DEMO_URL, *, console: Optional["Console"] = None
     console = console or Console()
     db = connect(url)
     try:
+        earlier = db.list_sessions(limit=1, with_total=True).total  # a rerun appends: say so
         made = fill(db)
+        where = (f"appended to {url}, which already held {earlier} session(s)" if earlier
+                 else f"created at {url}")
         console.print(
-            f"[bold]agentkeep demo[/bold]: wrote {len(made['sessions'])} sessions, {len(made['runs'])} runs, "
-            f"{len(made['memories'])} memories, {len(made['knowledge'])} knowledge contents, 1 trace, 2 approvals, "
-            f"1 schedule (claimed and released), 1 schedule run, {made['metric_rows_written']} metric rows "
-            f"and 1 eval run to {url}"
+            f"[bold]agentkeep demo[/bold] ({where}): wrote {len(made['sessions'])} sessions, {len(made['runs'])} "
+            f"runs, {len(made['memories'])} memories, {len(made['knowledge'])} knowledge contents, 1 trace, "
+            f"2 approvals, 1 schedule (claimed and released), 1 schedule run, {made['metric_rows_written']} "
+            "metric rows and 1 eval run"
         )
         return show(db, console, title="Rows per table")
     finally:
@@ -485,19 +488,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agentkeep.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default=DEFAULT_DEMO_URL, metavar="URL", help=f"db URL (default: {DEFAULT_DEMO_URL})")
     args = parser.parse_args(argv)
-    from agentkeep.db.errors import DbError
+    from agentkeep.cli import user_error_message
 
     try:
         run_demo(args.db)
-    except DbError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("agentkeep"):
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
             raise
-        extra = {"sqlalchemy": "sqlite", "fsspec": "json", "filelock": "json"}.get((exc.name or "").split(".")[0])
-        hint = f"; install it with: pip install 'agentkeep[{extra}]'" if extra else ""
-        print(f"error: this db needs the Python package {exc.name!r}, which is not installed{hint}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -33,13 +33,17 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from agentkeep.db import options
 from agentkeep.db._sync.domain import TTL_TABLES, Db
+from agentkeep.db.connection import CONNECT_TIMEOUT_S, cloud_unreachable, connection_failed
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _json
 from agentkeep.db.kernel import DuplicateKey, Step
+from agentkeep.db.messages import shorten
 from agentkeep.db.query import Cond, Query, matches_all, row_key, sort_key
 from agentkeep.db.rowstore import apply_update
-from agentkeep.db.tables import TableSpec, table_overrides
+from agentkeep.db.tables import TableSpec
 
 PK = "pk"  # the item's partition key: the encoded record key
 TOKEN = "_w"  # a fresh value on every write (read-modify-write compares it)
@@ -377,6 +381,11 @@ class DynamoKernel:
         where = self.endpoint_url or f"aws:{self.region or 'default'}"
         return f"dynamodb:{where}/{self.prefix}"
 
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        if cloud_unreachable(exc):
+            return connection_failed("DynamoDB", self.endpoint_url or f"region {self.region}", exc)
+        return None
+
     def describe(self) -> str:
         return f"DynamoDB at {self.endpoint_url or self.region or 'the default region'}, tables {self.prefix}*"
 
@@ -557,7 +566,7 @@ class DynamoKernel:
             if size <= ITEM_BUDGET - 200:
                 break
         if size > ITEM_BUDGET - 200:
-            raise InvalidInputError(f"{t.spec.name} record {pk[:80]!r}: its indexed and list fields exceed "
+            raise InvalidInputError(f"{t.spec.name} record {shorten(repr(pk), 80)}: its indexed and list fields exceed "
                                     f"DynamoDB's 400 KB item limit")
         blob = _json(moved).encode("utf-8")
         gen = uuid.uuid4().hex[:12]
@@ -1447,6 +1456,16 @@ def set_of(av: dict | None) -> set:
     return set(av.get("SS", ())) if av else set()
 
 
+def _retry_connect_once(caught_exception: Exception | None = None, attempts: int = 1, **_: Any) -> None:
+    """A connection that could not be made (refused, DNS, connect timeout) is tried twice,
+    not the ten times throttling gets: ten backed-off attempts at a dead endpoint take
+    about a minute. Raising here ends botocore's retries."""
+    from botocore.exceptions import ConnectionError as ConnectFailed
+
+    if isinstance(caught_exception, ConnectFailed) and attempts >= 2:
+        raise caught_exception
+
+
 class DynamoDb(Db):
     """agentkeep on Amazon DynamoDB: one table per agentkeep table, named `table_prefix` + "_"
     + name (override per table: `session_table="..."`), created on first use."""
@@ -1454,13 +1473,16 @@ class DynamoDb(Db):
     def __init__(self, region_name: str | None = None, endpoint_url: str | None = None, table_prefix: str = "agentkeep",
                  id: str | None = None, aws_access_key_id: str | None = None,
                  aws_secret_access_key: str | None = None, aws_session_token: str | None = None,
-                 **tables: str) -> None:
-        import boto3
-        from botocore.config import Config
+                 connect_timeout: float = CONNECT_TIMEOUT_S, **tables: str) -> None:
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        strings = {"region_name": region_name, "endpoint_url": endpoint_url, "aws_access_key_id": aws_access_key_id,
+                   "aws_secret_access_key": aws_secret_access_key, "aws_session_token": aws_session_token}
+        for name, value in strings.items():
+            options.text(value, name, optional=True)
+        with driver_for("DynamoDb", "dynamodb"):
+            import boto3
+            from botocore.config import Config
 
-        if not isinstance(table_prefix, str):
-            raise InvalidInputError("table_prefix must be a string")
-        overrides = table_overrides(tables)
         sep = "" if not table_prefix or table_prefix[-1] in "_-." else "_"
         session = boto3.session.Session()
         if region_name is None and session.region_name is None and endpoint_url is not None:
@@ -1470,8 +1492,10 @@ class DynamoDb(Db):
         client = session.client(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key, aws_session_token=aws_session_token,
-            config=Config(retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=64),
+            config=Config(retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=64,
+                          connect_timeout=options.seconds(connect_timeout)),
         )
+        client.meta.events.register_first("needs-retry.dynamodb", _retry_connect_once)
         region = client.meta.region_name
         kernel = DynamoKernel(client, region=region, endpoint_url=endpoint_url, prefix=table_prefix + sep)
         super().__init__(kernel, id=id, table_prefix=table_prefix + sep, tables=overrides)

@@ -21,6 +21,11 @@ class InvalidInputError(DbError, ValueError):
     """A bad argument or payload; nothing was written."""
 
 
+class ConnectionFailedError(DbError):
+    """The db's server could not be reached, refused the login, or has no such database
+    (the driver's error is chained; the URL is shown without its password)."""
+
+
 class SchemaError(DbError):
     """The stored schema is incompatible with this version of agentkeep."""
 

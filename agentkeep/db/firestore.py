@@ -33,18 +33,26 @@ from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 from typing import Any, Iterable, Iterator
 
-from google.api_core import exceptions as gexc
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
+from agentkeep.db.drivers import driver_for
 
+with driver_for("FirestoreDb", "firestore"):
+    # not `from google.cloud import firestore`: with other google-cloud packages installed,
+    # that says ImportError, not ModuleNotFoundError, when this one is missing
+    import google.cloud.firestore as firestore
+    from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry, if_exception_type
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+from agentkeep.db import options
 from agentkeep.db._sync.domain import Db
+from agentkeep.db.connection import CONNECT_TIMEOUT_S, cloud_unreachable, connection_failed
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query, after_filter, matches, matches_all, row_key
 from agentkeep.db.rowstore import apply_update, check_where
-from agentkeep.db.tables import TableSpec, build_specs, table_overrides
+from agentkeep.db.tables import TableSpec, build_specs
 
 UTC = dt.timezone.utc
 INLINE_MAX = 900_000  # bytes of the JSON body kept inside the document itself
@@ -252,21 +260,29 @@ class FirestoreKernel:
     atomic_append = True
 
     def __init__(self, project_id: str | None, database: str, collection_prefix: str, client: Any,
-                 emulator_host: str | None) -> None:
+                 emulator_host: str | None, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        self.project, self.database, self.prefix = project_id, database, collection_prefix
+        self.emulator = emulator_host or os.environ.get("FIRESTORE_EMULATOR_HOST")
         if client is None:
             if not project_id:
                 raise InvalidInputError("FirestoreDb needs project_id (or a client)")
-            host = emulator_host or os.environ.get("FIRESTORE_EMULATOR_HOST")
-            if host:
-                client = firestore.Client(project=project_id, database=database, credentials=AnonymousCredentials())
-                client._emulator_host = host  # the client's own switch to an insecure local channel
-            else:
-                client = firestore.Client(project=project_id, database=database)
+            try:
+                if self.emulator:
+                    client = firestore.Client(project=project_id, database=database,
+                                              credentials=AnonymousCredentials())
+                    client._emulator_host = self.emulator  # the client's own switch to an insecure local channel
+                else:
+                    client = firestore.Client(project=project_id, database=database)
+            except Exception as exc:  # no credentials found
+                error = self.translate_error(exc)
+                if error is None:
+                    raise
+                raise error from exc
         self.client = client
         self.project = client.project
-        self.database = database
-        self.prefix = collection_prefix
         self.emulator = getattr(client, "_emulator_host", None)
+        self.connect_timeout = connect_timeout
+        self._reached = False
 
     def setup(self, specs: dict[str, TableSpec]) -> None:
         self.specs = specs
@@ -282,9 +298,33 @@ class FirestoreKernel:
     def close(self) -> None:
         self.client.close()
 
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        """ConnectionFailedError when the service cannot be reached (also after the client's
+        retries), refuses the credentials, or has no such database; else None."""
+        cause = exc.cause if isinstance(exc, gexc.RetryError) else exc
+        if (isinstance(cause, (gexc.ServiceUnavailable, gexc.Unauthenticated, gexc.PermissionDenied))
+                or (isinstance(exc, gexc.RetryError) and isinstance(cause, gexc.DeadlineExceeded))
+                or (isinstance(cause, gexc.NotFound) and "database" in str(cause).lower())
+                or cloud_unreachable(exc)):
+            where = f"project {self.project}, database {self.database}" + (
+                f" (emulator at {self.emulator})" if self.emulator else "")
+            return connection_failed("Firestore", where, exc, reason=str(cause))
+        return None
+
+    def _reach(self) -> None:
+        """The first request waits at most `connect_timeout` for the service (the client's
+        own retries of an unreachable one go on for 60 s); later ones keep those retries."""
+        wait = self.connect_timeout
+        retry = Retry(predicate=if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded),
+                      initial=0.1, maximum=1.0, timeout=wait)
+        self.client.collection(self.specs["meta"].physical).document("%schema-lock").get(retry=retry, timeout=wait)
+        self._reached = True
+
     # -- references ------------------------------------------------------------------------------
 
     def _col(self, table: str) -> Any:
+        if not self._reached:  # every request starts from a collection reference
+            self._reach()
         return self.client.collection(self.specs[table].physical)
 
     def _ref(self, table: str, key: tuple) -> Any:
@@ -934,11 +974,18 @@ class FirestoreDb(Db):
         collection_prefix: str = "agentkeep",
         client: Any = None,
         emulator_host: str | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         **tables: str,
     ) -> None:
-        kernel = FirestoreKernel(project_id, database, collection_prefix, client, emulator_host)
-        super().__init__(kernel, id=id, table_prefix=_table_prefix(collection_prefix), tables=table_overrides(tables))
+        prefix = _table_prefix(options.text(collection_prefix, "collection_prefix", empty=True))
+        overrides = options.db_arguments(self, id=id, table_prefix=prefix, tables=tables)
+        kernel = FirestoreKernel(
+            options.text(project_id, "project_id", optional=True), options.text(database, "database"),
+            collection_prefix, client, options.text(emulator_host, "emulator_host", optional=True),
+            options.seconds(connect_timeout),
+        )
+        super().__init__(kernel, id=id, table_prefix=prefix, tables=overrides)
 
 
 if __name__ == "__main__":  # python -m agentkeep.db.firestore [prefix] > firestore.indexes.json

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentkeep.db import options
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.db.json import JsonDb
+
+with driver_for("GcsJsonDb", "gcs"):
+    from agentkeep.db.json import JsonDb
 
 
 class GcsJsonDb(JsonDb):
@@ -33,11 +37,12 @@ class GcsJsonDb(JsonDb):
             raise InvalidInputError(f"bucket_name must be a bucket's name, got {bucket_name!r}")
         if not isinstance(prefix, str):
             raise InvalidInputError(f"prefix must be a string, got {type(prefix).__name__}")
-        options: dict[str, Any] = {}
-        if project is not None:
-            options["project"] = project
+        storage: dict[str, Any] = {}
+        if options.text(project, "project", optional=True) is not None:
+            storage["project"] = project
         if credentials is not None:
-            options["token"] = credentials
+            storage["token"] = credentials
         folder = prefix.strip("/")
         path = f"gs://{bucket_name}/{folder}" if folder else f"gs://{bucket_name}"
-        super().__init__(path, storage_options=options, id=id, table_prefix=table_prefix, **tables)
+        with driver_for("GcsJsonDb", "gcs"):
+            super().__init__(path, storage_options=storage, id=id, table_prefix=table_prefix, **tables)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 
+from agentkeep.db import options
 from agentkeep.db._sync.domain import Db
+from agentkeep.db.errors import DbError
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.rowstore import RowTable, apply_update, check_where
-from agentkeep.db.tables import TableSpec, table_overrides
+from agentkeep.db.tables import TableSpec
 
 
 class MemoryKernel:
@@ -26,6 +28,9 @@ class MemoryKernel:
 
     def describe(self) -> str:
         return "process memory"
+
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        return None  # nothing to connect to
 
     # schema: nothing to create; versions are recorded like any other row
     def has_table(self, table: str) -> bool:
@@ -107,4 +112,5 @@ class InMemoryDb(Db):
     """Everything in process memory: for tests, notebooks and ephemeral agents."""
 
     def __init__(self, *, id: str | None = None, table_prefix: str = "agentkeep_", **tables: str) -> None:
-        super().__init__(MemoryKernel(), id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        super().__init__(MemoryKernel(), id=id, table_prefix=table_prefix, tables=overrides)

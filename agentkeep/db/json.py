@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -32,16 +33,21 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import fsspec
-from filelock import FileLock
+from agentkeep.db.drivers import driver_for
 
+with driver_for("JsonDb", "json"):
+    import fsspec
+    from filelock import FileLock
+
+from agentkeep.db import options
 from agentkeep.db._sync.domain import Db
-from agentkeep.db.errors import ConflictError, InvalidInputError
+from agentkeep.db.connection import cloud_unreachable, connection_failed
+from agentkeep.db.errors import ConflictError, DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.rowstore import RowTable, apply_update, check_where
-from agentkeep.db.tables import TableSpec, table_overrides
+from agentkeep.db.tables import TableSpec
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MICRO = dt.timedelta(microseconds=1)
@@ -52,6 +58,7 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 
 # object stores
 OBJECT_STORES = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+STORE_DRIVERS = {"s3": "s3fs", "gcs": "gcsfs"}  # the package each store needs; its extra has the store's name
 SNAPSHOT_EVERY = 1000  # the writer of every 1000th segment writes a snapshot
 RETENTION = 3600.0  # seconds a segment or snapshot below the newest snapshot is kept
 PROBE_MAX = 64  # segments fetched at once while catching up
@@ -158,26 +165,29 @@ def _lost_race(exc: OSError) -> bool:
     return response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-def _filesystem(path: str, options: dict) -> tuple[Any, str]:
+def _filesystem(path: str, storage_options: dict) -> tuple[Any, str]:
     protocol = fsspec.utils.get_protocol(path)
     if protocol in ("file", "local"):
-        options.setdefault("auto_mkdir", True)
-    if OBJECT_STORES.get(protocol) == "gcs" and os.environ.get("STORAGE_EMULATOR_HOST"):
-        # gcsfs's default class asks a gRPC API about the bucket type, which emulators lack
-        # (each call then waits 60 s); the plain class speaks JSON only
-        from gcsfs.core import GCSFileSystem
+        storage_options.setdefault("auto_mkdir", True)
+    store = OBJECT_STORES.get(protocol)
+    with driver_for(f"JsonDb on {protocol}://", store or "json"):
+        if store:  # fsspec says only "Install s3fs to access S3", and as an ImportError
+            importlib.import_module(STORE_DRIVERS[store])
+        if store == "gcs" and os.environ.get("STORAGE_EMULATOR_HOST"):
+            # gcsfs's default class asks a gRPC API about the bucket type, which emulators lack
+            # (each call then waits 60 s); the plain class speaks JSON only
+            from gcsfs.core import GCSFileSystem
 
-        options.setdefault("token", "anon")
-        return GCSFileSystem(**options), GCSFileSystem._strip_protocol(path)
-    return fsspec.core.url_to_fs(path, **options)
+            storage_options.setdefault("token", "anon")
+            return GCSFileSystem(**storage_options), GCSFileSystem._strip_protocol(path)
+        return fsspec.core.url_to_fs(path, **storage_options)
 
 
 class JsonKernel:
     def __init__(self, path: str, storage_options: dict | None) -> None:
         if not isinstance(path, str) or not path:
             raise InvalidInputError("JsonDb needs a path: a directory or an fsspec URL such as memory://name")
-        options = dict(storage_options or {})
-        self.fs, root = _filesystem(path, options)
+        self.fs, root = _filesystem(path, dict(storage_options or {}))
         self.root = root.rstrip("/")
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.local = self.protocol in ("file", "local")
@@ -214,6 +224,13 @@ class JsonKernel:
 
     def default_id(self) -> str:
         return f"json:{self.path}"
+
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        """ConnectionFailedError when an object store cannot be reached or refuses the
+        credentials; else None (a local directory has nothing to connect to)."""
+        if self.store and cloud_unreachable(exc):
+            return connection_failed(f"the {self.store.upper()} object store", self.path, exc)
+        return None
 
     def describe(self) -> str:
         if self.local:
@@ -724,5 +741,6 @@ class JsonDb(Db):
         table_prefix: str = "",
         **tables: str,
     ) -> None:
-        super().__init__(JsonKernel(str(path), storage_options), id=id, table_prefix=table_prefix,
-                         tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        kernel = JsonKernel(options.path(path, "path"), options.mapping(storage_options, "storage_options"))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)

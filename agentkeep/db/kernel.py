@@ -26,6 +26,10 @@ names (`transaction` and `schema_lock` become async context managers).
     distinct(table, field, where) -> list   distinct values (list-valued fields unnested)
     group_count(table, by, max_field, where, after, limit) -> list[(value, count, max)]
     close() -> None
+    translate_error(exc) -> DbError | None
+                                      the library's error for a driver error that means the
+                                      store cannot be reached, refused the login or has no
+                                      such database (ConnectionFailedError), else None
 
 Optional, for stores that can do these in one atomic step (the domain falls back to
 `transaction()` with update + insert, and to compare-and-set on `revision`, otherwise):

@@ -37,7 +37,12 @@ def utcnow() -> dt.datetime:
 
 
 def _to_utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+    if value.tzinfo is UTC:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # a ValueError is what pydantic reports as a validation error
+        raise ValueError("the time is outside the years 1..9999 in UTC") from None
 
 
 # Every stored time is timezone-aware and kept in UTC (other zones are converted).
@@ -265,6 +270,25 @@ class EvalRun(Record):
     user_id: Optional[str] = None
     created_at: Optional[Timestamp] = None
     updated_at: Optional[Timestamp] = None
+
+
+class ImportCount(int):
+    """The records `import_jsonl` wrote (it is that int), with how many it read and how many
+    it skipped because they existed already (on_conflict="skip")."""
+
+    read: int
+    skipped: int
+
+    def __new__(cls, written: int, *, read: int) -> "ImportCount":
+        count = super().__new__(cls, written)
+        count.read = read
+        count.skipped = read - written
+        return count
+
+    def __repr__(self) -> str:
+        return f"ImportCount({int(self)}, read={self.read}, skipped={self.skipped})"
+
+    __str__ = int.__repr__  # prints as the number it is
 
 
 T = TypeVar("T")

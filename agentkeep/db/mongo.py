@@ -18,20 +18,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentkeep.db import options
 from agentkeep.db._async.domain import AsyncDb
-from agentkeep.db._async.mongo_kernel import AsyncMongoKernel
 from agentkeep.db._sync.domain import Db
-from agentkeep.db._sync.mongo_kernel import MongoKernel
+from agentkeep.db.connection import CONNECT_TIMEOUT_S
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.db.tables import table_overrides
+from agentkeep.db.tables import TABLE_KEYWORDS
+
+with driver_for("MongoDb", "mongo"):
+    from pymongo.common import VALIDATORS
+
+    from agentkeep.db._async.mongo_kernel import AsyncMongoKernel
+    from agentkeep.db._sync.mongo_kernel import MongoKernel
 
 DEFAULT_PREFIX = "agentkeep_"
 
 
-def _split(kwargs: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """Table-name overrides (`*_table=`) apart from pymongo client options."""
+def _split(db: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Table-name overrides (`*_table=`) apart from pymongo client options (any other
+    keyword is refused, with the closest valid name)."""
     tables = {k: v for k, v in kwargs.items() if k.endswith("_table")}
-    return table_overrides(tables), {k: v for k, v in kwargs.items() if k not in tables}
+    client = {k: v for k, v in kwargs.items() if k not in tables}
+    for name in client:
+        if name.lower() not in VALIDATORS:  # pymongo takes its options in any case
+            valid = options.parameters(type(db)) + list(TABLE_KEYWORDS) + sorted(VALIDATORS)
+            raise options.unknown_argument(type(db), name, valid)
+    return tables, client
 
 
 def _prefix(collection_prefix: str | None, table_prefix: str | None) -> str:
@@ -56,12 +69,16 @@ class MongoDb(Db):
         collection_prefix: str | None = None,
         table_prefix: str | None = None,
         ttl: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        tables, client_options = _split(kwargs)
-        kernel = MongoKernel(db_url, db_name, ttl=ttl, **client_options)
-        super().__init__(kernel, id=id, table_prefix=_prefix(collection_prefix, table_prefix), tables=tables)
+        prefix = _prefix(collection_prefix, table_prefix)
+        tables, client_options = _split(self, kwargs)
+        overrides = options.db_arguments(self, id=id, table_prefix=prefix, tables=tables)
+        kernel = MongoKernel(db_url, db_name, ttl=options.flag(ttl, "ttl"),
+                             connect_timeout=options.seconds(connect_timeout), **client_options)
+        super().__init__(kernel, id=id, table_prefix=prefix, tables=overrides)
 
 
 class AsyncMongoDb(AsyncDb):
@@ -76,9 +93,13 @@ class AsyncMongoDb(AsyncDb):
         collection_prefix: str | None = None,
         table_prefix: str | None = None,
         ttl: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        tables, client_options = _split(kwargs)
-        kernel = AsyncMongoKernel(db_url, db_name, ttl=ttl, **client_options)
-        super().__init__(kernel, id=id, table_prefix=_prefix(collection_prefix, table_prefix), tables=tables)
+        prefix = _prefix(collection_prefix, table_prefix)
+        tables, client_options = _split(self, kwargs)
+        overrides = options.db_arguments(self, id=id, table_prefix=prefix, tables=tables)
+        kernel = AsyncMongoKernel(db_url, db_name, ttl=options.flag(ttl, "ttl"),
+                                  connect_timeout=options.seconds(connect_timeout), **client_options)
+        super().__init__(kernel, id=id, table_prefix=prefix, tables=overrides)

@@ -25,22 +25,27 @@ from sqlalchemy import event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.pool import NullPool
 
+from agentkeep.db import options
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._async.util import to_thread
 from agentkeep.db._sync.domain import Db
+from agentkeep.db.connection import CONNECT_TIMEOUT_S
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import Step
 from agentkeep.db.sql.base import SqlBase
 from agentkeep.db.sql.pooled import PooledKernel
-from agentkeep.db.tables import table_overrides
 
 UTC = dt.timezone.utc
 LOCK_TIMEOUT_S = 300
 # server error codes
 DUPLICATE_ENTRY = 1062
 ALREADY_THERE = {1050, 1060, 1061}  # table exists, duplicate column, duplicate index name
+# access denied (to the database, for the user), unknown database, host not allowed,
+# can't connect, unknown host
+UNREACHABLE = {1044, 1045, 1049, 1130, 1698, 2003, 2005}
 URL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "mysql+aiomysql")
 
 
@@ -69,6 +74,12 @@ class MysqlDialect(SqlBase):
     skip_locked = True
     encode = {"time": _to_naive_utc, "json": _dumps}
     decode = {"time": lambda d: d.replace(tzinfo=UTC), "json": json.loads, "bool": bool}
+    server = "MySQL"
+
+    def unreachable(self, exc: BaseException) -> bool:
+        import pymysql
+
+        return isinstance(exc, pymysql.err.OperationalError) and _error_code(exc) in UNREACHABLE
 
     def column_type(self, kind: str) -> sa.types.TypeEngine:
         return {
@@ -138,7 +149,7 @@ class MysqlDialect(SqlBase):
 
 def _normalize_url(db_url: str, schemes: tuple[str, ...] = URL_SCHEMES, what: str = "MySQL") -> sa.URL:
     try:
-        url = sa.make_url(db_url)
+        url = sa.make_url(options.text(db_url, "db_url"))
     except sa.exc.ArgumentError as exc:
         raise InvalidInputError(f"invalid {what} URL {db_url!r}: {exc}") from None
     if url.drivername not in schemes:
@@ -151,12 +162,17 @@ def _normalize_url(db_url: str, schemes: tuple[str, ...] = URL_SCHEMES, what: st
     return url.set(drivername="mysql+pymysql").update_query_dict({"charset": "utf8mb4"})
 
 
+def _timeout_args(url: sa.URL, seconds: float) -> dict:
+    return {} if "connect_timeout" in url.query else {"connect_timeout": seconds}  # the URL's wins
+
+
 class MysqlKernel(MysqlDialect, PooledKernel):
-    def __init__(self, url: sa.URL, pool_size: int) -> None:
+    def __init__(self, url: sa.URL, pool_size: int, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         # autocommit connections: a read or a one-statement write is one round trip;
         # transactions say BEGIN themselves
         engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2,
-                                  isolation_level="AUTOCOMMIT", pool_recycle=3600)
+                                  isolation_level="AUTOCOMMIT", pool_recycle=3600,
+                                  connect_args=_timeout_args(url, connect_timeout))
         super().__init__(url, engine)
 
         @event.listens_for(engine, "connect")
@@ -173,10 +189,13 @@ class MysqlKernel(MysqlDialect, PooledKernel):
 class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
     """aiomysql's pool (it drops connections the server closed before handing them out)."""
 
-    def __init__(self, url: sa.URL, pool_size: int) -> None:
-        self.engine = sa.create_engine(url, poolclass=NullPool)
+    def __init__(self, url: sa.URL, pool_size: int, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        import aiomysql  # noqa: F401 - used on first connect; missing, say so now
+
+        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args=_timeout_args(url, connect_timeout))
         super().__init__(url, self.engine.dialect)
         self.pool_size = pool_size
+        self.timeout = float(url.query.get("connect_timeout", connect_timeout))  # aiomysql reads no URL
         self.pool = None
 
     async def acquire(self):
@@ -197,6 +216,7 @@ class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
             db=u.database, charset="utf8mb4", autocommit=True, minsize=1, maxsize=self.pool_size,
             client_flag=CLIENT.FOUND_ROWS,  # UPDATE counts the rows it matched, as elsewhere
             init_command=session_settings(getattr(self.dialect, "is_mariadb", False)), pool_recycle=3600,
+            connect_timeout=self.timeout,
         )
         if self.pool is None:
             self.pool = pool
@@ -217,6 +237,12 @@ class AsyncMysqlKernel(MysqlDialect, AsyncSqlKernel):
         self.engine.dispose()
 
 
+def kernel_args(db_url, pool_size, connect_timeout, schemes=URL_SCHEMES, what="MySQL") -> tuple:
+    """A MySQL-family kernel's arguments, checked."""
+    return (_normalize_url(db_url, schemes, what), options.count(pool_size, "pool_size"),
+            options.seconds(connect_timeout))
+
+
 class MysqlDb(Db):
     """MySQL 8 or MariaDB 10.6+ through PyMySQL. The database must exist; tables are created
     in it on first use."""
@@ -226,12 +252,15 @@ class MysqlDb(Db):
         db_url: str = "mysql+pymysql://root@localhost:3306/agentkeep",
         *,
         pool_size: int = 5,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = MysqlKernel(_normalize_url(db_url), pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("MysqlDb", "mysql"):
+            kernel = MysqlKernel(*kernel_args(db_url, pool_size, connect_timeout))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)
 
 
 class AsyncMysqlDb(AsyncDb):
@@ -243,9 +272,12 @@ class AsyncMysqlDb(AsyncDb):
         db_url: str = "mysql+aiomysql://root@localhost:3306/agentkeep",
         *,
         pool_size: int = 10,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = AsyncMysqlKernel(_normalize_url(db_url), pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("AsyncMysqlDb", "mysql"):
+            kernel = AsyncMysqlKernel(*kernel_args(db_url, pool_size, connect_timeout))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)

@@ -21,6 +21,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -29,14 +30,16 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.pool import NullPool
 
+from agentkeep.db import options
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
+from agentkeep.db.connection import CONNECT_TIMEOUT_S
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.jsontext import dumps
 from agentkeep.db.sql.base import SqlBase, peer_closed
 from agentkeep.db.sql.pooled import PooledKernel
-from agentkeep.db.tables import table_overrides
 
 UTC = dt.timezone.utc
 ESC = "\ue000"
@@ -104,7 +107,7 @@ def _json_loads(data: bytes | str) -> Any:
 
 def _normalize_url(db_url: str) -> sa.URL:
     try:
-        url = sa.make_url(db_url)
+        url = sa.make_url(options.text(db_url, "db_url"))
     except sa.exc.ArgumentError as exc:
         raise InvalidInputError(f"invalid PostgreSQL URL {db_url!r}: {exc}") from None
     if url.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
@@ -112,6 +115,18 @@ def _normalize_url(db_url: str) -> sa.URL:
     raise InvalidInputError(
         f"not a PostgreSQL URL: {url.render_as_string(hide_password=True)!r} "
         "(expected postgresql://, postgres:// or postgresql+psycopg://)"
+    )
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a psycopg error means the server was not reached or turned the connection
+    down: psycopg's own words for a connection refused, timed out, or rejected by the server
+    (an unknown role or database, a wrong password, no CONNECT privilege)."""
+    import psycopg
+
+    return isinstance(exc, psycopg.errors.ConnectionTimeout) or (
+        isinstance(exc, psycopg.OperationalError)
+        and str(exc).startswith(("connection failed:", "failed to resolve host"))
     )
 
 
@@ -123,6 +138,10 @@ class PostgresDialect(SqlBase):
     arrays = True
     encode = {"json": _json_param, "str": _escape, "text": _escape}
     decode = {"time": lambda d: d.astimezone(UTC), "str": _unescape, "text": _unescape}
+    server = "PostgreSQL"
+
+    def unreachable(self, exc: BaseException) -> bool:
+        return unreachable(exc)
 
     def column_type(self, kind: str) -> sa.types.TypeEngine:
         return {
@@ -157,23 +176,26 @@ class PostgresDialect(SqlBase):
         return sql
 
 
-def _connect_args(pooler: bool) -> dict:
+def _connect_args(url: sa.URL, pooler: bool, connect_timeout: float) -> dict:
     # plan_cache_mode: psycopg prepares a statement after 5 runs, and PostgreSQL would then
     # keep a generic plan made while a table was small and unanalysed (a seq scan for
     # `key IN (...)`, measured at 80 ms instead of 1 ms); plan each run with its values
     args: dict = {"options": "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan"}
     if pooler:
         args["prepare_threshold"] = None  # transaction poolers cannot keep them
+    if "connect_timeout" not in url.query:  # libpq waits forever by default; whole seconds
+        args["connect_timeout"] = max(1, math.ceil(connect_timeout))
     return args
 
 
 class PostgresKernel(PostgresDialect, PooledKernel):
-    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int) -> None:
+    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         # autocommit connections: a read is one round trip, a one-statement write too (the
         # server commits it); transactions say BEGIN themselves
         engine = sa.create_engine(
             url, pool_size=pool_size, max_overflow=pool_size * 2, isolation_level="AUTOCOMMIT",
-            connect_args=_connect_args(pooler),
+            connect_args=_connect_args(url, pooler, connect_timeout),
         )
         super().__init__(url, engine, schema)
 
@@ -190,20 +212,29 @@ class PostgresKernel(PostgresDialect, PooledKernel):
 class AsyncPostgresKernel(PostgresDialect, AsyncSqlKernel):
     """psycopg's native async connections in a psycopg_pool pool."""
 
-    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int) -> None:
-        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args=_connect_args(pooler))
+    def __init__(self, url: sa.URL, schema: str, pooler: bool, pool_size: int,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        connect_args = _connect_args(url, pooler, connect_timeout)
+        self.engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
         super().__init__(url, self.engine.dialect, schema)
         from psycopg_pool import AsyncConnectionPool
 
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.connect_kwargs = {"autocommit": True, **connect_args}
         self.pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=False, configure=_configure, check=_check_alive,
-            kwargs={"autocommit": True, **_connect_args(pooler)},
+            self.conninfo, min_size=1, max_size=pool_size, open=False, configure=_configure, check=_check_alive,
+            kwargs=self.connect_kwargs,
         )
         self._opened = False
 
     async def acquire(self):
         if not self._opened:
+            # one connection of our own first: the pool only logs a refused connection, login
+            # or database and keeps retrying until its 30 s timeout, where this raises at once
+            import psycopg
+
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, **self.connect_kwargs)
+            await conn.close()
             await self.pool.open()
             self._opened = True
         return await self.pool.getconn()
@@ -235,6 +266,11 @@ def _check_schema(db_schema) -> str:
     return db_schema
 
 
+def _kernel_args(db_url, db_schema, pooler, pool_size, connect_timeout) -> tuple:
+    return (_normalize_url(db_url), _check_schema(db_schema), options.flag(pooler, "pooler"),
+            options.count(pool_size, "pool_size"), options.seconds(connect_timeout))
+
+
 class PostgresDb(Db):
     """PostgreSQL through psycopg 3. Tables live in `db_schema` (created if missing)."""
 
@@ -245,12 +281,15 @@ class PostgresDb(Db):
         db_schema: str = "agentkeep",
         pooler: bool = False,
         pool_size: int = 5,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = PostgresKernel(_normalize_url(db_url), _check_schema(db_schema), pooler, pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("PostgresDb", "postgres"):
+            kernel = PostgresKernel(*_kernel_args(db_url, db_schema, pooler, pool_size, connect_timeout))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)
 
 
 class AsyncPostgresDb(AsyncDb):
@@ -264,9 +303,12 @@ class AsyncPostgresDb(AsyncDb):
         db_schema: str = "agentkeep",
         pooler: bool = False,
         pool_size: int = 10,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = AsyncPostgresKernel(_normalize_url(db_url), _check_schema(db_schema), pooler, pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("AsyncPostgresDb", "postgres"):
+            kernel = AsyncPostgresKernel(*_kernel_args(db_url, db_schema, pooler, pool_size, connect_timeout))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)

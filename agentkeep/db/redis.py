@@ -34,12 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from agentkeep.db import options
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._sync.domain import Db
+from agentkeep.db.connection import CONNECT_TIMEOUT_S
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.jsontext import dumps as compact_json
 from agentkeep.db.query import Cond, Query, after_filter, matches_all, row_key
-from agentkeep.db.tables import TableSpec, table_overrides
+from agentkeep.db.tables import TableSpec
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MICRO = dt.timedelta(microseconds=1)
@@ -822,11 +825,15 @@ class RedisDb(Db):
     sorted-set indexes under one key prefix."""
 
     def __init__(self, db_url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "agentkeep",
-                 id: str | None = None, client_options: dict | None = None, **tables: str) -> None:
-        from agentkeep.db._sync.redis_kernel import RedisKernel
+                 id: str | None = None, client_options: dict | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, **tables: str) -> None:
+        overrides = options.db_arguments(self, id=id, table_prefix="", tables=tables)
+        with driver_for("RedisDb", "redis"):
+            from agentkeep.db._sync.redis_kernel import RedisKernel
 
-        kernel = RedisKernel(db_url, prefix, client_options)
-        super().__init__(kernel, id=id, table_prefix="", tables=table_overrides(tables))
+        kernel = RedisKernel(db_url, prefix, options.mapping(client_options, "client_options"),
+                             options.seconds(connect_timeout))
+        super().__init__(kernel, id=id, table_prefix="", tables=overrides)
 
 
 class AsyncRedisDb(AsyncDb):
@@ -834,8 +841,12 @@ class AsyncRedisDb(AsyncDb):
     loop it is first used on."""
 
     def __init__(self, db_url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "agentkeep",
-                 id: str | None = None, client_options: dict | None = None, **tables: str) -> None:
-        from agentkeep.db._async.redis_kernel import AsyncRedisKernel
+                 id: str | None = None, client_options: dict | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, **tables: str) -> None:
+        overrides = options.db_arguments(self, id=id, table_prefix="", tables=tables)
+        with driver_for("AsyncRedisDb", "redis"):
+            from agentkeep.db._async.redis_kernel import AsyncRedisKernel
 
-        kernel = AsyncRedisKernel(db_url, prefix, client_options)
-        super().__init__(kernel, id=id, table_prefix="", tables=table_overrides(tables))
+        kernel = AsyncRedisKernel(db_url, prefix, options.mapping(client_options, "client_options"),
+                                  options.seconds(connect_timeout))
+        super().__init__(kernel, id=id, table_prefix="", tables=overrides)

@@ -27,16 +27,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from agentkeep.db import options
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._sync.domain import Db
+from agentkeep.db.connection import CONNECT_TIMEOUT_S
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.kernel import Step
-from agentkeep.db.mysql import AsyncMysqlKernel, MysqlDialect, MysqlKernel, _normalize_url
-from agentkeep.db.tables import TableSpec, table_overrides
+from agentkeep.db.mysql import AsyncMysqlKernel, MysqlDialect, MysqlKernel, _normalize_url, kernel_args
+from agentkeep.db.tables import TableSpec
 
 URL_SCHEMES = ("singlestoredb", "singlestore", "singlestoredb+pymysql", "mysql", "mysql+pymysql", "mysql+aiomysql")
 
 
 class SingleStoreDialect(MysqlDialect):
+    server = "SingleStore"
     foreign_keys = False
     skip_locked = False
     decode = {**MysqlDialect.decode, "str": bytes.decode}
@@ -118,12 +122,15 @@ class SingleStoreDb(Db):
         db_url: str = "singlestoredb://root@localhost:3306/agentkeep",
         *,
         pool_size: int = 5,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = SingleStoreKernel(_url(db_url), pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("SingleStoreDb", "singlestore"):
+            kernel = SingleStoreKernel(*kernel_args(db_url, pool_size, connect_timeout, URL_SCHEMES, "SingleStore"))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)
 
 
 class AsyncSingleStoreDb(AsyncDb):
@@ -134,9 +141,13 @@ class AsyncSingleStoreDb(AsyncDb):
         db_url: str = "singlestoredb://root@localhost:3306/agentkeep",
         *,
         pool_size: int = 10,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = AsyncSingleStoreKernel(_url(db_url), pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("AsyncSingleStoreDb", "singlestore"):
+            args = kernel_args(db_url, pool_size, connect_timeout, URL_SCHEMES, "SingleStore")
+            kernel = AsyncSingleStoreKernel(*args)
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)

@@ -28,14 +28,15 @@ from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool, StaticPool
 
+from agentkeep.db import options
 from agentkeep.db._async.domain import AsyncDb
 from agentkeep.db._async.sql_kernel import AsyncSqlKernel
 from agentkeep.db._sync.domain import Db
 from agentkeep.db._sync.sql_kernel import SqlKernel
+from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.sql.base import SqlBase
-from agentkeep.db.tables import table_overrides
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
@@ -65,6 +66,12 @@ class SqliteDialect(SqlBase):
     def busy(self, exc: Exception) -> bool:
         # the busy timeout already waited; the kernel backs off and retries a few more times
         return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+    server = "SQLite"
+
+    def unreachable(self, exc: BaseException) -> bool:
+        # the file cannot be opened (no permission, a directory in its place)
+        return isinstance(exc, sqlite3.OperationalError) and "unable to open database file" in str(exc)
 
     def describe(self) -> str:
         return f"SQLite {sqlite3.sqlite_version} file {self.url.database}"
@@ -113,8 +120,6 @@ class SqliteKernel(SqliteDialect, SqlKernel):
         # a file db keeps one connection per thread (opened on first use, closed when the
         # thread ends or the db closes): no pool round trip per call
         kwargs["poolclass"] = StaticPool if memory else NullPool
-        if not memory:
-            Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, **kwargs)
         super().__init__(url, self.engine.dialect)
         self._local = threading.local()
@@ -154,8 +159,6 @@ class AsyncSqliteKernel(SqliteDialect, AsyncSqlKernel):
             # a named in-memory database that the catalog reader's connection shares
             url = url.set(database=f"file:agentkeep-{uuid.uuid4().hex}?mode=memory&cache=shared",
                           query={"uri": "true"})
-        else:
-            Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
         super().__init__(url, self.engine.dialect)
         self.durability = durability
@@ -243,12 +246,23 @@ def _url(db_file, db_url, durability) -> sa.URL:
         raise InvalidInputError("pass db_file or db_url, not both")
     if durability not in SYNC:
         raise InvalidInputError(f"durability must be 'normal' or 'full', got {durability!r}")
-    try:
-        url = sa.make_url(db_url) if db_url is not None else sa.URL.create("sqlite", database=str(db_file or "agentkeep.db"))
-    except sa.exc.ArgumentError as exc:
-        raise InvalidInputError(f"invalid SQLite URL {db_url!r}: {exc}") from None
+    if db_url is not None:
+        try:
+            url = sa.make_url(options.text(db_url, "db_url"))
+        except sa.exc.ArgumentError as exc:
+            raise InvalidInputError(f"invalid SQLite URL {db_url!r}: {exc}") from None
+    else:
+        url = sa.URL.create("sqlite", database=options.path("agentkeep.db" if db_file is None else db_file, "db_file"))
     if url.get_backend_name() != "sqlite":
         raise InvalidInputError(f"not a SQLite URL: {db_url!r} (expected sqlite:///path/to/file.db)")
+    if url.host or url.port or url.username:
+        # sqlite://agentkeep.db names a host: the path comes after a third slash
+        raise InvalidInputError(
+            f"not a SQLite URL: {db_url!r} names a host; write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    if not _is_memory(url) and url.query.get("uri") != "true":
+        options.parent_directory(url.database)
     return url.set(drivername="sqlite")
 
 
@@ -265,8 +279,9 @@ class SqliteDb(Db):
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
         kernel = SqliteKernel(_url(db_file, db_url, durability), durability)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)
 
 
 class AsyncSqliteDb(AsyncDb):
@@ -284,5 +299,9 @@ class AsyncSqliteDb(AsyncDb):
         table_prefix: str = "agentkeep_",
         **tables: str,
     ) -> None:
-        kernel = AsyncSqliteKernel(_url(db_file, db_url, durability), durability, pool_size)
-        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=table_overrides(tables))
+        overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
+        with driver_for("AsyncSqliteDb", "sqlite"):
+            import aiosqlite  # noqa: F401 - used on first connect; missing, say so now
+        url = _url(db_file, db_url, durability)
+        kernel = AsyncSqliteKernel(url, durability, options.count(pool_size, "pool_size"))
+        super().__init__(kernel, id=id, table_prefix=table_prefix, tables=overrides)

@@ -180,18 +180,23 @@ def build_specs(table_prefix: str = "agentkeep_", overrides: dict[str, str] | No
     }
 
 
+# `session_table="x"` style keyword arguments: the singular names, and each table's own
+TABLE_ALIASES = {
+    "session": "sessions", "run": "runs", "memory": "memories", "knowledge": "knowledge", "trace": "traces",
+    "span": "spans", "approval": "approvals", "schedule": "schedules", "schedule_run": "schedule_runs",
+    "metrics": "metrics", "eval": "eval_runs", "eval_run": "eval_runs", "meta": "meta", "versions": "meta",
+    **{t: t for t in TABLES},
+}
+TABLE_KEYWORDS = tuple(f"{alias}_table" for alias in TABLE_ALIASES)
+
+
 def table_overrides(kwargs: dict[str, typing.Any]) -> dict[str, str]:
     """`session_table="x"` style keyword arguments -> {"sessions": "x"}."""
     from agentkeep.db.errors import InvalidInputError
 
-    aliases = {"session": "sessions", "run": "runs", "memory": "memories", "knowledge": "knowledge",
-               "trace": "traces", "span": "spans", "approval": "approvals", "schedule": "schedules",
-               "schedule_run": "schedule_runs", "metrics": "metrics", "eval": "eval_runs", "eval_run": "eval_runs",
-               "meta": "meta", "versions": "meta"}
     out = {}
     for name, value in kwargs.items():
-        base = name[: -len("_table")] if name.endswith("_table") else None
-        table = aliases.get(base or "", base if base in TABLES else None)
+        table = TABLE_ALIASES.get(name[: -len("_table")]) if name.endswith("_table") else None
         if table is None:
             raise InvalidInputError(f"unexpected keyword argument {name!r}")
         out[table] = value

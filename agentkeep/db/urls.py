@@ -15,8 +15,9 @@ URL_FORMS = (
     "singlestoredb://user@host:3306/db",
     "mongodb://user@host:27017/dbname (also mongodb+srv://; the path names the database, default agentkeep)",
     "redis://host:6379/0 (also rediss://; ?prefix=name)",
-    "dynamodb://region/table_prefix (e.g. dynamodb://eu-west-1/agentkeep; ?endpoint_url=http://localhost:8000)",
-    "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port)",
+    "dynamodb://region/table_prefix (e.g. dynamodb://eu-west-1/agentkeep; ?endpoint_url=http://localhost:8000"
+    "&connect_timeout=seconds)",
+    "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port&connect_timeout=seconds)",
 )
 
 
@@ -28,6 +29,23 @@ def _own_param(url: str, name: str) -> tuple[str, str | None]:
     values = [p.split("=", 1)[1] for p in params if p.startswith(f"{name}=")]
     rest = "&".join(p for p in params if not p.startswith(f"{name}="))
     return base + (f"?{rest}" if rest else ""), (values[-1] if values else None)
+
+
+def _url_options(url: str, query: str, known: set[str]) -> dict[str, Any]:
+    """The query options of a dynamodb:// or firestore:// URL: `known` ones, and
+    connect_timeout (seconds)."""
+    from urllib.parse import parse_qsl
+
+    options: dict[str, Any] = dict(parse_qsl(query))
+    unknown = set(options) - known - {"connect_timeout"}
+    if unknown:
+        raise InvalidInputError(f"unknown URL option(s) {sorted(unknown)} in {url!r}")
+    if "connect_timeout" in options:
+        try:
+            options["connect_timeout"] = float(options["connect_timeout"])
+        except ValueError:
+            raise InvalidInputError(f"connect_timeout must be a number of seconds in {url!r}") from None
+    return options
 
 
 def connect(url: str, **kwargs: Any):
@@ -77,34 +95,26 @@ def connect(url: str, **kwargs: Any):
             kwargs.setdefault("prefix", prefix)
         return RedisDb(db_url=url, **kwargs)
     if scheme == "dynamodb":
-        from urllib.parse import parse_qsl, unquote
+        from urllib.parse import unquote
 
         from agentkeep.db.dynamo import DynamoDb
 
         base, _, query = rest.partition("?")
         region, _, prefix = base.partition("/")
-        options = dict(parse_qsl(query))
-        unknown = set(options) - {"endpoint_url"}
-        if unknown:
-            raise InvalidInputError(f"unknown dynamodb URL option(s) {sorted(unknown)} in {url!r}")
+        options = _url_options(url, query, {"endpoint_url"})
         if region:
             kwargs.setdefault("region_name", unquote(region))
         if prefix:
             kwargs.setdefault("table_prefix", unquote(prefix))
         return DynamoDb(**options, **kwargs)
     if scheme == "firestore":
-        from urllib.parse import parse_qsl
-
         from agentkeep.db.firestore import FirestoreDb
 
         base, _, query = rest.partition("?")
         project, _, database = base.partition("/")
         if not project:
             raise InvalidInputError(f"{url!r} names no project")
-        options = dict(parse_qsl(query))
-        unknown = set(options) - {"collection_prefix", "emulator_host"}
-        if unknown:
-            raise InvalidInputError(f"unknown firestore URL option(s) {sorted(unknown)} in {url!r}")
+        options = _url_options(url, query, {"collection_prefix", "emulator_host"})
         return FirestoreDb(project_id=project, database=database or "(default)", **options, **kwargs)
     if scheme in ("memory", "inmemory"):
         from agentkeep.db.in_memory import InMemoryDb

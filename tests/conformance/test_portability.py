@@ -64,6 +64,7 @@ def test_export_then_import_into_every_backend(db, tmp_path):
 
     checked = []
     for backend in _require_each(BACKENDS):
+        (tmp_path / f"dest-{backend.name}").mkdir()
         dest = backend.build(tmp_path / f"dest-{backend.name}")
         try:
             assert dest.db.import_jsonl(str(dump_file)) == exported, backend.name
@@ -192,6 +193,7 @@ def test_orders_and_tie_breaks_are_identical_on_every_backend(tmp_path):
 
     sequences: dict[str, dict[str, list]] = {}
     for backend in _require_each(BACKENDS):
+        (tmp_path / f"order-{backend.name}").mkdir()
         handle = backend.build(tmp_path / f"order-{backend.name}")
         try:
             db = handle.db

@@ -1,5 +1,6 @@
 """Importing one backend imports no other backend's driver."""
 
+import json
 import subprocess
 import sys
 
@@ -18,3 +19,58 @@ def test_backend_imports_only_its_driver(module):
     code = f"import sys, {module}; print(' '.join(m for m in {CASES[module]!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"importing {module} also imported: {out}"
+
+
+# every backend class from agentkeep.db: (its module, the modules it may also load, its drivers)
+BACKEND_CLASSES = {
+    "InMemoryDb": ("in_memory", (), ()),
+    "SqliteDb": ("sqlite", (), ()),
+    "AsyncSqliteDb": ("sqlite", (), ()),
+    "JsonDb": ("json", (), ("fsspec", "filelock")),
+    "GcsJsonDb": ("gcs_json", ("json",), ("fsspec", "filelock")),
+    "PostgresDb": ("postgres", (), ()),
+    "AsyncPostgresDb": ("postgres", (), ()),
+    "MysqlDb": ("mysql", (), ()),
+    "AsyncMysqlDb": ("mysql", (), ()),
+    "SingleStoreDb": ("singlestore", ("mysql",), ()),
+    "AsyncSingleStoreDb": ("singlestore", ("mysql",), ()),
+    "MongoDb": ("mongo", (), ("pymongo",)),
+    "AsyncMongoDb": ("mongo", (), ("pymongo",)),
+    "RedisDb": ("redis", (), ()),
+    "AsyncRedisDb": ("redis", (), ()),
+    "DynamoDb": ("dynamo", (), ()),
+    "FirestoreDb": ("firestore", (), ("google.cloud.firestore",)),
+}
+DRIVERS = ("fsspec", "filelock", "psycopg", "pymysql", "aiomysql", "aiosqlite", "pymongo", "redis", "boto3",
+           "google.cloud.firestore", "s3fs", "gcsfs")
+BACKEND_MODULES = sorted({module for module, _, _ in BACKEND_CLASSES.values()})
+
+
+@pytest.mark.parametrize("name", list(BACKEND_CLASSES))
+def test_every_backend_class_from_agentkeep_db_imports_only_its_backend(name):
+    module, also, drivers = BACKEND_CLASSES[name]
+    pytest.importorskip({"json": "fsspec", "gcs_json": "fsspec", "mongo": "pymongo",
+                         "firestore": "google.cloud.firestore"}.get(module, "sqlalchemy"))
+    code = (
+        "import sys, json\n"
+        f"from agentkeep.db import {name}\n"
+        f"import agentkeep.db.{module} as own\n"
+        f"assert {name} is own.{name}\n"
+        f"print(json.dumps([[m for m in {BACKEND_MODULES!r} if 'agentkeep.db.' + m in sys.modules],"
+        f" [d for d in {DRIVERS!r} if d in sys.modules]]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules, drivers_loaded = json.loads(out)
+    assert sorted(modules) == sorted({module, *also})
+    assert set(drivers_loaded) <= set(drivers), f"{name} also imported {drivers_loaded}"
+
+
+def test_agentkeep_db_lists_the_backend_classes_without_importing_them():
+    code = (
+        "import sys, agentkeep.db as db\n"
+        f"names = {sorted(BACKEND_CLASSES)!r}\n"
+        "assert set(names) <= set(dir(db)), sorted(set(names) - set(dir(db)))\n"
+        f"print([m for m in {BACKEND_MODULES!r} if 'agentkeep.db.' + m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

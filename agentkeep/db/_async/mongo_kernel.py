@@ -27,9 +27,18 @@ from urllib.parse import unquote
 
 import bson
 from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    BulkWriteError,
+    CollectionInvalid,
+    ConfigurationError,
+    DuplicateKeyError,
+    InvalidURI,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
-from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.connection import CONNECT_TIMEOUT_S, connection_failed
+from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
@@ -42,6 +51,9 @@ TTL_TABLES = ("memories", "approvals")  # records without children (a session ha
 INT64 = 2**63
 NAMESPACE_EXISTS = 48
 DUPLICATE_KEY = 11000
+AUTHENTICATION_FAILED = 18
+# pymongo's defaults wait 30 s for a server to select and 20 s for a connection
+CONNECT_OPTIONS = ("serverSelectionTimeoutMS", "connectTimeoutMS")
 MAX_DOCUMENT = 16 * 1024 * 1024
 _LITERALS = (str, int, float, bool)
 _FORBIDDEN_NAME = re.compile(r"[$\x00]")
@@ -249,6 +261,15 @@ def parse_url(db_url: Any) -> tuple[str, str | None]:
     return f"{scheme}://{hosts}", name or None
 
 
+def with_timeouts(db_url: str, client_options: dict, seconds: float) -> dict:
+    """`client_options` plus CONNECT_OPTIONS of `seconds`, each unless the caller or the URL
+    sets it (options are case-insensitive, and a keyword would override the URL's)."""
+    query = db_url.partition("?")[2]
+    given = {k.lower() for k in client_options} | {p.split("=")[0].lower() for p in query.split("&")}
+    ms = int(seconds * 1000)
+    return {**{name: ms for name in CONNECT_OPTIONS if name.lower() not in given}, **client_options}
+
+
 def check_db_name(name: Any) -> str:
     if not isinstance(name, str) or not 0 < len(name) < 64 or re.search(r'[/\\. "$*<>:|?\x00]', name):
         raise InvalidInputError(f"db_name must be 1..63 characters without /\\. \"$*<>:|? or NUL, got {name!r}")
@@ -260,13 +281,20 @@ class AsyncMongoKernel:
     # seq: `$inc` on the session in one find_one_and_update, then the run's insert
     atomic_append = True
 
-    def __init__(self, db_url: str, db_name: str | None, *, ttl: bool = False, **client_options: Any) -> None:
+    def __init__(self, db_url: str, db_name: str | None, *, ttl: bool = False,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, **client_options: Any) -> None:
         self.location, url_db = parse_url(db_url)
         self.db_name = check_db_name(db_name if db_name is not None else url_db or "agentkeep")
         self.ttl = ttl
         if ttl:
             self.capabilities = self.capabilities | {"native_ttl"}
-        self.client = AsyncMongoClient(db_url, appname="agentkeep", **client_options)
+        options = with_timeouts(db_url, client_options, connect_timeout)
+        try:
+            self.client = AsyncMongoClient(db_url, appname="agentkeep", **options)
+        except (InvalidURI, ValueError, TypeError) as exc:
+            raise InvalidInputError(f"invalid MongoDB URL or option ({self.location}): {exc}") from exc
+        except ConfigurationError as exc:  # a mongodb+srv:// name that does not resolve
+            raise self.translate_error(exc) from exc
         self.db = self.client[self.db_name]
         self.t: dict[str, _Layout] = {}
 
@@ -282,6 +310,17 @@ class AsyncMongoKernel:
 
     def describe(self) -> str:
         return f"MongoDB at {self.location} db {self.db_name}"
+
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        """ConnectionFailedError when no server answered in time, a mongodb+srv:// name did
+        not resolve, or the login was refused; else None."""
+        if isinstance(exc, (ServerSelectionTimeoutError, ConfigurationError)) or (
+            isinstance(exc, OperationFailure) and exc.code == AUTHENTICATION_FAILED
+        ):
+            # server selection's message goes on with the timeouts and the whole topology
+            reason = re.split(r" \(configured timeouts|, Timeout: ", str(exc))[0]
+            return connection_failed("MongoDB", self.location, exc, reason=reason)
+        return None
 
     def _coll(self, table: str):
         return self.db[self.t[table].name]

@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import redis as redis_lib
+from redis import exceptions as redis_errors
 from redis.exceptions import NoScriptError
 
+from agentkeep.db.connection import CONNECT_TIMEOUT_S, connection_failed
 from agentkeep.db.errors import DbError
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query, matches_all, row_key
@@ -52,10 +54,14 @@ class RedisKernel:
     atomic_append = True
     atomic_claim = True
 
-    def __init__(self, db_url: str, prefix: str, client_options: dict | None = None) -> None:
+    def __init__(self, db_url: str, prefix: str, client_options: dict | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         self.url, self.location = parse_url(db_url)
         self.prefix = check_prefix(prefix)
-        options = {**_DEFAULT_OPTIONS, **(client_options or {}), "decode_responses": False}
+        # redis-py waits for the OS's connect timeout by default; the URL's own
+        # ?socket_connect_timeout= still wins (redis-py lets URL options override these)
+        options = {**_DEFAULT_OPTIONS, "socket_connect_timeout": connect_timeout, **(client_options or {}),
+                   "decode_responses": False}
         self.r = redis_lib.Redis.from_url(db_url, **options)
         self.tables: dict[str, Table] = {}
         self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SCRIPTS.items()}
@@ -70,6 +76,16 @@ class RedisKernel:
 
     def describe(self) -> str:
         return f"Redis at {self.location}, key prefix {self.prefix.decode()!r}"
+
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        """ConnectionFailedError for a refused or timed-out connection, a refused login
+        (redis-py's AuthenticationError is a ConnectionError) or a database number the
+        server does not have; else None."""
+        if (isinstance(exc, redis_errors.ConnectionError)
+                or (isinstance(exc, redis_errors.TimeoutError) and "connecting" in str(exc))
+                or (isinstance(exc, redis_errors.ResponseError) and "DB index is out of range" in str(exc))):
+            return connection_failed("Redis", self.location, exc)
+        return None
 
     def _script(self, name: str, *args: Any) -> Any:
         try:

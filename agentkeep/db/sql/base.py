@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from agentkeep.db.connection import connection_failed
+from agentkeep.db.errors import DbError
 from agentkeep.db.kernel import Step
 from agentkeep.db.query import Cond, Query
 from agentkeep.db.tables import TableSpec
@@ -163,6 +165,22 @@ class SqlBase(abc.ABC):
     def busy(self, exc: Exception) -> bool:
         """Whether opening a write transaction failed on a lock worth waiting out."""
         return False
+
+    server = "the database"  # what `translate_error` says it could not connect to
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether a driver error means the server cannot be reached, refused the login or
+        has no such database."""
+        return False
+
+    def translate_error(self, exc: BaseException) -> DbError | None:
+        """ConnectionFailedError for an error `unreachable` recognises (the driver's own, or
+        SQLAlchemy's wrapper of it), else None."""
+        driver_error = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+        if not self.unreachable(driver_error):
+            return None
+        where = self.url.render_as_string(hide_password=True)
+        return connection_failed(self.server, where, driver_error, secret=self.url.password)
 
     # -- setup -----------------------------------------------------------------------------
 
