@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from statistics import fmean, quantiles
 
 from bench import data
+from bench.first_calls import first_calls
 from bench.common import (Infeasible, Progress, RssSampler, base_backend, is_async_backend, med, perf, perf_ns,
                           server, timed_us)
 
@@ -64,6 +65,7 @@ def backend_class(backend: str):
 # the starters publish its address to the case processes through the environment.
 SERVICE_BACKENDS = ("mongo", "redis", "dynamodb", "firestore", "json_s3", "json_gcs")
 CLEANUPS: list = []  # what the service dbs of this case left behind, removed by close_all
+OPENERS: dict = {}  # id(db) -> how another process (or object) opens a service db's data
 
 
 def service_backend(backend: str):
@@ -83,6 +85,7 @@ def make_db(backend: str, location: str):
         handle = service_backend(backend).build(Path(location))
         if handle.cleanup is not None:
             CLEANUPS.append(handle.cleanup)
+        OPENERS[id(handle.db)] = handle.opener
         return handle.db
     cls = backend_class(backend)
     db = _construct(cls, base_backend(backend), location)
@@ -109,6 +112,30 @@ def _construct(cls, base: str, location: str):
         SCHEMAS.append(schema)
         return cls(db_url=mysql.create_schema(schema))
     raise ValueError(base)
+
+
+def reopen(ctx, db):
+    """A second, new db object over the data of `db` (as a restarted process opens it);
+    the case closes it with its other dbs."""
+    if OPENERS.get(id(db)) is not None:
+        other = OPENERS[id(db)]()
+    else:
+        inner = db.adb if isinstance(db, Blocking) else db
+        kernel, cls, base = inner.kernel, type(inner), base_backend(ctx.backend)
+        if base == "sqlite":
+            other = cls(db_file=kernel.url.database)
+        elif base == "postgres":
+            from bench import pg
+
+            other = cls(db_url=pg.url(), db_schema=kernel.schema)
+        elif base == "mysql":
+            other = cls(db_url=kernel.url.render_as_string(hide_password=False))
+        else:
+            raise Infeasible(f"{ctx.backend}: its data cannot be opened by a second db object")
+        if isinstance(db, Blocking):
+            other = Blocking(other, db.loop)
+    ctx._dbs.append(other)
+    return other
 
 
 def is_async(cls) -> bool:
@@ -683,4 +710,5 @@ CASES = {
     "export_import": export_import,
     "prepare_dump": prepare_dump,
     "async_append": async_append,
+    "first_calls": first_calls,
 }

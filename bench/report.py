@@ -47,6 +47,7 @@ TITLES = {
     "spans": "7. span ingest",
     "export_import": "8. export / import",
     "async_append": "9. concurrent appends",
+    "first_calls": "10. first calls under load",
 }
 
 
@@ -119,6 +120,16 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
                             verdict="intact", applies=lambda be: not is_async_backend(be)))
             rows.append(Row(b, "p50_ms", "ms per append_run as its writer saw it, p50", "ms"))
             rows.append(Row(b, "p95_ms", "ms per append_run, p95", "ms"))
+        elif b == "first_calls":
+            each = f"{z['callers']} concurrent first list_sessions calls (threads; coroutines on an async db)"
+            rows.append(Row(b, "present_ms", f"{each} on a new object over existing tables, ms", "ms",
+                            target="no errors", verdict="no_errors"))
+            rows.append(Row(b, "absent_ms", "the same on a new object over an empty store (it creates the tables), ms",
+                            "ms"))
+            rows.append(Row(b, "warm_ms", f"the same on a warm object, ms (median of {z['warm_reps']})", "ms"))
+            rows.append(Row(b, "present_ratio", "new object over existing tables / warm", "ratio",
+                            target="≤ 2×", check=lambda be, v: v <= 2))
+            rows.append(Row(b, "absent_ratio", "new object over an empty store / warm", "ratio"))
         raw_rss = {"new_session": ("raw_new_session_full", RSS), "list_sessions": ("raw_list_sessions", RSS)}.get(b)
         pg_rss = {"new_session": ("raw_pg_new_session", RSS), "list_sessions": ("raw_pg_list_sessions", RSS)}.get(b)
         my_rss = {"new_session": ("raw_mysql_new_session", RSS), "list_sessions": ("raw_mysql_list_sessions", RSS)}.get(b)

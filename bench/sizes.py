@@ -21,6 +21,7 @@ BENCHMARKS = [
     "spans",
     "export_import",
     "async_append",
+    "first_calls",
 ]
 
 FULL: dict[str, dict] = {
@@ -33,6 +34,7 @@ FULL: dict[str, dict] = {
     "spans": {"batches": 200, "batch": 100, "traces_per_batch": 10},
     "export_import": {"sessions": 100000},
     "async_append": {"tasks": 50, "runs": 100},
+    "first_calls": {"callers": 50, "warm_reps": 5},
 }
 
 QUICK: dict[str, dict] = {
@@ -45,6 +47,7 @@ QUICK: dict[str, dict] = {
     "spans": {"batches": 20, "batch": 100, "traces_per_batch": 10},
     "export_import": {"sessions": 5000},
     "async_append": {"tasks": 50, "runs": 10},
+    "first_calls": {"callers": 50, "warm_reps": 3},
 }
 
 

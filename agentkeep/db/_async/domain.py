@@ -11,13 +11,18 @@ import functools
 import io
 import json
 import os
+import shutil
+import tempfile
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from agentkeep.db import models as m
 from agentkeep.db import validate as v
+from agentkeep.db._async.util import gate
+from agentkeep.db.arguments import all_users_or_id, api, check_record, record_row
 from agentkeep.db.errors import ConflictError, InvalidInputError, NotFoundError, OwnershipError, SchemaError
 from agentkeep.db.kernel import DuplicateKey
+from agentkeep.db.messages import shorten
 from agentkeep.db.metrics import day_bounds, metrics_rows, run_days
 from agentkeep.db.query import Cond, Query, eq
 from agentkeep.db.schedule import check_cron, next_fire
@@ -91,6 +96,7 @@ class AsyncDb:
         kernel.setup(self.specs)
         self.id = id or kernel.default_id()
         self._schema_checked = False
+        self._schema_gate = gate()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -107,13 +113,29 @@ class AsyncDb:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
+    @api(ready=False)
     async def close(self) -> None:
         await self.kernel.close()
 
     async def _ready(self) -> None:
-        if not self._schema_checked:
-            await self._ensure_schema(dry_run=False)
+        """Check the schema once per db object: the first caller checks, the others wait
+        here holding no connection. A current schema costs one read of the version rows;
+        only a missing or older one takes the schema lock and inspects the store."""
+        async with self._schema_gate:
+            if self._schema_checked:
+                return
+            try:
+                current = await self._stored_versions(probe=True) == self._expected_versions()
+            except Exception as exc:  # no version table yet, most likely: the full check says
+                if self.kernel.translate_error(exc) is not None:
+                    raise  # the server cannot be reached: say so now, not after a second wait
+                current = False
+            if not current:
+                await self._ensure_schema(dry_run=False)
             self._schema_checked = True
+
+    def _expected_versions(self) -> dict[str, int]:
+        return {t: spec.version for t, spec in self.specs.items() if t != "meta"}
 
     def _model(self, table: str, row: dict | None):
         """A record from a stored row. Rows were validated on the way in, so they are only
@@ -127,20 +149,9 @@ class AsyncDb:
                 data[name] = sub.model_construct(**data[name])
         return spec.model.model_construct(**data)
 
-    def _row(self, table: str, record: Any, what: str) -> dict:
-        spec = self.specs[table]
-        row = {c.name: getattr(record, c.name) for c in spec.columns if c.name not in spec.internal}
-        for c in spec.columns:
-            value = row.get(c.name)
-            if c.kind == "json" and hasattr(value, "model_dump"):
-                row[c.name] = value.model_dump()
-        v.check_payload(row, what, spec.short)
-        for k in spec.key:
-            if spec.kind(k) == "str":
-                v.check_id(row[k], f"{what}.{k}")
-        if "user_id" in row:
-            v.check_opt_id(row["user_id"], f"{what}.user_id")
-        return row
+    def _row(self, table: str, record: Any) -> dict:
+        """The stored columns of a record that `@api` checked already."""
+        return record_row(self.specs[table], record)
 
     async def _page(
         self,
@@ -152,8 +163,6 @@ class AsyncDb:
         cursor: Any,
         with_total: bool,
     ) -> m.Page:
-        v.check_choice(order, list(orders), "order")
-        v.check_limit(limit)
         fields, desc = orders[order]
         after = v.decode_cursor(cursor, order, len(fields))
         if after is not None:
@@ -257,8 +266,10 @@ class AsyncDb:
 
     # -- schema --------------------------------------------------------------------------
 
-    async def _stored_versions(self) -> dict[str, int]:
-        if not await self.kernel.has_table("meta"):
+    async def _stored_versions(self, *, probe: bool = False) -> dict[str, int]:
+        """The schema version of every table, from the meta table (`probe`: read it without
+        asking the catalog first whether it exists)."""
+        if not probe and not await self.kernel.has_table("meta"):
             return {}
         rows = await self.kernel.find(Query("meta", (Cond("key", "gte", "version:"), Cond("key", "lt", "version;"))))
         return {r["key"][len("version:") :]: int(r["value"]) for r in rows}
@@ -287,16 +298,19 @@ class AsyncDb:
                 )
             return done
 
+    @api(ready=False)
     async def create_tables(self) -> None:
         await self._ensure_schema(dry_run=False)
         self._schema_checked = True
 
+    @api(ready=False)
     async def migrate(self, *, dry_run: bool = False) -> list[str]:
         steps = await self._ensure_schema(dry_run=dry_run)
         if not dry_run:
             self._schema_checked = True
         return steps
 
+    @api(ready=False)
     async def schema_status(self) -> dict[str, dict]:
         stored = await self._stored_versions()
         return {
@@ -307,29 +321,16 @@ class AsyncDb:
 
     # -- sessions and runs -------------------------------------------------------------
 
+    @api
     async def upsert_session(self, session: m.Session, *, expected_revision: int | None = None) -> m.Session:
-        await self._ready()
-        s = v.coerce(m.Session, session, "session")
-        expected = self._check_revision(expected_revision)
-        row = self._row("sessions", s, "session")
-        v.check_opt_id(s.agent_id, "session.agent_id")
+        row = self._row("sessions", session)
         now = _now()
-        row.update(created_at=s.created_at or now, updated_at=now)
-        stored = await self._put("sessions", row, expected_revision=expected, defaults={"last_seq": 0})
+        row.update(created_at=session.created_at or now, updated_at=now)
+        stored = await self._put("sessions", row, expected_revision=expected_revision, defaults={"last_seq": 0})
         return self._model("sessions", stored)
 
-    @staticmethod
-    def _check_revision(value: Any) -> int | None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise InvalidInputError(f"expected_revision must be a non-negative integer, got {value!r}")
-        return value
-
+    @api
     async def get_session(self, session_id: str, *, user_id: str | None = None, runs: int | None = None):
-        await self._ready()
-        v.check_id(session_id, "session_id")
-        v.check_opt_id(user_id, "user_id")
-        if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < -1):
-            raise InvalidInputError(f"runs must be None, -1 (all) or a count >= 0, got {runs!r}")
         row = await self._get_visible("sessions", (session_id,), user_id)
         session = self._model("sessions", row)
         if session is not None and runs is not None:
@@ -347,6 +348,7 @@ class AsyncDb:
             rows = (await self.kernel.find(Query("runs", where, fields, True, n)))[::-1]
         return [self._model("runs", r) for r in rows]
 
+    @api(order=SESSION_ORDERS)
     async def list_sessions(
         self,
         *,
@@ -363,29 +365,20 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.Session]:
-        await self._ready()
         where: list[Cond] = []
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
-        if session_type is not None:
-            _scope(where, "session_type", v.check_choice(session_type, ("agent", "team", "workflow"), "session_type"))
-        _scope(where, "agent_id", v.check_opt_id(agent_id, "agent_id"))
-        _scope(where, "team_id", v.check_opt_id(team_id, "team_id"))
-        _scope(where, "workflow_id", v.check_opt_id(workflow_id, "workflow_id"))
-        if v.check_str(name_contains, "name_contains"):
+        for f, val in (("user_id", user_id), ("session_type", session_type), ("agent_id", agent_id),
+                       ("team_id", team_id), ("workflow_id", workflow_id)):
+            _scope(where, f, val)
+        if name_contains:
             where.append(Cond("name", "icontains", name_contains))
         if updated_after is not None:
-            where.append(Cond("updated_at", "gt", v.check_time(updated_after, "updated_after")))
+            where.append(Cond("updated_at", "gt", updated_after))
         if updated_before is not None:
-            where.append(Cond("updated_at", "lt", v.check_time(updated_before, "updated_before")))
+            where.append(Cond("updated_at", "lt", updated_before))
         return await self._page("sessions", where, SESSION_ORDERS, order, limit, cursor, with_total)
 
+    @api
     async def rename_session(self, session_id: str, name: str, *, user_id: str | None = None) -> m.Session:
-        await self._ready()
-        v.check_id(session_id, "session_id")
-        v.check_opt_id(user_id, "user_id")
-        if not isinstance(name, str):
-            raise InvalidInputError(f"name must be a string, got {type(name).__name__}")
-        v.check_payload({"name": name}, "name")
         for _ in range(MAX_RETRIES):
             cur = await self._get_visible("sessions", (session_id,), user_id)
             if cur is None:
@@ -396,25 +389,24 @@ class AsyncDb:
                 return self._model("sessions", {**cur, **values})
         raise ConflictError(f"session {session_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
+    @api
     async def delete_session(self, session_id: str, *, user_id: str | None = None) -> bool:
         return await self.delete_sessions([session_id], user_id=user_id) == 1
 
+    @api
     async def delete_sessions(self, session_ids: Sequence[str], *, user_id: str | None = None) -> int:
-        await self._ready()
-        ids = v.check_ids(session_ids, "session_ids")
-        v.check_opt_id(user_id, "user_id")
         total = 0
-        for chunk in _chunks(ids):
-            where = [Cond("session_id", "in", list(chunk))]
-            _scope(where, "user_id", user_id)
-            total += (await self._delete_where("sessions", where, [("runs", "session_id")]))["sessions"]
+        async with self.kernel.transaction():  # all or nothing, where the store has transactions
+            for chunk in _chunks(session_ids):
+                where = [Cond("session_id", "in", list(chunk))]
+                _scope(where, "user_id", user_id)
+                total += (await self._delete_where("sessions", where, [("runs", "session_id")]))["sessions"]
         return total
 
+    @api
     async def append_run(self, run: m.Run) -> m.Run:
-        await self._ready()
-        r = v.coerce(m.Run, run, "run")
-        row = self._row("runs", r, "run")
-        v.check_id(r.session_id, "run.session_id")
+        r = run
+        row = self._row("runs", r)
         now = _now()
         where = (eq("user_id", r.user_id),) if r.user_id is not None else ()
         row.update(created_at=r.created_at or now, updated_at=now)
@@ -459,10 +451,10 @@ class AsyncDb:
             return OwnershipError(f"run {run_id!r} belongs to another user")
         return ConflictError(f"run {run_id!r} already exists; use update_run to change it")
 
+    @api
     async def update_run(self, run: m.Run) -> m.Run:
-        await self._ready()
-        r = v.coerce(m.Run, run, "run")
-        row = self._row("runs", r, "run")
+        r = run
+        row = self._row("runs", r)
         cur = await self._get_visible("runs", (r.run_id,), r.user_id)
         if cur is None or cur["session_id"] != r.session_id:
             raise NotFoundError(f"run {r.run_id!r} not found in session {r.session_id!r}")
@@ -472,12 +464,11 @@ class AsyncDb:
             raise NotFoundError(f"run {r.run_id!r} not found")
         return self._model("runs", row)
 
+    @api
     async def get_run(self, run_id: str, *, user_id: str | None = None) -> m.Run | None:
-        await self._ready()
-        v.check_id(run_id, "run_id")
-        v.check_opt_id(user_id, "user_id")
         return self._model("runs", await self._get_visible("runs", (run_id,), user_id))
 
+    @api(status=m.RunStatus)
     async def list_runs(
         self,
         session_id: str,
@@ -490,18 +481,12 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.Run]:
-        await self._ready()
-        where = [eq("session_id", v.check_id(session_id, "session_id"))]
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        where = [eq("session_id", session_id)]
+        _scope(where, "user_id", user_id)
         if after_seq is not None:
-            if isinstance(after_seq, bool) or not isinstance(after_seq, int):
-                raise InvalidInputError(f"after_seq must be an integer, got {after_seq!r}")
             where.append(Cond("seq", "gt", after_seq))
-        if status is not None:
-            where.append(eq("status", v.check_choice(status, m.RunStatus.__args__, "status")))
+        _scope(where, "status", status)
         if last is not None:
-            if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= v.MAX_LIMIT:
-                raise InvalidInputError(f"last must be an integer in 1..{v.MAX_LIMIT}, got {last!r}")
             fields, _ = RUN_ORDER["seq"]
             rows = await self.kernel.find(Query("runs", tuple(where), fields, True, last))
             total = await self.kernel.count("runs", tuple(where)) if with_total else None
@@ -510,51 +495,53 @@ class AsyncDb:
 
     # -- memories ----------------------------------------------------------------------
 
-    def _memory_row(self, memory: Any, now: dt.datetime) -> dict:
-        mem = v.coerce(m.UserMemory, memory, "memory")
-        for t in mem.topics:
-            if len(t) > v.MAX_ID_LENGTH:  # any string is a topic, up to the indexable length
-                raise InvalidInputError(f"a memory topic is longer than {v.MAX_ID_LENGTH} characters")
-        row = self._row("memories", mem, "memory")
-        row.update(created_at=mem.created_at or now, updated_at=now)
+    def _memory_row(self, memory: m.UserMemory, now: dt.datetime) -> dict:
+        row = self._row("memories", memory)
+        row.update(created_at=memory.created_at or now, updated_at=now)
         return row
 
+    @api
     async def upsert_memory(self, memory: m.UserMemory) -> m.UserMemory:
-        await self._ready()
         row = self._memory_row(memory, _now())
         return self._model("memories", await self._put("memories", row))
 
+    @api
     async def upsert_memories(self, memories: Sequence[m.UserMemory]) -> list[m.UserMemory]:
-        await self._ready()
+        """All or nothing: every record is checked (arguments, then owners) before the first
+        write, and the writes share one transaction where the store has them."""
         now = _now()
         rows = list({r["memory_id"]: r for r in (self._memory_row(x, now) for x in memories)}.values())
         out: list[dict] = []
-        for chunk in _chunks(rows):
-            async with self.kernel.transaction():
-                ids = [r["memory_id"] for r in chunk]
-                existing = {
-                    r["memory_id"]: r
-                    for r in await self.kernel.find(Query("memories", (Cond("memory_id", "in", ids),), fields=("memory_id", "user_id")))
-                }
-                for r in chunk:
-                    if r["memory_id"] in existing and existing[r["memory_id"]]["user_id"] != r["user_id"]:
-                        raise OwnershipError(f"memory {r['memory_id']!r} belongs to another user")
-                fresh = [r for r in chunk if r["memory_id"] not in existing]
+        async with self.kernel.transaction():
+            owners = await self._owners("memories", [r["memory_id"] for r in rows])
+            for r in rows:
+                if r["memory_id"] in owners and owners[r["memory_id"]] != r["user_id"]:
+                    raise OwnershipError(f"memory {r['memory_id']!r} belongs to another user")
+            for chunk in _chunks(rows):
+                fresh = [r for r in chunk if r["memory_id"] not in owners]
                 if await self.kernel.put_many("memories", fresh, False) == len(fresh):
                     out.extend(fresh)
-                    todo = [r for r in chunk if r["memory_id"] in existing]
+                    todo = [r for r in chunk if r["memory_id"] in owners]
                 else:  # a concurrent writer created some of them: take the careful path
                     todo = chunk
                 for r in todo:
                     out.append(await self._put("memories", r))
         return [self._model("memories", r) for r in out]
 
+    async def _owners(self, table: str, ids: list[str], field: str = "user_id") -> dict[str, Any]:
+        """`field` (the owner, or the parent) of each stored record among `ids`."""
+        keyfield = self.specs[table].key[0]
+        found: dict[str, Any] = {}
+        for chunk in _chunks(ids):
+            query = Query(table, (Cond(keyfield, "in", list(chunk)),), fields=(keyfield, field))
+            found.update({r[keyfield]: r[field] for r in await self.kernel.find(query)})
+        return found
+
+    @api
     async def get_memory(self, memory_id: str, *, user_id: str | None = None) -> m.UserMemory | None:
-        await self._ready()
-        v.check_id(memory_id, "memory_id")
-        v.check_opt_id(user_id, "user_id")
         return self._model("memories", await self._get_visible("memories", (memory_id,), user_id))
 
+    @api(order=MEMORY_ORDERS)
     async def list_memories(
         self,
         *,
@@ -568,28 +555,23 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.UserMemory]:
-        await self._ready()
         where: list[Cond] = []
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
-        _scope(where, "agent_id", v.check_opt_id(agent_id, "agent_id"))
-        _scope(where, "team_id", v.check_opt_id(team_id, "team_id"))
+        for f, val in (("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id)):
+            _scope(where, f, val)
         if topics:
-            if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):
-                raise InvalidInputError("topics must be a list of strings")
-            where.append(Cond("topics", "contains_all", list(dict.fromkeys(topics))))
-        if v.check_str(search, "search"):
+            where.append(Cond("topics", "contains_all", topics))
+        if search:
             where.append(Cond("memory", "icontains", search))
         return await self._page("memories", where, MEMORY_ORDERS, order, limit, cursor, with_total)
 
+    @api
     async def memory_topics(self, *, user_id: str | None = None) -> list[str]:
-        await self._ready()
         where: list[Cond] = []
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        _scope(where, "user_id", user_id)
         return sorted(await self.kernel.distinct("memories", "topics", tuple(where)))
 
+    @api
     async def memory_stats(self, *, limit: int = 20, cursor: str | None = None) -> m.Page[m.MemoryStats]:
-        await self._ready()
-        v.check_limit(limit)
         after = v.decode_cursor(cursor, "user_asc", 1)
         if after is not None and not isinstance(after[0], str):
             raise InvalidInputError("invalid cursor: it was not made by memory_stats")
@@ -599,41 +581,44 @@ class AsyncDb:
         next_cursor = v.encode_cursor("user_asc", [items[-1].user_id]) if len(groups) > limit else None
         return m.Page(items=items, next_cursor=next_cursor)
 
+    @api
     async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> bool:
         return await self.delete_memories([memory_id], user_id=user_id) == 1
 
+    @api
     async def delete_memories(self, memory_ids: Sequence[str], *, user_id: str | None = None) -> int:
-        await self._ready()
-        ids = v.check_ids(memory_ids, "memory_ids")
-        v.check_opt_id(user_id, "user_id")
+        return await self._delete_ids("memories", memory_ids, user_id)
+
+    async def _delete_ids(self, table: str, ids: Sequence[str], user_id: str | None) -> int:
+        """Delete by id, only `user_id`'s records when given; one transaction where the
+        store has them."""
+        keyfield = self.specs[table].key[0]
         total = 0
-        for chunk in _chunks(ids):
-            where = [Cond("memory_id", "in", list(chunk))]
-            _scope(where, "user_id", user_id)
-            total += await self.kernel.delete("memories", tuple(where))
+        async with self.kernel.transaction():
+            for chunk in _chunks(ids):
+                where = [Cond(keyfield, "in", list(chunk))]
+                _scope(where, "user_id", user_id)
+                total += await self.kernel.delete(table, tuple(where))
         return total
 
+    @api
     async def clear_memories(self, *, user_id: str) -> int:
-        await self._ready()
-        v.check_id(user_id, "user_id")
         return (await self._delete_where("memories", [eq("user_id", user_id)]))["memories"]
 
     # -- knowledge contents --------------------------------------------------------------
 
+    @api
     async def upsert_knowledge(self, content: m.KnowledgeContent) -> m.KnowledgeContent:
-        await self._ready()
-        c = v.coerce(m.KnowledgeContent, content, "knowledge content")
-        row = self._row("knowledge", c, "knowledge content")
+        row = self._row("knowledge", content)
         now = _now()
-        row.update(created_at=c.created_at or now, updated_at=now)
+        row.update(created_at=content.created_at or now, updated_at=now)
         return self._model("knowledge", await self._put("knowledge", row))
 
+    @api
     async def get_knowledge(self, content_id: str, *, user_id: str | None = None):
-        await self._ready()
-        v.check_id(content_id, "content_id")
-        v.check_opt_id(user_id, "user_id")
         return self._model("knowledge", await self._get_visible("knowledge", (content_id,), user_id, shared=True))
 
+    @api(order=KNOWLEDGE_ORDERS, status=m.ContentStatus)
     async def list_knowledge(
         self,
         *,
@@ -645,49 +630,56 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.KnowledgeContent]:
-        await self._ready()
         where: list[Cond] = []
-        if v.check_opt_id(user_id, "user_id") is not None:
+        if user_id is not None:
             where.append(Cond("user_id", "in", [user_id, None]))
-        _scope(where, "linked_to", v.check_opt_id(linked_to, "linked_to"))
-        if status is not None:
-            where.append(eq("status", v.check_choice(status, m.ContentStatus.__args__, "status")))
+        _scope(where, "linked_to", linked_to)
+        _scope(where, "status", status)
         return await self._page("knowledge", where, KNOWLEDGE_ORDERS, order, limit, cursor, with_total)
 
+    @api
     async def delete_knowledge(self, content_id: str, *, user_id: str | None = None) -> bool:
-        await self._ready()
-        where = [eq("id", v.check_id(content_id, "content_id"))]
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        where = [eq("id", content_id)]
+        _scope(where, "user_id", user_id)
         return await self.kernel.delete("knowledge", tuple(where)) == 1
 
     # -- traces and spans ---------------------------------------------------------------
 
+    @api
     async def write_spans(self, spans: Sequence[m.Span]) -> None:
-        await self._ready()
-        if isinstance(spans, (str, bytes, dict)) or not hasattr(spans, "__iter__"):
-            raise InvalidInputError("spans must be a list of Span")
-        rows = {}
-        for s in spans:
-            span = v.coerce(m.Span, s, "span")
-            v.check_id(span.trace_id, "span.trace_id")
-            rows[span.span_id] = self._row("spans", span, "span")
-        for chunk in _chunks(list(rows)):
-            async with self.kernel.transaction():
-                query = Query("spans", (Cond("span_id", "in", list(chunk)),), fields=("span_id",))
-                known = {r["span_id"] for r in await self.kernel.find(query)}
-                await self.kernel.put_many("spans", [rows[i] for i in chunk], True)
-                fresh = defaultdict(int)
-                for i in chunk:
-                    if i not in known:
-                        fresh[rows[i]["trace_id"]] += 1
-                groups: dict[str, list[dict]] = defaultdict(list)
-                for i in chunk:
-                    groups[rows[i]["trace_id"]].append(rows[i])
-                # the batch's traces in one read; each is then created or updated by itself
-                query = Query("traces", (Cond("trace_id", "in", list(groups)),))
+        """Idempotent on span_id; a span never moves to another trace (ConflictError, checked
+        for the whole batch before the first write)."""
+        rows = {span.span_id: self._row("spans", span) for span in spans}
+        async with self.kernel.transaction():
+            known = await self._owners("spans", list(rows), "trace_id")
+            self._check_parents("span", rows, known, "trace_id")
+            for chunk in _chunks(list(rows)):
+                fresh = [rows[i] for i in chunk if i not in known]
+                if await self.kernel.put_many("spans", fresh, False) != len(fresh):
+                    # another writer stored some of these ids since the check: same trace or none
+                    raced = await self._owners("spans", [r["span_id"] for r in fresh], "trace_id")
+                    self._check_parents("span", rows, raced, "trace_id")
+                again = [rows[i] for i in chunk if i in known]
+                if again:
+                    await self.kernel.put_many("spans", again, True)
+            groups: dict[str, list[dict]] = defaultdict(list)
+            for row in rows.values():
+                groups[row["trace_id"]].append(row)
+            # the batch's traces read a chunk at a time; each is then created or updated by itself
+            for chunk in _chunks(list(groups)):
+                query = Query("traces", (Cond("trace_id", "in", list(chunk)),))
                 current = {r["trace_id"]: r for r in await self.kernel.find(query)}
-                for trace_id, group in groups.items():
-                    await self._merge_trace(trace_id, group, fresh[trace_id], current.get(trace_id))
+                for trace_id in chunk:
+                    group = groups[trace_id]
+                    fresh = sum(1 for r in group if r["span_id"] not in known)
+                    await self._merge_trace(trace_id, group, fresh, current.get(trace_id))
+
+    @staticmethod
+    def _check_parents(what: str, rows: dict[str, dict], stored: dict[str, Any], field: str) -> None:
+        """A record id already stored under another parent raises: it never moves."""
+        for key, parent in stored.items():
+            if rows[key][field] != parent:
+                raise ConflictError(f"{what} {key!r} belongs to {field} {parent!r}, not {rows[key][field]!r}")
 
     async def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int, cur: dict | None) -> None:
         for attempt in range(MAX_RETRIES):
@@ -706,17 +698,16 @@ class AsyncDb:
                 return
         raise ConflictError(f"trace {trace_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
+    @api
     async def get_trace(self, trace_id: str, *, user_id: str | None = None) -> m.Trace | None:
-        await self._ready()
-        v.check_id(trace_id, "trace_id")
-        return self._model("traces", await self._get_visible("traces", (trace_id,), v.check_opt_id(user_id, "user_id")))
+        return self._model("traces", await self._get_visible("traces", (trace_id,), user_id))
 
+    @api
     async def get_spans(self, trace_id: str) -> list[m.Span]:
-        await self._ready()
-        v.check_id(trace_id, "trace_id")
         rows = await self.kernel.find(Query("spans", (eq("trace_id", trace_id),), ("start_time", "span_id")))
         return [self._model("spans", r) for r in rows]
 
+    @api(order=TRACE_ORDERS, status=m.TraceStatus)
     async def list_traces(
         self,
         *,
@@ -734,13 +725,10 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.Trace]:
-        await self._ready()
         where: list[Cond] = []
-        for f, val in (("user_id", user_id), ("session_id", session_id), ("run_id", run_id),
-                       ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id)):
-            _scope(where, f, v.check_opt_id(val, f))
-        if status is not None:
-            where.append(eq("status", v.check_choice(status, m.TraceStatus.__args__, "status")))
+        for f, val in (("user_id", user_id), ("session_id", session_id), ("run_id", run_id), ("agent_id", agent_id),
+                       ("team_id", team_id), ("workflow_id", workflow_id), ("status", status)):
+            _scope(where, f, val)
         where += self._time_range("start_time", started_after, started_before)
         return await self._page("traces", where, TRACE_ORDERS, order, limit, cursor, with_total)
 
@@ -748,11 +736,12 @@ class AsyncDb:
     def _time_range(field: str, after: Any, before: Any) -> list[Cond]:
         out = []
         if after is not None:
-            out.append(Cond(field, "gte", v.check_time(after, f"{field} lower bound")))
+            out.append(Cond(field, "gte", after))
         if before is not None:
-            out.append(Cond(field, "lt", v.check_time(before, f"{field} upper bound")))
+            out.append(Cond(field, "lt", before))
         return out
 
+    @api(group_by=TRACE_GROUPS)
     async def trace_stats(
         self,
         *,
@@ -760,8 +749,7 @@ class AsyncDb:
         started_after: dt.datetime | None = None,
         started_before: dt.datetime | None = None,
     ) -> list[m.TraceStats]:
-        await self._ready()
-        field = TRACE_GROUPS[v.check_choice(group_by, list(TRACE_GROUPS), "group_by")]
+        field = TRACE_GROUPS[group_by]
         where = tuple(self._time_range("start_time", started_after, started_before))
         rows = []
         async for batch in self._scan("traces", where, (field, "status", "duration_ms"), by="start_time"):
@@ -786,10 +774,10 @@ class AsyncDb:
 
     # -- approvals ------------------------------------------------------------------------
 
+    @api
     async def create_approval(self, approval: m.Approval) -> m.Approval:
-        await self._ready()
-        a = v.coerce(m.Approval, approval, "approval")
-        row = self._row("approvals", a, "approval")
+        a = approval
+        row = self._row("approvals", a)
         row["created_at"] = a.created_at or _now()
         try:
             await self.kernel.insert("approvals", row)
@@ -800,11 +788,11 @@ class AsyncDb:
             raise ConflictError(f"approval {a.id!r} already exists") from None
         return self._model("approvals", row)
 
+    @api
     async def get_approval(self, approval_id: str, *, user_id: str | None = None) -> m.Approval | None:
-        await self._ready()
-        v.check_id(approval_id, "approval_id")
-        return self._model("approvals", await self._get_visible("approvals", (approval_id,), v.check_opt_id(user_id, "user_id")))
+        return self._model("approvals", await self._get_visible("approvals", (approval_id,), user_id))
 
+    @api(status=m.ApprovalStatus, order=CREATED_ORDERS)
     async def list_approvals(
         self,
         *,
@@ -818,14 +806,13 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.Approval]:
-        await self._ready()
         where: list[Cond] = []
-        if status is not None:
-            where.append(eq("status", v.check_choice(status, m.ApprovalStatus.__args__, "status")))
-        for f, val in (("user_id", user_id), ("session_id", session_id), ("run_id", run_id), ("agent_id", agent_id)):
-            _scope(where, f, v.check_opt_id(val, f))
+        for f, val in (("status", status), ("user_id", user_id), ("session_id", session_id), ("run_id", run_id),
+                       ("agent_id", agent_id)):
+            _scope(where, f, val)
         return await self._page("approvals", where, CREATED_ORDERS, order, limit, cursor, with_total)
 
+    @api(status=APPROVAL_RESOLUTIONS)
     async def resolve_approval(
         self,
         approval_id: str,
@@ -835,14 +822,6 @@ class AsyncDb:
         resolution: dict | None = None,
         user_id: str | None = None,
     ) -> m.Approval:
-        await self._ready()
-        v.check_id(approval_id, "approval_id")
-        v.check_opt_id(user_id, "user_id")
-        v.check_choice(status, APPROVAL_RESOLUTIONS, "resolution status")
-        v.check_str(resolved_by, "resolved_by")
-        if resolution is not None and not isinstance(resolution, dict):
-            raise InvalidInputError("resolution must be a dict")
-        v.check_payload({"resolution": resolution, "resolved_by": resolved_by}, "resolution")
         cur = await self._get_visible("approvals", (approval_id,), user_id)
         if cur is None:
             raise NotFoundError(f"approval {approval_id!r} not found")
@@ -858,40 +837,39 @@ class AsyncDb:
             raise ConflictError(f"approval {approval_id!r} was resolved concurrently")
         return self._model("approvals", {**cur, **values})
 
+    @api
     async def count_pending_approvals(self, *, user_id: str | None = None) -> int:
-        await self._ready()
         where = [eq("status", "pending")]
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        _scope(where, "user_id", user_id)
         return await self.kernel.count("approvals", tuple(where))
 
+    @api
     async def delete_approval(self, approval_id: str, *, user_id: str | None = None) -> bool:
-        await self._ready()
-        where = [eq("id", v.check_id(approval_id, "approval_id"))]
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        where = [eq("id", approval_id)]
+        _scope(where, "user_id", user_id)
         return await self.kernel.delete("approvals", tuple(where)) == 1
 
     # -- schedules ------------------------------------------------------------------------
 
+    @api
     async def upsert_schedule(self, schedule: m.Schedule, *, expected_revision: int | None = None) -> m.Schedule:
-        await self._ready()
-        s = v.coerce(m.Schedule, schedule, "schedule")
-        expected = self._check_revision(expected_revision)
+        s = schedule
         check_cron(s.cron, s.timezone)
-        row = self._row("schedules", s, "schedule")
+        row = self._row("schedules", s)
         now = _now()
         if row["next_run_at"] is None and s.enabled:
             row["next_run_at"] = next_fire(s.cron, s.timezone, now)
         row.update(created_at=s.created_at or now, updated_at=now, locked_by=None, locked_until=None)
         stored = await self._put(
-            "schedules", row, expected_revision=expected, keep=("created_at", "locked_by", "locked_until")
+            "schedules", row, expected_revision=expected_revision, keep=("created_at", "locked_by", "locked_until")
         )
         return self._model("schedules", stored)
 
+    @api
     async def get_schedule(self, schedule_id: str, *, user_id: str | None = None) -> m.Schedule | None:
-        await self._ready()
-        v.check_id(schedule_id, "schedule_id")
-        return self._model("schedules", await self._get_visible("schedules", (schedule_id,), v.check_opt_id(user_id, "user_id")))
+        return self._model("schedules", await self._get_visible("schedules", (schedule_id,), user_id))
 
+    @api(order=CREATED_ORDERS)
     async def list_schedules(
         self,
         *,
@@ -902,29 +880,27 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.Schedule]:
-        await self._ready()
         where: list[Cond] = []
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
-        _scope(where, "enabled", v.check_bool(enabled, "enabled"))
+        _scope(where, "user_id", user_id)
+        _scope(where, "enabled", enabled)
         return await self._page("schedules", where, CREATED_ORDERS, order, limit, cursor, with_total)
 
+    @api
     async def delete_schedule(self, schedule_id: str, *, user_id: str | None = None) -> bool:
-        await self._ready()
-        where = [eq("id", v.check_id(schedule_id, "schedule_id"))]
-        _scope(where, "user_id", v.check_opt_id(user_id, "user_id"))
+        where = [eq("id", schedule_id)]
+        _scope(where, "user_id", user_id)
         counts = await self._delete_where("schedules", where, [("schedule_runs", "schedule_id")])
         return counts["schedules"] == 1
 
+    @api
     async def claim_due_schedules(
         self, *, worker_id: str, now: dt.datetime | None = None, lease_seconds: float = 300, limit: int = 1
     ) -> list[m.Schedule]:
-        await self._ready()
-        v.check_id(worker_id, "worker_id")
-        now = v.check_time(now, "now") or _now()
-        v.check_limit(limit)
-        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
-            raise InvalidInputError(f"lease_seconds must be a positive number, got {lease_seconds!r}")
-        until = now + dt.timedelta(seconds=lease_seconds)
+        now = now or _now()
+        try:
+            until = now + dt.timedelta(seconds=lease_seconds)
+        except OverflowError:
+            raise InvalidInputError(f"now + lease_seconds is past the year 9999: {now.isoformat()}") from None
         if getattr(self.kernel, "atomic_claim", False):  # the store locks and skips rows itself
             rows = await self.kernel.claim_due(now=now, until=until, worker_id=worker_id, limit=limit)
             return [self._model("schedules", r) for r in rows]
@@ -947,13 +923,10 @@ class AsyncDb:
             after = (rows[-1]["next_run_at"], rows[-1]["id"])
         return claimed
 
+    @api
     async def release_schedule(
         self, schedule_id: str, *, worker_id: str, next_run_at: dt.datetime | None
     ) -> m.Schedule:
-        await self._ready()
-        v.check_id(schedule_id, "schedule_id")
-        v.check_id(worker_id, "worker_id")
-        next_run_at = v.check_time(next_run_at, "next_run_at")
         for _ in range(MAX_RETRIES):
             cur = await self.kernel.get("schedules", (schedule_id,))
             if cur is None:
@@ -966,29 +939,40 @@ class AsyncDb:
                 return self._model("schedules", {**cur, **values})
         raise ConflictError(f"schedule {schedule_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
+    @api(run=m.ScheduleRun)
     async def record_schedule_run(self, run: m.ScheduleRun) -> m.ScheduleRun:
-        await self._ready()
-        r = v.coerce(m.ScheduleRun, run, "schedule run")
-        row = self._row("schedule_runs", r, "schedule run")
-        v.check_id(r.schedule_id, "schedule_id")
-        if await self.kernel.get("schedules", (r.schedule_id,)) is None:
-            raise NotFoundError(f"schedule {r.schedule_id!r} not found")
-        row["started_at"] = r.started_at or _now()
-        await self.kernel.put_many("schedule_runs", [row], True)
-        return self._model("schedule_runs", row)
+        """Create or replace a schedule run; a run id never moves to another schedule."""
+        row = self._row("schedule_runs", run)
+        if await self.kernel.get("schedules", (run.schedule_id,)) is None:
+            raise NotFoundError(f"schedule {run.schedule_id!r} not found")
+        row["started_at"] = run.started_at or _now()
+        values = {k: val for k, val in row.items() if k != "id"}
+        for _ in range(MAX_RETRIES):
+            try:
+                await self.kernel.insert("schedule_runs", row)
+                return self._model("schedule_runs", row)
+            except DuplicateKey:
+                pass
+            cur = await self.kernel.get("schedule_runs", (run.id,))
+            if cur is not None:
+                self._check_parents("schedule run", {run.id: row}, {run.id: cur["schedule_id"]}, "schedule_id")
+                where = (eq("schedule_id", run.schedule_id),)
+                if await self.kernel.update("schedule_runs", (run.id,), set=values, where=where) is not None:
+                    return self._model("schedule_runs", row)
+        raise ConflictError(f"schedule run {run.id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
+    @api
     async def list_schedule_runs(
         self, schedule_id: str, *, limit: int = 20, cursor: str | None = None, with_total: bool = False
     ) -> m.Page[m.ScheduleRun]:
-        await self._ready()
-        where = [eq("schedule_id", v.check_id(schedule_id, "schedule_id"))]
+        where = [eq("schedule_id", schedule_id)]
         return await self._page("schedule_runs", where, SCHEDULE_RUN_ORDER, "started_desc", limit, cursor, with_total)
 
     # -- metrics and evals -----------------------------------------------------------------
 
+    @api
     async def refresh_metrics(self, *, now: dt.datetime | None = None) -> int:
-        await self._ready()
-        now = v.check_time(now, "now") or _now()
+        now = now or _now()
         state = await self.kernel.get("meta", ("metrics:watermark",))
         mark = dt.datetime.fromisoformat(state["value"]) if state else None
         days: set[dt.date] = set()
@@ -1014,32 +998,32 @@ class AsyncDb:
             await self.kernel.put_many("meta", [{"key": "metrics:watermark", "value": newest.isoformat(), "updated_at": now}], True)
         return written
 
+    @api(user_id=all_users_or_id)
     async def get_metrics(
         self, *, start_date: dt.date | None = None, end_date: dt.date | None = None, user_id: str | None = None
     ) -> list[m.MetricsDay]:
-        await self._ready()
         # user_id None (or "", as the rows store it) reads the all-users rows
-        where = [eq("user_id", "" if user_id in (None, "") else v.check_id(user_id, "user_id"))]
-        if v.check_date(start_date, "start_date") is not None:
+        where = [eq("user_id", user_id or "")]
+        if start_date is not None:
             where.append(Cond("date", "gte", start_date))
-        if v.check_date(end_date, "end_date") is not None:
+        if end_date is not None:
             where.append(Cond("date", "lte", end_date))
         rows = await self.kernel.find(Query("metrics", tuple(where), ("date", "user_id")))
         return [self._model("metrics", r) for r in rows]
 
+    @api
     async def save_eval_run(self, eval_run: m.EvalRun) -> m.EvalRun:
-        await self._ready()
-        e = v.coerce(m.EvalRun, eval_run, "eval run")
-        row = self._row("eval_runs", e, "eval run")
+        e = eval_run
+        row = self._row("eval_runs", e)
         now = _now()
         row.update(created_at=e.created_at or now, updated_at=now)
         return self._model("eval_runs", await self._put("eval_runs", row))
 
+    @api
     async def get_eval_run(self, eval_run_id: str, *, user_id: str | None = None) -> m.EvalRun | None:
-        await self._ready()
-        v.check_id(eval_run_id, "eval_run_id")
-        return self._model("eval_runs", await self._get_visible("eval_runs", (eval_run_id,), v.check_opt_id(user_id, "user_id")))
+        return self._model("eval_runs", await self._get_visible("eval_runs", (eval_run_id,), user_id))
 
+    @api(order=CREATED_ORDERS)
     async def list_eval_runs(
         self,
         *,
@@ -1053,42 +1037,29 @@ class AsyncDb:
         cursor: str | None = None,
         with_total: bool = False,
     ) -> m.Page[m.EvalRun]:
-        await self._ready()
         where: list[Cond] = []
-        for f, val in (("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id)):
-            _scope(where, f, v.check_opt_id(val, f))
-        if eval_type is not None:
-            where.append(eq("eval_type", v.check_choice(eval_type, m.EvalType.__args__, "eval_type")))
+        for f, val in (("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id),
+                       ("eval_type", eval_type)):
+            _scope(where, f, val)
         return await self._page("eval_runs", where, CREATED_ORDERS, order, limit, cursor, with_total)
 
+    @api
     async def rename_eval_run(self, eval_run_id: str, name: str, *, user_id: str | None = None) -> m.EvalRun:
-        await self._ready()
-        v.check_id(eval_run_id, "eval_run_id")
-        v.check_opt_id(user_id, "user_id")
-        if not isinstance(name, str):
-            raise InvalidInputError(f"name must be a string, got {type(name).__name__}")
         cur = await self._get_visible("eval_runs", (eval_run_id,), user_id)
         values = {"name": name, "updated_at": _now()}
         if cur is None or await self.kernel.update("eval_runs", (eval_run_id,), set=values, where=(eq("user_id", cur["user_id"]),)) is None:
             raise NotFoundError(f"eval run {eval_run_id!r} not found")
         return self._model("eval_runs", {**cur, **values})
 
+    @api
     async def delete_eval_runs(self, eval_run_ids: Sequence[str], *, user_id: str | None = None) -> int:
-        await self._ready()
-        ids = v.check_ids(eval_run_ids, "eval_run_ids")
-        v.check_opt_id(user_id, "user_id")
-        total = 0
-        for chunk in _chunks(ids):
-            where = [Cond("id", "in", list(chunk))]
-            _scope(where, "user_id", user_id)
-            total += await self.kernel.delete("eval_runs", tuple(where))
-        return total
+        return await self._delete_ids("eval_runs", eval_run_ids, user_id)
 
     # -- lifecycle and data management -----------------------------------------------------
 
+    @api
     async def purge_expired(self, *, now: dt.datetime | None = None) -> dict[str, int]:
-        await self._ready()
-        now = v.check_time(now, "now") or _now()
+        now = now or _now()
         result: dict[str, int] = {}
         for table, child, fk in TTL_TABLES:
             counts = await self._delete_where(table, [Cond("expires_at", "lte", now)], [(child, fk)] if child else [])
@@ -1096,9 +1067,8 @@ class AsyncDb:
                 result[t] = result.get(t, 0) + n
         return result
 
+    @api
     async def delete_user(self, user_id: str) -> dict[str, int]:
-        await self._ready()
-        v.check_id(user_id, "user_id")
         mine = [eq("user_id", user_id)]
         result: dict[str, int] = {}
         for table, children in (
@@ -1119,11 +1089,10 @@ class AsyncDb:
                 result[t] = result.get(t, 0) + n
         return result
 
+    @api
     async def export_jsonl(self, fp_or_path: Any, *, tables: Sequence[str] | None = None) -> int:
         """Write a versioned, backend-neutral dump, streaming (memory does not grow with size)."""
-        await self._ready()
-        chosen = EXPORT_TABLES if tables is None else [v.check_choice(t, EXPORT_TABLES, "table") for t in tables]
-        chosen = [t for t in EXPORT_TABLES if t in chosen]
+        chosen = [t for t in EXPORT_TABLES if tables is None or t in tables]
         count = 0
         with _open_text(fp_or_path, "w") as out:
             header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "tables": chosen, "exported_at": _now().isoformat()}
@@ -1142,20 +1111,31 @@ class AsyncDb:
                     count += len(batch)
         return count
 
-    async def import_jsonl(self, fp_or_path: Any, *, on_conflict: str = "skip") -> int:
-        """Read a dump made by export_jsonl. The file is checked whole first, so a bad line
-        (or, with on_conflict="error", an existing record) writes nothing."""
-        await self._ready()
-        v.check_choice(on_conflict, ("skip", "replace", "error"), "on_conflict")
+    @api
+    async def import_jsonl(self, fp_or_path: Any, *, on_conflict: str = "skip") -> m.ImportCount:
+        """Read a dump made by export_jsonl: all or nothing. Every line is checked first, by
+        the rules of the API's own methods (a stream is spooled to a temporary file for
+        that), so a bad line, or with on_conflict="error" an existing record, writes
+        nothing; the writes then share one transaction where the store has them. Returns
+        the records written, an int that also tells how many were read and skipped."""
         with _open_text(fp_or_path, "r") as src:
-            start = src.tell() if src.seekable() else None
-            if start is None:  # a stream: check and write in one pass
-                return await self._import_lines(src, on_conflict, write=True)
-            await self._import_lines(src, on_conflict, write=False)
-            src.seek(start)
-            return await self._import_lines(src, on_conflict, write=True)
+            if src.seekable():
+                return await self._import(src, on_conflict)
+            with tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n") as spool:
+                shutil.copyfileobj(src, spool)
+                spool.seek(0)
+                return await self._import(spool, on_conflict)
+
+    async def _import(self, src: Any, on_conflict: str) -> m.ImportCount:
+        start = src.tell()
+        read = await self._import_lines(src, on_conflict, write=False)
+        src.seek(start)
+        async with self.kernel.transaction():
+            written = await self._import_lines(src, on_conflict, write=True)
+        return m.ImportCount(written, read=read)
 
     async def _import_lines(self, src: Any, on_conflict: str, *, write: bool) -> int:
+        """Check (`write=False`: returns the records read) or write (returns those written)."""
         header_line = src.readline()
         try:
             header = json.loads(header_line)
@@ -1164,9 +1144,9 @@ class AsyncDb:
             ok = False
         if not ok:
             raise InvalidInputError("not an agentkeep export: the first line is not its header")
-        if header.get("version", 0) > EXPORT_VERSION:
-            raise InvalidInputError(f"export version {header['version']} is newer than this agentkeep reads")
-        written = 0
+        if not isinstance(header.get("version", 0), int) or header.get("version", 0) > EXPORT_VERSION:
+            raise InvalidInputError(f"export version {header['version']!r} is newer than this agentkeep reads")
+        count = 0
         batch: list[dict] = []
         table = None
         for lineno, line in enumerate(src, start=2):
@@ -1174,39 +1154,37 @@ class AsyncDb:
                 continue
             t, row = self._import_row(line, lineno)
             if batch and (t != table or len(batch) >= CHUNK):
-                written += await self._import_batch(table, batch, on_conflict, write)
+                count += await self._import_batch(table, batch, on_conflict, write)
                 batch = []
             table = t
             batch.append(row)
         if batch:
-            written += await self._import_batch(table, batch, on_conflict, write)
-        return written
+            count += await self._import_batch(table, batch, on_conflict, write)
+        return count
 
     def _import_row(self, line: str, lineno: int) -> tuple[str, dict]:
+        """One line as a row, through the same checks as the API's own writes."""
         try:
             item = json.loads(line)
             table = v.check_choice(item["table"], EXPORT_TABLES, "table")
             spec = self.specs[table]
-            record = spec.model.model_validate(item["record"])
-            row = {c.name: getattr(record, c.name) for c in spec.columns if c.name not in spec.internal}
-            for c in spec.columns:
-                if c.kind == "json" and hasattr(row.get(c.name), "model_dump"):
-                    row[c.name] = row[c.name].model_dump()
-            v.check_payload(row, table)
+            row = self._row(table, check_record(spec.model, item["record"], f"{table} record"))
             hidden = item.get("internal") or {}
+            if not isinstance(hidden, dict):
+                raise InvalidInputError("its internal fields are not an object")
             for name in spec.internal:
-                row[name] = int(hidden.get(name, 1 if name == "revision" else 0))
-            if table == "sessions":
-                row["last_seq"] = max(row["last_seq"], 0)
+                row[name] = v.check_int(hidden.get(name, 1 if name == "revision" else 0), f"internal {name}", 0)
             return table, row
         except InvalidInputError as exc:
             raise InvalidInputError(f"line {lineno}: {exc}") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInputError(f"line {lineno}: not a valid record: {str(exc)[:300]}") from None
+            raise InvalidInputError(f"line {lineno}: not a valid record: {shorten(exc, 300)}") from None
 
     async def _import_batch(self, table: str, rows: list[dict], on_conflict: str, write: bool) -> int:
         spec = self.specs[table]
-        if on_conflict == "error" and not write:
+        if write:
+            return await self.kernel.put_many(table, rows, on_conflict == "replace")
+        if on_conflict == "error":
             keyfield = spec.key[0]
             if len(spec.key) == 1:
                 query = Query(table, (Cond(keyfield, "in", [r[keyfield] for r in rows]),), fields=spec.key)
@@ -1215,10 +1193,7 @@ class AsyncDb:
                 found = [r for r in [await self.kernel.get(table, spec.key_of(r)) for r in rows] if r]
             if found:
                 raise ConflictError(f"{table} {spec.key_of(found[0])} already exists (on_conflict='error')")
-        if not write:
-            return 0
-        async with self.kernel.transaction():
-            return await self.kernel.put_many(table, rows, on_conflict == "replace")
+        return len(rows)
 
 
 class _open_text:

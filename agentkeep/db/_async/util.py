@@ -12,3 +12,8 @@ T = TypeVar("T")
 async def to_thread(fn: Callable[[], T]) -> T:
     """Run blocking work (catalog reads) off the event loop."""
     return await asyncio.to_thread(fn)
+
+
+def gate() -> asyncio.Lock:
+    """A lock that one task holds while the others wait (no thread is blocked)."""
+    return asyncio.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -9,3 +10,7 @@ T = TypeVar("T")
 
 def to_thread(fn: Callable[[], T]) -> T:
     return fn()
+
+
+def gate() -> threading.Lock:
+    return threading.Lock()
