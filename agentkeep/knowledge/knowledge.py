@@ -13,7 +13,9 @@ store lives in the contents db: PgVector on that PostgresDb), or "failed" with t
 in `status_message`.
 A fingerprint of the bytes and of the settings that shape the chunks (reader, chunker,
 embedder, metadata) is kept in the row, so adding unchanged content again does no work
-and changed content replaces its old chunks.
+(as long as the store still holds its chunks) and changed content replaces its old chunks.
+Errors that would fail every content alike (no API key for the embedder, a store that
+cannot be created or holds vectors of another length) raise before anything is written.
 """
 
 from __future__ import annotations
@@ -38,6 +40,30 @@ from agentkeep.vector_db.base import Chunk, SearchHit, VectorDb
 INGEST_KEY = "_ingest"  # reserved key of a catalog row's metadata: fingerprint, source, chunk count
 MAX_URL_BYTES = 64 * 1024 * 1024
 _MESSAGE_LIMIT = 2000
+
+
+class AddResult(list):
+    """The catalog rows one call added, updated or found unchanged, in order: a list of
+    KnowledgeContent, with the outcome of each sorted into `added` (new or changed, now
+    completed), `unchanged` (skipped: same fingerprint, chunks in the store) and `failed`
+    (each row's `status_message` says why)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[KnowledgeContent] = []
+        self.unchanged: list[KnowledgeContent] = []
+        self.failed: list[KnowledgeContent] = []
+
+    def record(self, row: KnowledgeContent, unchanged: bool) -> None:
+        self.append(row)
+        (self.failed if row.status == "failed" else self.unchanged if unchanged else self.added).append(row)
+
+    def summary(self) -> str:
+        """One line of counts ("3 added, 0 unchanged, 2 failed"), then "  <name>: <reason>" per
+        failure."""
+        head = f"{len(self.added)} added, {len(self.unchanged)} unchanged, {len(self.failed)} failed"
+        return "\n".join([head + (":" if self.failed else "")]
+                         + [f"  {r.name}: {r.status_message}" for r in self.failed])
 
 
 @dataclass
@@ -101,15 +127,51 @@ class Knowledge:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         progress: bool = False,
-    ) -> KnowledgeContent | list[KnowledgeContent]:
+        force: bool = False,
+    ) -> KnowledgeContent | AddResult:
         """Add raw `text`, a file or folder at `path`, or a `url`. Returns the catalog row
-        (status "completed" or "failed"), or one row per file for a folder.
+        (status "completed" or "failed", the error in `status_message`), or for a folder an
+        AddResult: one row per file, with `.added`, `.unchanged` and `.failed`.
 
         A folder takes the files whose extension a reader knows (or that match `include`
         globs, relative to the folder), minus `exclude` globs and hidden files; `progress`
         shows a progress bar. `content_id` defaults to a stable id of the source (file
         path, URL, or `name` for text, else the text itself) so adding it again updates it.
+        Unchanged content is skipped unless `force` is set.
         """
+        result = AddResult()
+        folder = self._add_into(result, text=text, path=path, url=url, name=name, description=description,
+                                metadata=metadata, content_id=content_id, user_id=user_id, reader=reader,
+                                chunker=chunker, recursive=recursive, include=include, exclude=exclude,
+                                progress=progress, force=force)
+        return result if folder else result[0]
+
+    def add_sources(self, sources: Sequence[str | os.PathLike], **options: Any) -> AddResult:
+        """Add files, folders and http(s) URLs, with the options of `add_content` (but
+        `content_id`); returns one AddResult for them all. Every source is checked first:
+        a missing path or a bad URL raises InvalidInputError and writes nothing."""
+        if isinstance(sources, (str, os.PathLike)):
+            raise InvalidInputError("sources must be a list of paths and URLs")
+        if "content_id" in options:
+            raise InvalidInputError("content_id= names one content; add_content takes it")
+        kinds = []
+        for source in sources:
+            if isinstance(source, str) and source.startswith(("http://", "https://")):
+                _url_source(source, None)  # checks the URL
+                kinds.append("url")
+            elif isinstance(source, (str, os.PathLike)) and os.path.exists(source):
+                kinds.append("path")
+            else:
+                raise InvalidInputError(f"no such file or folder: {str(source)!r}")
+        result = AddResult()
+        for source, kind in zip(sources, kinds):
+            self._add_into(result, **{kind: source}, **options)
+        return result
+
+    def _add_into(self, result: AddResult, *, text=None, path=None, url=None, name=None, description=None,
+                  metadata=None, content_id=None, user_id=None, reader=None, chunker=None, recursive=True,
+                  include=None, exclude=None, progress=False, force=False) -> bool:
+        """add_content's work, its rows recorded in `result`; True when `path` is a folder."""
         given = [x for x in (text, path, url) if x is not None]
         if len(given) != 1:
             raise InvalidInputError("add_content needs exactly one of text=, path= or url=")
@@ -120,7 +182,10 @@ class Knowledge:
                 if content_id is not None:
                     raise InvalidInputError("content_id= names one content; a folder holds many")
                 files = self._folder_files(p, recursive, include, exclude)
-                return self._add_many(files, p, name, description, metadata, user_id, reader, chunker, progress)
+                self._prepare()
+                self._add_many(result, files, p, name, description, metadata, user_id, reader, chunker,
+                               progress, force)
+                return True
             if not p.is_file():
                 raise InvalidInputError(f"no such file or folder: {str(path)!r}")
             source = _file_source(p, name)
@@ -130,7 +195,9 @@ class Knowledge:
             if not isinstance(text, str):
                 raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
             source = _text_source(text, name)
-        return self._add(source, description, metadata, content_id, user_id, reader, chunker)
+        self._prepare()
+        result.record(*self._add(source, description, metadata, content_id, user_id, reader, chunker, force))
+        return False
 
     def _folder_files(self, root: Path, recursive: bool, include, exclude) -> list[Path]:
         candidates = root.rglob("*") if recursive else root.iterdir()
@@ -150,27 +217,39 @@ class Knowledge:
             files.append(f)
         return sorted(files)
 
-    def _add_many(self, files, root, name, description, metadata, user_id, reader, chunker, progress):
-        rows = []
+    def _add_many(self, result, files, root, name, description, metadata, user_id, reader, chunker, progress, force):
         sources = [_file_source(f, f"{name or root.name}/{f.relative_to(root).as_posix()}") for f in files]
         if progress and sources:
             from rich.progress import track
 
             sources = track(sources, description=f"Adding {len(files)} files", total=len(files))
         for source in sources:
-            rows.append(self._add(source, description, metadata, None, user_id, reader, chunker))
-        return rows
+            result.record(*self._add(source, description, metadata, None, user_id, reader, chunker, force))
+
+    def _prepare(self) -> None:
+        """Fail before any row is written when every content would fail alike: an embedder
+        that cannot work (no API key), a store that cannot be created or that holds vectors
+        of another length than the embedder's."""
+        self.embedder.check_ready()
+        self._ensure_store()
 
     def _ensure_store(self) -> None:
         if not self._store_ready:
             self.vector_db.create(self.embedder.dimensions)
             self._store_ready = True
 
+    def _holds_chunks(self, row: KnowledgeContent) -> bool:
+        """Whether the store holds as many chunks of the row's content as the row says it
+        has: a new or emptied store, or another table under the same catalog, does not."""
+        return self.vector_db.count(content_id=row.id) == (row.metadata.get(INGEST_KEY) or {}).get("chunks")
+
     def _content_id(self, source: _Source, user_id: str | None) -> str:
         key = "\x00".join((source.kind, source.identity, user_id or "", self.name or ""))
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
-    def _add(self, source: _Source, description, metadata, content_id, user_id, reader, chunker) -> KnowledgeContent:
+    def _add(self, source: _Source, description, metadata, content_id, user_id, reader, chunker,
+             force: bool) -> tuple[KnowledgeContent, bool]:
+        """Add one content; returns its row and whether it was unchanged (and skipped)."""
         db = self.contents_db
         cid = content_id if content_id is not None else self._content_id(source, user_id)
         existing = db.get_knowledge(cid)
@@ -181,7 +260,8 @@ class Knowledge:
         try:
             data, content_type = source.load()
         except Exception as exc:
-            return db.upsert_knowledge(base.model_copy(update={"status": "failed", "status_message": _message(exc)}))
+            failed = base.model_copy(update={"status": "failed", "status_message": _message(exc)})
+            return db.upsert_knowledge(failed), False
         reader = reader or reader_for(source.file_name, content_type, self.readers) or TextReader()
         chunker = chunker or self.chunker or _default_chunker(reader)
         fingerprint = hashlib.sha256()
@@ -190,16 +270,15 @@ class Knowledge:
             [reader.id, chunker.id, self.embedder.id, metadata], sort_keys=True, default=str
         ).encode())
         digest = fingerprint.hexdigest()
-        if (existing is not None and existing.status == "completed" and existing.user_id == user_id
-                and (existing.metadata.get(INGEST_KEY) or {}).get("hash") == digest):
-            return existing  # unchanged: nothing to do
+        if (not force and existing is not None and existing.status == "completed" and existing.user_id == user_id
+                and (existing.metadata.get(INGEST_KEY) or {}).get("hash") == digest and self._holds_chunks(existing)):
+            return existing, True  # unchanged: nothing to do
         ingest = {"hash": digest, "source": source.kind}
         row = base.model_copy(update={
             "type": reader.kind, "size": len(data), "metadata": {**metadata, INGEST_KEY: ingest},
         })
         row = db.upsert_knowledge(row)
         try:
-            self._ensure_store()
             sections = reader.read(data, name=source.file_name or source.name)
             pieces = chunker.chunk(sections)
             vectors = self.embedder.embed([p.text for p in pieces]) if pieces else []
@@ -216,9 +295,10 @@ class Knowledge:
                 self.vector_db.replace(cid, chunks)
                 return db.upsert_knowledge(
                     row.model_copy(update={"status": "completed", "status_message": None, "metadata": done})
-                )
+                ), False
         except Exception as exc:
-            return db.upsert_knowledge(row.model_copy(update={"status": "failed", "status_message": _message(exc)}))
+            failed = row.model_copy(update={"status": "failed", "status_message": _message(exc)})
+            return db.upsert_knowledge(failed), False
 
     # -- reading and removing --------------------------------------------------------------
 
@@ -263,6 +343,9 @@ class Knowledge:
 
     async def aadd_content(self, **kwargs: Any):
         return await asyncio.to_thread(lambda: self.add_content(**kwargs))
+
+    async def aadd_sources(self, sources: Sequence[str | os.PathLike], **kwargs: Any) -> AddResult:
+        return await asyncio.to_thread(lambda: self.add_sources(sources, **kwargs))
 
     async def asearch(self, query: str, **kwargs: Any) -> list[SearchHit]:
         return await asyncio.to_thread(lambda: self.search(query, **kwargs))

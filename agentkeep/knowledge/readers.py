@@ -19,6 +19,8 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
+from agentkeep.db.drivers import install_hint
+
 
 class ReaderError(Exception):
     """The content could not be read (bad encoding, malformed file, missing parser)."""
@@ -244,7 +246,7 @@ class PdfReader(Reader):
         try:
             import pypdf
         except ImportError:
-            raise ImportError("reading PDF needs pypdf: pip install 'agentkeep[pdf]'") from None
+            raise ImportError(f"reading PDF needs pypdf: {install_hint('pdf')}") from None
         try:
             pdf = pypdf.PdfReader(io.BytesIO(data))
             pages = [page.extract_text() or "" for page in pdf.pages]

@@ -102,7 +102,7 @@ def check_embedding(value: Any, dimensions: int | None, what: str = "embedding")
             and -FLOAT32_MAX <= min(value) and max(value) <= FLOAT32_MAX):
         out = value  # the common case, checked in one pass (NaN and inf make the sum non-finite)
         if dimensions is not None and len(out) != dimensions:
-            raise InvalidInputError(f"{what} has {len(out)} dimensions; this store holds {dimensions}")
+            raise dimension_mismatch("this store", dimensions, len(out), what)
         return out
     out = []
     for x in value:
@@ -122,8 +122,18 @@ def check_embedding(value: Any, dimensions: int | None, what: str = "embedding")
     if not out:
         raise InvalidInputError(f"{what} must not be empty")
     if dimensions is not None and len(out) != dimensions:
-        raise InvalidInputError(f"{what} has {len(out)} dimensions; this store holds {dimensions}")
+        raise dimension_mismatch("this store", dimensions, len(out), what)
     return out
+
+
+def dimension_mismatch(store: str, stored: int, given: int, what: str | None = None) -> InvalidInputError:
+    """The error for vectors whose length is not the store's. The usual cause is an embedder
+    other than the one the store was created with, so the message says so. `store` names the
+    store ("vector table public.kb"), `what` the offending vector when there is one."""
+    found = (f"{what} has {given} dimensions; {store} holds {stored}" if what
+             else f"{store} holds {stored}-dimensional vectors, not {given}")
+    return InvalidInputError(f"{found}: use the embedder (model and dimensions) the store was created with, "
+                             "or another table or collection for this one")
 
 
 def _check_json(value: Any, where: str, depth: int = 0) -> None:

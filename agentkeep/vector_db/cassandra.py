@@ -69,6 +69,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     rrf_top,
     tagged_value,
 )
@@ -353,8 +354,7 @@ class CassandraDb(VectorDb):
         if stored is None:
             raise NotFoundError(self._missing())
         if self.dimensions is not None and stored != self.dimensions:
-            raise InvalidInputError(f"vector table {self.keyspace}.{self.table_name} holds {stored}-dimensional "
-                                    f"vectors, not {self.dimensions}")
+            raise dimension_mismatch(f"vector table {self.keyspace}.{self.table_name}", stored, self.dimensions)
         self.dimensions = stored
 
     def describe(self) -> str:
@@ -379,8 +379,7 @@ class CassandraDb(VectorDb):
         stored = self._stored_dimensions()
         known = stored if stored is not None else self.dimensions
         if known is not None and dimensions is not None and known != dimensions:
-            raise InvalidInputError(f"vector table {self.keyspace}.{self.table_name} holds {known}-dimensional "
-                                    f"vectors, not {dimensions}")
+            raise dimension_mismatch(f"vector table {self.keyspace}.{self.table_name}", known, dimensions)
         wanted = known if known is not None else dimensions
         if wanted is None:
             raise InvalidInputError("create() needs dimensions= (or CassandraDb(dimensions=...)) the first time")

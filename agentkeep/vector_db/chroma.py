@@ -56,6 +56,7 @@ from agentkeep.vector_db.base import (
     check_int,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     number_forms,
     rrf_fuse,
     typed_scalar,
@@ -176,8 +177,7 @@ class ChromaDb(VectorDb):
             raise InvalidInputError(
                 f"Chroma collection {self.collection} was not made by agentkeep (no {DIMENSIONS_KEY})")
         if wanted is not None and wanted != dims:
-            raise InvalidInputError(
-                f"Chroma collection {self.collection} holds {dims}-dimensional vectors, not {wanted}")
+            raise dimension_mismatch(f"Chroma collection {self.collection}", dims, wanted)
         if space != SPACES[self.distance]:
             raise InvalidInputError(
                 f"Chroma collection {self.collection} uses the {space!r} space, not {SPACES[self.distance]!r}")

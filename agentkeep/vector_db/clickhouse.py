@@ -47,6 +47,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     fuse_hits,
 )
 from agentkeep.vector_db.text import query_terms, terms
@@ -263,7 +264,7 @@ class ClickHouseDb(VectorDb):
         return f"ClickHouse table {self.name} does not exist: call create() first"
 
     def _wrong_dimensions(self, stored: int, wanted: int) -> InvalidInputError:
-        return InvalidInputError(f"ClickHouse table {self.name} holds {stored}-dimensional vectors, not {wanted}")
+        return dimension_mismatch(f"ClickHouse table {self.name}", stored, wanted)
 
     def _run(self, fn, *args):
         try:

@@ -58,6 +58,7 @@ from agentkeep.vector_db.base import (
     check_ids,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_term,
     filter_terms,
     rrf_top,
@@ -287,8 +288,7 @@ class CosmosDb(VectorDb):
             raise NotFoundError(self._missing())
         stored = self.queries.stored_dimensions(props)
         if self.dimensions is not None and stored is not None and stored != self.dimensions:
-            raise InvalidInputError(f"vector container {self.container_name} holds {stored}-dimensional vectors, "
-                                    f"not {self.dimensions}")
+            raise dimension_mismatch(f"vector container {self.container_name}", stored, self.dimensions)
         self.dimensions = stored or self.dimensions
         self._known = True
 
@@ -327,8 +327,7 @@ class CosmosDb(VectorDb):
         stored = None if props is None else self.queries.stored_dimensions(props)
         known = stored if stored is not None else self.dimensions
         if known is not None and dimensions is not None and known != dimensions:
-            raise InvalidInputError(f"vector container {self.container_name} holds {known}-dimensional vectors, "
-                                    f"not {dimensions}")
+            raise dimension_mismatch(f"vector container {self.container_name}", known, dimensions)
         wanted = known if known is not None else dimensions
         if wanted is None:
             raise InvalidInputError("create() needs dimensions= (or CosmosDb(dimensions=...)) the first time")

@@ -27,6 +27,7 @@ from agentkeep.vector_db.base import (
     check_ids,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     matches,
     rrf_top,
 )
@@ -35,10 +36,14 @@ from agentkeep.vector_db.text import STOPWORDS, query_terms, stem, terms  # noqa
 DISTANCES = ("cosine", "l2", "inner_product")
 
 class InMemoryVectorDb(VectorDb):
-    """InMemoryVectorDb(dimensions=None, search_type="vector", distance="cosine", ...)."""
+    """InMemoryVectorDb("my_kb", dimensions=None, search_type="vector", distance="cosine", ...).
+
+    `table_name` takes the place every other store's table or collection name has, so one
+    store can stand in for another; it only labels this store."""
 
     def __init__(
         self,
+        table_name: str | None = None,
         *,
         dimensions: int | None = None,
         search_type: str = "vector",
@@ -48,7 +53,10 @@ class InMemoryVectorDb(VectorDb):
         rrf_k: int = 60,
         hybrid_candidates: int = 40,
     ) -> None:
+        if table_name is not None:
+            check_id(table_name, "table_name")
         check_choice(distance, "distance", DISTANCES)
+        self.table_name = table_name
         self.search_type = check_search_type(search_type)
         self.distance = distance
         self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
@@ -59,7 +67,7 @@ class InMemoryVectorDb(VectorDb):
         self._lock = threading.RLock()
 
     def describe(self) -> str:
-        return "in-process memory (exact search)"
+        return f"{self._label()} (this process only, exact search)"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -68,7 +76,7 @@ class InMemoryVectorDb(VectorDb):
             check_dimensions(dimensions)
         with self._lock:
             if self.dimensions is not None and dimensions is not None and dimensions != self.dimensions:
-                raise InvalidInputError(f"this store holds {self.dimensions}-dimensional vectors, not {dimensions}")
+                raise dimension_mismatch(self._label(), self.dimensions, dimensions)
             if self.dimensions is None:
                 if dimensions is None:
                     raise InvalidInputError("create() needs dimensions= the first time")
@@ -83,6 +91,9 @@ class InMemoryVectorDb(VectorDb):
         with self._lock:
             self._rows = None
             self._terms = {}
+
+    def _label(self) -> str:
+        return f"in-memory table {self.table_name}" if self.table_name else "in-memory store"
 
     def _table(self) -> dict[str, Chunk]:
         if self._rows is None:

@@ -54,6 +54,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_token,
     rrf_top,
 )
@@ -200,8 +201,7 @@ class LanceDb(VectorDb):
             raise InvalidInputError(f"LanceDB table {self.table_name!r} was not created by agentkeep's LanceDb")
         dims = schema.field("embedding").type.list_size
         if self.dimensions is not None and self.dimensions != dims:
-            raise InvalidInputError(
-                f"LanceDB table {self.table_name!r} holds {dims}-dimensional vectors, not {self.dimensions}")
+            raise dimension_mismatch(f"LanceDB table {self.table_name!r}", dims, self.dimensions)
         stored = json.loads((schema.metadata or {}).get(_META_KEY, b"{}")).get("distance", self.distance)
         if stored != self.distance:
             raise InvalidInputError(
@@ -273,8 +273,7 @@ class LanceDb(VectorDb):
             if wanted is not None:
                 dims = table.schema.field("embedding").type.list_size
                 if dims != wanted:
-                    raise InvalidInputError(
-                        f"LanceDB table {self.table_name!r} holds {dims}-dimensional vectors, not {wanted}")
+                    raise dimension_mismatch(f"LanceDB table {self.table_name!r}", dims, wanted)
             self._adopt(table)
             self._ensure_indexes(table)
 

@@ -27,6 +27,7 @@ import math
 import re
 from typing import Any, Iterable, Sequence
 
+from agentkeep.db.messages import shorten
 from agentkeep.db.errors import InvalidInputError, NotFoundError
 from agentkeep.vector_db.base import (
     Chunk,
@@ -44,6 +45,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_token,
     fuse_hits,
 )
@@ -182,8 +184,7 @@ class MilvusDb(VectorDb):
         return f"Milvus collection {self.collection} does not exist: call create() first"
 
     def _wrong_dimensions(self, stored: int, wanted: int) -> InvalidInputError:
-        return InvalidInputError(
-            f"Milvus collection {self.collection} holds {stored}-dimensional vectors, not {wanted}")
+        return dimension_mismatch(f"Milvus collection {self.collection}", stored, wanted)
 
     def _call(self, fn, *args, **kwargs):
         """A client call; a missing collection becomes NotFoundError."""
@@ -289,7 +290,7 @@ class MilvusDb(VectorDb):
     # -- writes -----------------------------------------------------------------------------
 
     def _row(self, c: Chunk) -> dict[str, Any]:
-        _bytes(c.id, MAX_ID_BYTES, f"chunk id {c.id[:40]!r}")
+        _bytes(c.id, MAX_ID_BYTES, f"chunk id {shorten(repr(c.id), 40)}")
         if c.content_id is not None:
             _bytes(c.content_id, MAX_ID_BYTES, f"chunk {c.id!r}: content_id")
         _bytes(c.content, MAX_TEXT_BYTES, f"chunk {c.id!r}: content")

@@ -67,6 +67,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_term,
     filter_terms,
     rrf_top,
@@ -355,8 +356,7 @@ class MongoAtlasVectorDb(VectorDb):
         stored = self._indexed_dimensions() if existed and self.manage_search_indexes else None
         known = stored if stored is not None else self.dimensions
         if known is not None and dimensions is not None and dimensions != known:
-            raise InvalidInputError(f"vector collection {self.collection_name} holds {known}-dimensional vectors, "
-                                    f"not {dimensions}")
+            raise dimension_mismatch(f"vector collection {self.collection_name}", known, dimensions)
         wanted = known if known is not None else dimensions
         if wanted is None:
             raise InvalidInputError("create() needs dimensions= (or MongoAtlasVectorDb(dimensions=...)) the first time")

@@ -35,7 +35,9 @@ import struct
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
+from agentkeep.db.connection import CONNECT_TIMEOUT_S
 from agentkeep.db.errors import InvalidInputError, NotFoundError, UnsupportedError
+from agentkeep.db.messages import shorten
 from agentkeep.vector_db.base import (
     Chunk,
     SearchHit,
@@ -51,6 +53,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
 )
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -180,9 +183,10 @@ class PgVector(VectorDb):
         else:
             from psycopg_pool import ConnectionPool
 
+            self._conninfo = _conninfo(db_url)
             self._pool = ConnectionPool(
-                _conninfo(db_url), min_size=1, max_size=check_int(pool_size, "pool_size", 1, 1000), open=True,
-                kwargs={"autocommit": True}, check=_check_alive,
+                self._conninfo, min_size=1, max_size=check_int(pool_size, "pool_size", 1, 1000), open=False,
+                kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S)}, check=_check_alive,
             )
         # index and lock names: PostgreSQL cuts identifiers at 63 bytes, so keep them short and unique
         digest = hashlib.sha1(f"{self.schema}.{self.table_name}".encode()).hexdigest()[:8]
@@ -198,7 +202,36 @@ class PgVector(VectorDb):
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
+        try:
+            with self._connection() as conn:
+                yield conn
+        except Exception as exc:  # a server that cannot be reached: ConnectionFailedError
+            error = self._db.kernel.translate_error(exc) if self._db is not None else self._unreachable(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _unreachable(self, exc: Exception) -> Exception | None:
+        from agentkeep.db.connection import connection_failed
+        from agentkeep.db.postgres import unreachable
+
+        if not unreachable(exc):
+            return None
+        import sqlalchemy as sa
+
+        url = sa.make_url(self._conninfo)
+        return connection_failed("PostgreSQL", url.render_as_string(hide_password=True), exc, secret=url.password)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
         if self._pool is not None:
+            if self._pool.closed:
+                # one connection of our own first: the pool only logs a refused connection,
+                # login or database and retries until its 30 s timeout, where this raises at once
+                import psycopg
+
+                psycopg.connect(self._conninfo, connect_timeout=int(CONNECT_TIMEOUT_S)).close()
+                self._pool.open()
             with self._pool.connection() as conn:
                 yield conn
             return
@@ -251,9 +284,7 @@ class PgVector(VectorDb):
             if dims is None:
                 raise NotFoundError(self._missing())
             if self.dimensions is not None and self.dimensions != dims:
-                raise InvalidInputError(
-                    f"vector table {self.schema}.{self.table_name} holds {dims}-dimensional vectors, not {self.dimensions}"
-                )
+                raise dimension_mismatch(f"vector table {self.schema}.{self.table_name}", dims, self.dimensions)
             self.dimensions = dims
             self._pgvector = self._extension_version(conn)
 
@@ -302,16 +333,14 @@ class PgVector(VectorDb):
                         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 except psycopg.Error as exc:
                     raise UnsupportedError(
-                        f"the pgvector extension is not available on this PostgreSQL server ({str(exc).strip()[:200]})"
+                        f"the pgvector extension is not available on this PostgreSQL server ({shorten(exc, 200)})"
                     ) from None
                 version = self._extension_version(conn)
             stored = self._stored_dimensions(conn)
             wanted = dimensions or self.dimensions
             if stored is not None:
                 if wanted is not None and wanted != stored:
-                    raise InvalidInputError(
-                        f"vector table {self.schema}.{self.table_name} holds {stored}-dimensional vectors, not {wanted}"
-                    )
+                    raise dimension_mismatch(f"vector table {self.schema}.{self.table_name}", stored, wanted)
                 wanted = stored
             elif wanted is None:
                 raise InvalidInputError("create() needs dimensions= (or PgVector(dimensions=...)) to create the table")

@@ -64,6 +64,7 @@ from agentkeep.vector_db.base import (
     check_number,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_scalar,
     rrf_top,
 )
@@ -327,7 +328,7 @@ class PineconeDb(VectorDb):
             raise InvalidInputError(f"Pinecone index {self.index_name} uses {model.metric}; agentkeep needs dotproduct")
         dims = int(model.dimension) - 1
         if wanted is not None and wanted != dims:
-            raise InvalidInputError(f"Pinecone index {self.index_name} holds {dims}-dimensional vectors, not {wanted}")
+            raise dimension_mismatch(f"Pinecone index {self.index_name}", dims, wanted)
         self.dimensions = dims
 
     def describe(self) -> str:

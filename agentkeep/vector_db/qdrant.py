@@ -50,6 +50,7 @@ from agentkeep.vector_db.base import (
     check_ids,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     number_forms,
     rrf_top,
     typed_scalar,
@@ -210,8 +211,7 @@ class QdrantDb(VectorDb):
     def _adopt(self, stored: tuple[int, str], wanted: int | None) -> None:
         dims, distance = stored
         if wanted is not None and wanted != dims:
-            raise InvalidInputError(
-                f"Qdrant collection {self.collection} holds {dims}-dimensional vectors, not {wanted}")
+            raise dimension_mismatch(f"Qdrant collection {self.collection}", dims, wanted)
         if distance != self.distance:
             raise InvalidInputError(
                 f"Qdrant collection {self.collection} uses the {distance} distance, not {self.distance}")

@@ -55,6 +55,7 @@ from agentkeep.vector_db.base import (
     check_name,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_token,
     rrf_top,
 )
@@ -257,9 +258,7 @@ class RedisVectorDb(VectorDb):
             if _DIMENSIONS in text:
                 self._stored_index = None
                 stored = text.split(_DIMENSIONS, 1)[1].strip()
-                raise InvalidInputError(
-                    f"vector store {self.index_name} now holds {stored}-dimensional vectors, not {self.dimensions}"
-                ) from None
+                raise dimension_mismatch(f"vector store {self.index_name}", stored, self.dimensions) from None
             raise
 
     def _ready(self) -> None:
@@ -275,9 +274,7 @@ class RedisVectorDb(VectorDb):
     def _agree(self, dims: int, distance: str) -> None:
         self._check_distance(distance)
         if self.dimensions is not None and self.dimensions != dims:
-            raise InvalidInputError(
-                f"vector store {self.index_name} holds {dims}-dimensional vectors, not {self.dimensions}"
-            )
+            raise dimension_mismatch(f"vector store {self.index_name}", dims, self.dimensions)
         self.dimensions = dims
 
     def _check_distance(self, distance: str) -> None:
@@ -349,7 +346,7 @@ class RedisVectorDb(VectorDb):
             info = self._index_info()
         dims, distance, index = info
         if wanted is not None and wanted != dims:
-            raise InvalidInputError(f"vector store {self.index_name} holds {dims}-dimensional vectors, not {wanted}")
+            raise dimension_mismatch(f"vector store {self.index_name}", dims, wanted)
         self._check_distance(distance)
         self.dimensions = dims  # the store as it now is decides (after a drop it may differ)
         self._client.hset(self._marker, mapping={"dimensions": dims, "distance": distance, "index": index})

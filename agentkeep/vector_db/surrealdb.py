@@ -55,6 +55,7 @@ from agentkeep.vector_db.base import (
     check_number,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     rrf_top,
 )
 from agentkeep.vector_db.text import query_terms
@@ -377,7 +378,7 @@ class SurrealDb(VectorDb):
         if dims is None:
             raise NotFoundError(self._missing())
         if self.dimensions is not None and self.dimensions != dims:
-            raise InvalidInputError(f"vector table {self.table_name} holds {dims}-dimensional vectors, not {self.dimensions}")
+            raise dimension_mismatch(f"vector table {self.table_name}", dims, self.dimensions)
         self.dimensions = dims
         self._registered = True
 
@@ -398,7 +399,7 @@ class SurrealDb(VectorDb):
         wanted = dimensions or self.dimensions
         if stored is not None:
             if wanted is not None and wanted != stored:
-                raise InvalidInputError(f"vector table {self.table_name} holds {stored}-dimensional vectors, not {wanted}")
+                raise dimension_mismatch(f"vector table {self.table_name}", stored, wanted)
             wanted = stored
         elif wanted is None:
             raise InvalidInputError("create() needs dimensions= (or SurrealDb(dimensions=...)) to create the table")

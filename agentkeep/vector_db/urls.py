@@ -3,6 +3,7 @@
     open_vector_db("postgresql://user:pass@host/db", "my_kb")   # PgVector, table my_kb
     open_vector_db("lancedb://./kb", "my_kb")                    # LanceDB in the folder ./kb
     open_vector_db("memory://", "my_kb")                         # InMemoryVectorDb (this process)
+    keeps_data("memory://")                                      # False: gone when the process ends
 
 | URL | store |
 | --- | --- |
@@ -38,7 +39,7 @@ def _pgvector(url, table, options):
 def _in_memory(url, table, options):
     from agentkeep.vector_db.in_memory import InMemoryVectorDb
 
-    return InMemoryVectorDb(**options)
+    return InMemoryVectorDb(table, **options)
 
 
 def _path(url: str) -> str:
@@ -132,12 +133,23 @@ OPENERS: dict[str, Callable[[str, str, dict], VectorDb]] = {
     "surrealdb+https": _surrealdb,
     "memory": _in_memory,
 }
+IN_PROCESS_SCHEMES = frozenset({"memory"})  # stores that live and die with the process that opens them
+
+
+def _scheme(url: Any) -> str:
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidInputError(f"a vector store URL looks like scheme://..., got {url!r}")
+    return url.split("://", 1)[0].lower()
+
+
+def keeps_data(url: str) -> bool:
+    """Whether the store at `url` keeps its chunks after the process that wrote them ends
+    (`memory://` does not: a later process, such as the next CLI command, finds it empty)."""
+    return _scheme(url) not in IN_PROCESS_SCHEMES
 
 
 def open_vector_db(url: str, table: str, **options: Any) -> VectorDb:
-    if not isinstance(url, str) or "://" not in url:
-        raise InvalidInputError(f"a vector store URL looks like scheme://..., got {url!r}")
-    scheme = url.split("://", 1)[0].lower()
+    scheme = _scheme(url)
     opener = OPENERS.get(scheme)
     if opener is None:
         raise InvalidInputError(

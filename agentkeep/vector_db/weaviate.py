@@ -60,6 +60,7 @@ from agentkeep.vector_db.base import (
     check_number,
     check_search_type,
     check_weights,
+    dimension_mismatch,
     filter_scalar,
     rrf_top,
 )
@@ -335,8 +336,7 @@ class WeaviateDb(VectorDb):
         if found is None:
             raise InvalidInputError(f"Weaviate collection {self.collection} was not created by agentkeep")
         if self.dimensions is not None and self.dimensions != found[0]:
-            raise InvalidInputError(
-                f"Weaviate collection {self.collection} holds {found[0]}-dimensional vectors, not {self.dimensions}")
+            raise dimension_mismatch(f"Weaviate collection {self.collection}", found[0], self.dimensions)
         self.dimensions = found[0]
         self._known = {p.name for p in config.properties}
 
@@ -382,8 +382,7 @@ class WeaviateDb(VectorDb):
         if self._client.collections.exists(self.collection):
             stored = parse_description(self._handle().config.get().description)
             if stored is not None and wanted is not None and stored[0] != wanted:
-                raise InvalidInputError(
-                    f"Weaviate collection {self.collection} holds {stored[0]}-dimensional vectors, not {wanted}")
+                raise dimension_mismatch(f"Weaviate collection {self.collection}", stored[0], wanted)
             self.dimensions = None if stored is None else stored[0]
             self._load_schema()
             return

@@ -36,7 +36,7 @@ def test_create_is_idempotent_and_checks_dimensions(store):
     store.create(DIM)
     store.create()
     assert store.exists() and store.count() == 1 and store.dimensions == DIM
-    with pytest.raises(InvalidInputError, match="4"):
+    with pytest.raises(InvalidInputError, match="4-dimensional vectors, not 5: use the embedder"):
         store.create(DIM + 1)
     assert store.count() == 1
 
@@ -328,7 +328,7 @@ def test_distances_and_their_scores(make_store, distance):
     ({"search_type": "hybrid", "embedding": [1, 0, 0, 0]}, "query"),
     ({"search_type": "hybrid", "query": "x"}, "embedding"),
     ({"search_type": "semantic", "query": "x"}, "search_type"),
-    ({"search_type": "vector", "embedding": [1, 0, 0]}, "dimensions"),
+    ({"search_type": "vector", "embedding": [1, 0, 0]}, "has 3 dimensions; this store holds 4: use the embedder"),
     ({"search_type": "vector", "embedding": [1, 0, 0, True]}, "numbers only"),
     ({"search_type": "vector", "embedding": [1, 0, 0, "1"]}, "numbers only"),
     ({"search_type": "vector", "embedding": []}, "empty"),

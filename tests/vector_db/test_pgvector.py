@@ -306,3 +306,23 @@ def test_a_server_without_pgvector_is_reported(stores):
 def test_describe(stores):
     s = stores()
     assert "pgvector 0." in s.describe() and "PostgreSQL" in s.describe()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own pool", "shared PostgresDb"])
+def test_an_unreachable_server_is_connection_failed_at_once(shared: bool) -> None:
+    from agentkeep.db import ConnectionFailedError
+    from agentkeep.db.postgres import PostgresDb
+    from agentkeep.vector_db.pgvector import PgVector
+    from tests.services.process import free_port
+
+    url = f"postgresql://kb:s3cret@127.0.0.1:{free_port()}/kb"
+    db = PostgresDb(db_url=url) if shared else None
+    store = PgVector("kb", db=db) if shared else PgVector("kb", db_url=url)
+    try:
+        with pytest.raises(ConnectionFailedError) as caught:
+            store.create(8)
+        assert "s3cret" not in str(caught.value) and isinstance(caught.value.__cause__, psycopg.OperationalError)
+    finally:
+        store.close()
+        if db is not None:
+            db.close()

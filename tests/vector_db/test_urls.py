@@ -9,7 +9,7 @@ import pytest
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
-from agentkeep.vector_db.urls import open_vector_db
+from agentkeep.vector_db.urls import keeps_data, open_vector_db
 
 
 def _urls(tmp: Path) -> dict[str, str]:
@@ -64,3 +64,12 @@ def test_pgvector_url(tmp_path):
 def test_bad_urls(url, message):
     with pytest.raises(InvalidInputError, match=message):
         open_vector_db(url, "kb")
+
+
+def test_memory_urls_name_their_table_and_keep_nothing(tmp_path):
+    store = open_vector_db("memory://", "my_kb", search_type="hybrid")
+    assert store.table_name == "my_kb" and "my_kb" in store.describe()
+    assert not keeps_data("memory://") and not keeps_data("MEMORY://x")
+    assert all(keeps_data(url) for url in _urls(tmp_path).values() if not url.startswith("memory"))
+    with pytest.raises(InvalidInputError, match="scheme://"):
+        keeps_data("just-a-path")
