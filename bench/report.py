@@ -130,6 +130,9 @@ def build_rows(benches: list[str], sizes: dict) -> list[Row]:
             rows.append(Row(b, "present_ratio", "new object over existing tables / warm", "ratio",
                             target="≤ 2×", check=lambda be, v: v <= 2))
             rows.append(Row(b, "absent_ratio", "new object over an empty store / warm", "ratio"))
+            rows.append(Row(b, "raw_pool_ms", "async twins: the same burst on a new pool of the driver alone "
+                                              "(psycopg_pool, aiomysql), ms", "ms"))
+            rows.append(Row(b, "present_vs_raw", "new object over existing tables / new driver pool", "ratio"))
         raw_rss = {"new_session": ("raw_new_session_full", RSS), "list_sessions": ("raw_list_sessions", RSS)}.get(b)
         pg_rss = {"new_session": ("raw_pg_new_session", RSS), "list_sessions": ("raw_pg_list_sessions", RSS)}.get(b)
         my_rss = {"new_session": ("raw_mysql_new_session", RSS), "list_sessions": ("raw_mysql_list_sessions", RSS)}.get(b)

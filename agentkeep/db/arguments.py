@@ -35,18 +35,25 @@ MAX_LEASE_SECONDS = 10 * 366 * 86400
 # -- records ------------------------------------------------------------------------------
 
 _SPECS = {spec.model: spec for spec in default_specs().values() if spec.model is not None}
-# ids a record refers to its parent by: looked up like keys, so held to the same rules
+# per model: the columns a record is stored as, its time, integer and nested-record columns
+_STORED = {model: tuple(c.name for c in spec.columns if c.name not in spec.internal) for model, spec in _SPECS.items()}
 _TIME_COLUMNS = {model: {c.name for c in spec.columns if c.kind in ("time", "date")} for model, spec in _SPECS.items()}
+_INTS = {model: tuple(c.name for c in spec.columns if c.kind == "int" and c.name not in spec.internal)
+         for model, spec in _SPECS.items()}
+_NESTED = {model: tuple(name for name, f in model.model_fields.items()
+                        if isinstance(f.annotation, type) and issubclass(f.annotation, m.Record))
+           for model in _SPECS}
+# ids a record refers to its parent by: looked up like keys, so held to the same rules
 _PARENT_IDS = {m.Run: ("session_id",), m.Span: ("trace_id",), m.ScheduleRun: ("schedule_id",)}
 
 
-def check_record(model: type[m.Record], value: Any, what: str) -> m.Record:
-    """A record of `model` from a model or a dict, validated as the store will hold it: the
-    field types (pydantic), ids, 64-bit integer columns, indexed string lengths, JSON
-    values only, valid unicode, the nesting and size limits."""
-    record = v.coerce(model, value, what)
+def check_record(model: type[m.Record], value: Any, what: str) -> dict:
+    """A record of `model` from a model or a dict, checked as the store will hold it, and
+    returned as the columns it is stored as (nested records as dicts): the field types
+    (pydantic), ids, 64-bit integer columns, indexed string lengths, JSON values only, valid
+    unicode, the nesting and size limits."""
+    fields = v.coerce(model, value, what).__dict__
     spec = _SPECS[model]
-    fields = record.__dict__
     for name in spec.key + _PARENT_IDS.get(model, ()):
         if spec.kind(name) == "str" and name != "user_id":
             v.check_id(fields[name], f"{what}.{name}")
@@ -54,24 +61,18 @@ def check_record(model: type[m.Record], value: Any, what: str) -> m.Record:
         all_users_or_id(fields["user_id"])
     elif "user_id" in fields:
         v.check_opt_id(fields["user_id"], f"{what}.user_id")
-    for column in spec.columns:
-        if column.kind == "int" and fields.get(column.name) is not None:
-            v.check_int(fields[column.name], f"{what}.{column.name}")
+    row = {name: fields[name] for name in _STORED[model]}
+    for name in _NESTED[model]:
+        if row[name] is not None:
+            row[name] = row[name].model_dump()
+    for name in _INTS[model]:
+        if row[name] is not None:
+            v.check_int(row[name], f"{what}.{name}")
     for name in spec.multi:  # each element is indexed on its own
-        for item in fields[name]:
+        for item in row[name]:
             if len(item) > v.MAX_ID_LENGTH:
                 raise InvalidInputError(f"{what}.{name} holds an item longer than {v.MAX_ID_LENGTH} characters")
-    v.check_payload(record_row(spec, record), what, spec.short, _TIME_COLUMNS[model])
-    return record
-
-
-def record_row(spec: Any, record: m.Record) -> dict:
-    """The stored columns of a record (nested records as dicts), without the db's own."""
-    row = {}
-    for column in spec.columns:
-        if column.name not in spec.internal:
-            value = getattr(record, column.name)
-            row[column.name] = value.model_dump() if isinstance(value, m.Record) else value
+    v.check_payload(row, what, spec.short, _TIME_COLUMNS[model])
     return row
 
 
@@ -80,7 +81,7 @@ def _record(model: type[m.Record], what: str) -> Rule:
 
 
 def _records(model: type[m.Record], what: str) -> Rule:
-    def rule(values: Any) -> list:
+    def rule(values: Any) -> list[dict]:
         if isinstance(values, (str, bytes, dict, m.Record)) or not hasattr(values, "__iter__"):
             raise InvalidInputError(f"{what}s must be a list of {model.__name__}")
         return [check_record(model, item, f"{what} {i}") for i, item in enumerate(values)]
@@ -278,8 +279,9 @@ def _check(positional: tuple, by_name: dict, args: tuple, kwargs: dict) -> tuple
 
 
 def api(fn: Callable | None = None, *, ready: bool = True, **own: Any) -> Any:
-    """Mark a public db method: its arguments pass `RULES` first; then the schema is made
-    ready (unless `ready=False`) and the method runs. `own` gives the method's own rules:
+    """Mark a public db method: its arguments pass `RULES` first (a record argument reaches
+    the method as the dict of its stored columns); then the schema is made ready (unless
+    `ready=False`) and the method runs. `own` gives the method's own rules:
     `order=` / `status=` / `group_by=` choices (a Literal or a collection), `run=` a model."""
     if fn is None:
         return lambda f: api(f, ready=ready, **own)

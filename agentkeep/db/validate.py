@@ -166,31 +166,44 @@ def check_payload(row: dict, what: str, short: Sequence[str] = (), times: Sequen
             raise InvalidInputError(f"{what}.{name} is longer than {MAX_ID_LENGTH} characters")
     size = 0
     stack: list[tuple[Any, int]] = []
+    # ASCII strings and None, by far the most common values, are sized inline
     for name, value in row.items():
-        if isinstance(value, (dict, list)):
+        cls = value.__class__
+        if cls is str and value.isascii():
+            size += len(value) + 2
+        elif value is None:
+            size += 8
+        elif cls is dict or cls is list:
             stack.append((value, 1))
-        elif value.__class__ in _TIMES and name in times:
+        elif cls in _TIMES and name in times:
             size += 8  # a time column; anywhere else only JSON types are allowed
+        elif isinstance(value, (dict, list)):  # a subclass (OrderedDict, ...)
+            stack.append((value, 1))
         else:
             size += _scalar_size(value, what)
     while stack:
         container, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise InvalidInputError(f"{what} nests deeper than {MAX_DEPTH} levels")
+        size += 2
         if isinstance(container, dict):
-            size += 2
             for k, value in container.items():
                 if k.__class__ is not str:
                     raise InvalidInputError(f"{what} has a non-string key {shown(k)}; JSON keys are strings")
-                size += _str_size(k, what) + 2
-                if isinstance(value, (dict, list)):
+                size += len(k) + 4 if k.isascii() else _str_size(k, what) + 2
+                cls = value.__class__
+                if cls is str and value.isascii():
+                    size += len(value) + 2
+                elif cls is dict or cls is list or isinstance(value, (dict, list)):
                     stack.append((value, depth + 1))
                 else:
                     size += _scalar_size(value, what)
         else:
-            size += 2
             for value in container:
-                if isinstance(value, (dict, list)):
+                cls = value.__class__
+                if cls is str and value.isascii():
+                    size += len(value) + 2
+                elif cls is dict or cls is list or isinstance(value, (dict, list)):
                     stack.append((value, depth + 1))
                 else:
                     size += _scalar_size(value, what)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 from agentkeep.db import models as m
 from agentkeep.db import validate as v
 from agentkeep.db._async.util import gate
-from agentkeep.db.arguments import all_users_or_id, api, check_record, record_row
+from agentkeep.db.arguments import all_users_or_id, api, check_record
 from agentkeep.db.errors import ConflictError, InvalidInputError, NotFoundError, OwnershipError, SchemaError
 from agentkeep.db.kernel import DuplicateKey
 from agentkeep.db.messages import shorten
@@ -148,10 +148,6 @@ class AsyncDb:
             if isinstance(data.get(name), dict):
                 data[name] = sub.model_construct(**data[name])
         return spec.model.model_construct(**data)
-
-    def _row(self, table: str, record: Any) -> dict:
-        """The stored columns of a record that `@api` checked already."""
-        return record_row(self.specs[table], record)
 
     async def _page(
         self,
@@ -323,9 +319,9 @@ class AsyncDb:
 
     @api
     async def upsert_session(self, session: m.Session, *, expected_revision: int | None = None) -> m.Session:
-        row = self._row("sessions", session)
+        row = session  # @api hands every record over as its stored columns, checked
         now = _now()
-        row.update(created_at=session.created_at or now, updated_at=now)
+        row.update(created_at=row["created_at"] or now, updated_at=now)
         stored = await self._put("sessions", row, expected_revision=expected_revision, defaults={"last_seq": 0})
         return self._model("sessions", stored)
 
@@ -405,43 +401,43 @@ class AsyncDb:
 
     @api
     async def append_run(self, run: m.Run) -> m.Run:
-        r = run
-        row = self._row("runs", r)
+        row = run
+        session_id, run_id, user_id = row["session_id"], row["run_id"], row["user_id"]
         now = _now()
-        where = (eq("user_id", r.user_id),) if r.user_id is not None else ()
-        row.update(created_at=r.created_at or now, updated_at=now)
+        where = (eq("user_id", user_id),) if user_id is not None else ()
+        row.update(created_at=row["created_at"] or now, updated_at=now)
         if getattr(self.kernel, "atomic_append", False):  # the store does both writes in one step
             try:
                 got = await self.kernel.append(
-                    "runs", row, parent="sessions", key=(r.session_id,), counter="last_seq", seq="seq",
+                    "runs", row, parent="sessions", key=(session_id,), counter="last_seq", seq="seq",
                     set={"updated_at": now}, where=where, inherit=("user_id",),
                 )
             except DuplicateKey:
-                owner = r.user_id
+                owner = user_id
                 if owner is None:  # the run would have taken its session's owner
-                    owner = ((await self.kernel.get("sessions", (r.session_id,))) or {}).get("user_id")
-                raise await self._run_taken(r.run_id, owner) from None
+                    owner = ((await self.kernel.get("sessions", (session_id,))) or {}).get("user_id")
+                raise await self._run_taken(run_id, owner) from None
             if got is None:
-                raise NotFoundError(f"session {r.session_id!r} not found")
+                raise NotFoundError(f"session {session_id!r} not found")
             row.update(got)
             return self._model("runs", row)
         async with self.kernel.transaction():
             got = await self.kernel.update(
-                "sessions", (r.session_id,), set={"updated_at": now}, incr={"last_seq": 1}, where=where,
+                "sessions", (session_id,), set={"updated_at": now}, incr={"last_seq": 1}, where=where,
                 returning=("last_seq", "user_id"),
             )
             if got is None:
-                raise NotFoundError(f"session {r.session_id!r} not found")
+                raise NotFoundError(f"session {session_id!r} not found")
             row.update(seq=got["last_seq"], user_id=got["user_id"])
             try:
                 await self.kernel.insert("runs", row)
             except DuplicateKey:
-                raise await self._run_taken(r.run_id, row["user_id"]) from None
+                raise await self._run_taken(run_id, row["user_id"]) from None
             if "transactions" not in self.kernel.capabilities and not await self.kernel.count(
-                "sessions", (eq("session_id", r.session_id),)
+                "sessions", (eq("session_id", session_id),)
             ):  # another process deleted the session since its counter moved: take the run back
-                await self.kernel.delete("runs", (eq("run_id", r.run_id),))
-                raise NotFoundError(f"session {r.session_id!r} not found")
+                await self.kernel.delete("runs", (eq("run_id", run_id),))
+                raise NotFoundError(f"session {session_id!r} not found")
         return self._model("runs", row)
 
     async def _run_taken(self, run_id: str, owner: str | None) -> Exception:
@@ -453,15 +449,15 @@ class AsyncDb:
 
     @api
     async def update_run(self, run: m.Run) -> m.Run:
-        r = run
-        row = self._row("runs", r)
-        cur = await self._get_visible("runs", (r.run_id,), r.user_id)
-        if cur is None or cur["session_id"] != r.session_id:
-            raise NotFoundError(f"run {r.run_id!r} not found in session {r.session_id!r}")
+        row = run
+        session_id, run_id = row["session_id"], row["run_id"]
+        cur = await self._get_visible("runs", (run_id,), row["user_id"])
+        if cur is None or cur["session_id"] != session_id:
+            raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
         row.update(seq=cur["seq"], user_id=cur["user_id"], created_at=cur["created_at"], updated_at=_now())
         values = {k: val for k, val in row.items() if k != "run_id"}
-        if await self.kernel.update("runs", (r.run_id,), set=values, where=(eq("user_id", cur["user_id"]),)) is None:
-            raise NotFoundError(f"run {r.run_id!r} not found")
+        if await self.kernel.update("runs", (run_id,), set=values, where=(eq("user_id", cur["user_id"]),)) is None:
+            raise NotFoundError(f"run {run_id!r} not found")
         return self._model("runs", row)
 
     @api
@@ -495,9 +491,9 @@ class AsyncDb:
 
     # -- memories ----------------------------------------------------------------------
 
-    def _memory_row(self, memory: m.UserMemory, now: dt.datetime) -> dict:
-        row = self._row("memories", memory)
-        row.update(created_at=memory.created_at or now, updated_at=now)
+    @staticmethod
+    def _memory_row(row: dict, now: dt.datetime) -> dict:
+        row.update(created_at=row["created_at"] or now, updated_at=now)
         return row
 
     @api
@@ -609,9 +605,9 @@ class AsyncDb:
 
     @api
     async def upsert_knowledge(self, content: m.KnowledgeContent) -> m.KnowledgeContent:
-        row = self._row("knowledge", content)
+        row = content
         now = _now()
-        row.update(created_at=content.created_at or now, updated_at=now)
+        row.update(created_at=row["created_at"] or now, updated_at=now)
         return self._model("knowledge", await self._put("knowledge", row))
 
     @api
@@ -649,7 +645,7 @@ class AsyncDb:
     async def write_spans(self, spans: Sequence[m.Span]) -> None:
         """Idempotent on span_id; a span never moves to another trace (ConflictError, checked
         for the whole batch before the first write)."""
-        rows = {span.span_id: self._row("spans", span) for span in spans}
+        rows = {row["span_id"]: row for row in spans}
         async with self.kernel.transaction():
             known = await self._owners("spans", list(rows), "trace_id")
             self._check_parents("span", rows, known, "trace_id")
@@ -776,16 +772,16 @@ class AsyncDb:
 
     @api
     async def create_approval(self, approval: m.Approval) -> m.Approval:
-        a = approval
-        row = self._row("approvals", a)
-        row["created_at"] = a.created_at or _now()
+        row = approval
+        approval_id, user_id = row["id"], row["user_id"]
+        row["created_at"] = row["created_at"] or _now()
         try:
             await self.kernel.insert("approvals", row)
         except DuplicateKey:
-            cur = await self.kernel.get("approvals", (a.id,))
-            if cur is not None and cur.get("user_id") != a.user_id:
-                raise OwnershipError(f"approval {a.id!r} belongs to another user") from None
-            raise ConflictError(f"approval {a.id!r} already exists") from None
+            cur = await self.kernel.get("approvals", (approval_id,))
+            if cur is not None and cur.get("user_id") != user_id:
+                raise OwnershipError(f"approval {approval_id!r} belongs to another user") from None
+            raise ConflictError(f"approval {approval_id!r} already exists") from None
         return self._model("approvals", row)
 
     @api
@@ -853,13 +849,12 @@ class AsyncDb:
 
     @api
     async def upsert_schedule(self, schedule: m.Schedule, *, expected_revision: int | None = None) -> m.Schedule:
-        s = schedule
-        check_cron(s.cron, s.timezone)
-        row = self._row("schedules", s)
+        row = schedule
+        check_cron(row["cron"], row["timezone"])
         now = _now()
-        if row["next_run_at"] is None and s.enabled:
-            row["next_run_at"] = next_fire(s.cron, s.timezone, now)
-        row.update(created_at=s.created_at or now, updated_at=now, locked_by=None, locked_until=None)
+        if row["next_run_at"] is None and row["enabled"]:
+            row["next_run_at"] = next_fire(row["cron"], row["timezone"], now)
+        row.update(created_at=row["created_at"] or now, updated_at=now, locked_by=None, locked_until=None)
         stored = await self._put(
             "schedules", row, expected_revision=expected_revision, keep=("created_at", "locked_by", "locked_until")
         )
@@ -942,10 +937,11 @@ class AsyncDb:
     @api(run=m.ScheduleRun)
     async def record_schedule_run(self, run: m.ScheduleRun) -> m.ScheduleRun:
         """Create or replace a schedule run; a run id never moves to another schedule."""
-        row = self._row("schedule_runs", run)
-        if await self.kernel.get("schedules", (run.schedule_id,)) is None:
-            raise NotFoundError(f"schedule {run.schedule_id!r} not found")
-        row["started_at"] = run.started_at or _now()
+        row = run
+        run_id, schedule_id = row["id"], row["schedule_id"]
+        if await self.kernel.get("schedules", (schedule_id,)) is None:
+            raise NotFoundError(f"schedule {schedule_id!r} not found")
+        row["started_at"] = row["started_at"] or _now()
         values = {k: val for k, val in row.items() if k != "id"}
         for _ in range(MAX_RETRIES):
             try:
@@ -953,13 +949,13 @@ class AsyncDb:
                 return self._model("schedule_runs", row)
             except DuplicateKey:
                 pass
-            cur = await self.kernel.get("schedule_runs", (run.id,))
+            cur = await self.kernel.get("schedule_runs", (run_id,))
             if cur is not None:
-                self._check_parents("schedule run", {run.id: row}, {run.id: cur["schedule_id"]}, "schedule_id")
-                where = (eq("schedule_id", run.schedule_id),)
-                if await self.kernel.update("schedule_runs", (run.id,), set=values, where=where) is not None:
+                self._check_parents("schedule run", {run_id: row}, {run_id: cur["schedule_id"]}, "schedule_id")
+                where = (eq("schedule_id", schedule_id),)
+                if await self.kernel.update("schedule_runs", (run_id,), set=values, where=where) is not None:
                     return self._model("schedule_runs", row)
-        raise ConflictError(f"schedule run {run.id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+        raise ConflictError(f"schedule run {run_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
     @api
     async def list_schedule_runs(
@@ -1013,10 +1009,9 @@ class AsyncDb:
 
     @api
     async def save_eval_run(self, eval_run: m.EvalRun) -> m.EvalRun:
-        e = eval_run
-        row = self._row("eval_runs", e)
+        row = eval_run
         now = _now()
-        row.update(created_at=e.created_at or now, updated_at=now)
+        row.update(created_at=row["created_at"] or now, updated_at=now)
         return self._model("eval_runs", await self._put("eval_runs", row))
 
     @api
@@ -1168,7 +1163,7 @@ class AsyncDb:
             item = json.loads(line)
             table = v.check_choice(item["table"], EXPORT_TABLES, "table")
             spec = self.specs[table]
-            row = self._row(table, check_record(spec.model, item["record"], f"{table} record"))
+            row = check_record(spec.model, item["record"], f"{table} record")
             hidden = item.get("internal") or {}
             if not isinstance(hidden, dict):
                 raise InvalidInputError("its internal fields are not an object")
