@@ -24,14 +24,18 @@ PROP_STORE = "agentkeep_store"
 PROP_STORE_TARGET = "agentkeep_store_target"
 
 
-def require_backend(backend: Backend) -> None:
-    """Skip (or, with AGENTKEEP_REQUIRE_ALL=1, fail) when the backend is unavailable."""
-    reason = backend.unavailable()
+def require(reason: str | None) -> None:
+    """Skip (or, with AGENTKEEP_REQUIRE_ALL=1, fail) for `reason`; nothing when it is None."""
     if reason is None:
         return
     if REQUIRE_ALL:
-        pytest.fail(f"{reason} (AGENTKEEP_REQUIRE_ALL=1: unavailable backends fail)", pytrace=False)
+        pytest.fail(f"{reason} (AGENTKEEP_REQUIRE_ALL=1: what is unavailable fails)", pytrace=False)
     pytest.skip(reason)
+
+
+def require_backend(backend: Backend) -> None:
+    """Skip (or, with AGENTKEEP_REQUIRE_ALL=1, fail) when the backend is unavailable."""
+    require(backend.unavailable())
 
 
 def _close(handle: Handle) -> None:

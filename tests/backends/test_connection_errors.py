@@ -18,10 +18,10 @@ import pytest
 
 from agentkeep.db import ConnectionFailedError
 from agentkeep.db.connection import CONNECT_TIMEOUT_S
+from tests.conftest import require
 from tests.services.process import free_port
 
 SECRET = "s3cret"
-REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
 
 
 closed_port = free_port  # nothing listens on it
@@ -139,19 +139,12 @@ def test_schema_status_and_migrate_raise_it_too():
 # -- refused logins and missing databases on the real servers ---------------------------------
 
 
-def _need(reason: str | None) -> None:
-    if reason:
-        if REQUIRE_ALL:
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> str:
     pytest.importorskip("psycopg")
     from tests.conformance.backends import _postgres_check, postgres_url
 
-    _need(_postgres_check())
+    require(_postgres_check())
     return postgres_url()
 
 
@@ -161,7 +154,7 @@ def mysql_url() -> str:
     from tests.services import mysql
 
     url = mysql.server_url()
-    _need(mysql.reachable(url))
+    require(mysql.reachable(url))
     return url
 
 
@@ -203,7 +196,7 @@ def test_redis_refuses_a_database_number_it_does_not_have(name):
     from agentkeep.db import redis as module
     from tests.services import redis
 
-    _need(redis.check())
+    require(redis.check())
     url = redis.server_url().rsplit("/", 1)[0] + "/100000"
     assert_connection_failed(first_call_error(getattr(module, name), db_url=url), "redis")
 

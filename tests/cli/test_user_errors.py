@@ -6,17 +6,16 @@ what it skipped, and the demo saying whether it created its db or appended to on
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from agentkeep.cli import app
+from tests.conftest import require
 from tests.services.process import free_port
 
 SECRET = "s3cret"
-REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
 
 
 @pytest.fixture
@@ -34,13 +33,6 @@ def one_line_error(result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output and SECRET not in result.output
     return lines[0]
-
-
-def _need(reason: str | None) -> None:
-    if reason:
-        if REQUIRE_ALL:
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def test_sqlite_url_with_two_slashes(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
@@ -77,7 +69,7 @@ def test_postgres_unknown_role_and_database(runner: CliRunner) -> None:
 
     from tests.conformance.backends import _postgres_check, postgres_url
 
-    _need(_postgres_check())
+    require(_postgres_check())
     base = sa.make_url(postgres_url()).set(password=SECRET)
     for url, name in ((base.set(username="agentkeep_no_such_role"), "agentkeep_no_such_role"),
                       (base.set(database="agentkeep_no_such_db"), "agentkeep_no_such_db")):
@@ -89,7 +81,7 @@ def test_mariadb_unknown_database(runner: CliRunner) -> None:
     pytest.importorskip("pymysql")
     from tests.services import mysql
 
-    _need(mysql.reachable(mysql.server_url()))
+    require(mysql.reachable(mysql.server_url()))
     url = mysql.with_database(mysql.server_url(), "agentkeep_no_such_db")
     assert "agentkeep_no_such_db" in one_line_error(runner.invoke(app, ["migrate", "--db", url]))
 

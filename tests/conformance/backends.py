@@ -235,7 +235,7 @@ def _sqlite_async(directory: Path) -> Handle:
 
 
 def _postgres_async(directory: Path) -> Handle:
-    from agentkeep.db.postgres import AsyncPostgresDb, PostgresDb
+    from agentkeep.db.postgres import AsyncPostgresDb
 
     handle = _postgres(directory)
     handle.db.close()

@@ -3,24 +3,17 @@ dropped afterwards. AGENTKEEP_REQUIRE_ALL=1 turns "store unavailable" skips into
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.conftest import PROP_STORE, PROP_STORE_TARGET
+from tests.conftest import require as require_available
 from tests.vector_db.stores import STORES, Store
 
-REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
 _targets: dict[str, str] = {}  # store name -> what it runs against, once per process
 
 
 def require(store: Store) -> None:
-    reason = store.unavailable()
-    if reason is None:
-        return
-    if REQUIRE_ALL:
-        pytest.fail(f"{reason} (AGENTKEEP_REQUIRE_ALL=1: unavailable stores fail)", pytrace=False)
-    pytest.skip(reason)
+    require_available(store.unavailable())
 
 
 @pytest.fixture(params=STORES, ids=[s.name for s in STORES])
