@@ -3,7 +3,8 @@ sees them.
 
 `@api` wraps each public method of the domain layer (`_async/domain.py` and its generated
 sync twin). Each parameter is checked by the rule its name selects in `RULES`, and replaced
-by the normalized value (a record coerced and checked, a time in UTC, ids de-duplicated). A
+by the normalized value (a record checked and turned into the columns it is stored as, a
+time in UTC, ids de-duplicated). A
 parameter without a rule is a TypeError when the module is imported, so a new method cannot
 skip the gate. Rules that depend on the method (the choices of `order` or `status`, the model
 of `run`) are given to `@api` itself.
