@@ -1,6 +1,6 @@
 """`python -m agentkeep ...` is the `agentkeep` command."""
 
-from agentkeep.cli import app
+from agentkeep.cli import main
 
 if __name__ == "__main__":
-    app(prog_name="agentkeep")
+    main()

@@ -439,7 +439,7 @@ def show(db: Any, console: "Console", *, title: str = "") -> dict[str, int]:
     """Print rows per table with a few samples, then the schema status; return the counts."""
     from rich.table import Table
 
-    from agentkeep.cli import render_schema_status
+    from agentkeep.report import render_schema_status
 
     counts = count_rows(db)
     summary = Table(title=title or "What the db holds", title_justify="left")
@@ -488,7 +488,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agentkeep.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default=DEFAULT_DEMO_URL, metavar="URL", help=f"db URL (default: {DEFAULT_DEMO_URL})")
     args = parser.parse_args(argv)
-    from agentkeep.cli import user_error_message
+    from agentkeep.report import user_error_message
 
     try:
         run_demo(args.db)

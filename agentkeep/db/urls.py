@@ -1,24 +1,36 @@
-"""`connect(url)`: build a db from a URL (the CLI's `--db`)."""
+"""`connect(url)`: build a db from a URL (the CLI's `--db`).
+
+`BACKENDS` is the one table of URL forms: per backend, the schemes it takes, its class as
+"module:Class" (imported only when a URL of it is opened, so resolving a URL imports no
+other backend or driver), the function that turns a URL into the class's keyword
+arguments, and its line of `URL_FORMS`. A new backend is one more entry.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote
 
 from agentkeep.db.errors import InvalidInputError
 
-URL_FORMS = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:",
-    "json://./dir, json:///absolute/dir, json+memory://name, json+s3://bucket/prefix, json+gs://bucket/prefix",
-    "memory://  (InMemoryDb)",
-    "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)",
-    "mysql+pymysql://user@host:3306/db (also mysql://, mariadb://)",
-    "singlestoredb://user@host:3306/db",
-    "mongodb://user@host:27017/dbname (also mongodb+srv://; the path names the database, default agentkeep)",
-    "redis://host:6379/0 (also rediss://; ?prefix=name)",
-    "dynamodb://region/table_prefix (e.g. dynamodb://eu-west-1/agentkeep; ?endpoint_url=http://localhost:8000"
-    "&connect_timeout=seconds)",
-    "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port&connect_timeout=seconds)",
-)
+
+def load_class(target: str) -> type:
+    """"module:Class" -> the class (this imports its module)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Backend(NamedTuple):
+    schemes: tuple[str, ...]  # lower case; "json+*" takes any scheme that starts with "json+"
+    target: str  # "module:Class"
+    arguments: Callable[[str, str, str], dict[str, Any]]  # (url, scheme, what follows "://") -> kwargs
+    form: str  # the URL forms, for help and error messages
+
+    def load(self) -> type:
+        """The backend's class (this imports its module)."""
+        return load_class(self.target)
 
 
 def _own_param(url: str, name: str) -> tuple[str, str | None]:
@@ -34,8 +46,6 @@ def _own_param(url: str, name: str) -> tuple[str, str | None]:
 def _url_options(url: str, query: str, known: set[str]) -> dict[str, Any]:
     """The query options of a dynamodb:// or firestore:// URL: `known` ones, and
     connect_timeout (seconds)."""
-    from urllib.parse import parse_qsl
-
     options: dict[str, Any] = dict(parse_qsl(query))
     unknown = set(options) - known - {"connect_timeout"}
     if unknown:
@@ -48,76 +58,99 @@ def _url_options(url: str, query: str, known: set[str]) -> dict[str, Any]:
     return options
 
 
-def connect(url: str, **kwargs: Any):
-    """Return the db a URL names. Raises InvalidInputError for an unknown or malformed URL."""
+def _db_url(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    """The whole URL goes to the driver."""
+    return {"db_url": url}
+
+
+def _json(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    """json://dir is a local folder; json+PROTOCOL://... is an fsspec location."""
+    if scheme != "json":
+        return {"path": f"{scheme[5:]}://{rest}"}
+    if not rest:
+        raise InvalidInputError(f"{url!r} names no directory")
+    return {"path": rest}
+
+
+def _nothing(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    return {}
+
+
+def _postgres(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    url, schema = _own_param(url, "db_schema")  # the rest goes to libpq
+    return {"db_url": url, **({"db_schema": schema} if schema else {})}
+
+
+def _redis(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    url, prefix = _own_param(url, "prefix")  # the rest goes to redis-py
+    return {"db_url": url, **({"prefix": prefix} if prefix else {})}
+
+
+def _dynamodb(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    base, _, query = rest.partition("?")
+    region, _, prefix = base.partition("/")
+    arguments = _url_options(url, query, {"endpoint_url"})
+    if region:
+        arguments["region_name"] = unquote(region)
+    if prefix:
+        arguments["table_prefix"] = unquote(prefix)
+    return arguments
+
+
+def _firestore(url: str, scheme: str, rest: str) -> dict[str, Any]:
+    base, _, query = rest.partition("?")
+    project, _, database = base.partition("/")
+    if not project:
+        raise InvalidInputError(f"{url!r} names no project")
+    options = _url_options(url, query, {"collection_prefix", "emulator_host"})
+    return {"project_id": project, "database": database or "(default)", **options}
+
+
+BACKENDS = (
+    Backend(("sqlite",), "agentkeep.db.sqlite:SqliteDb", _db_url,
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:"),
+    Backend(("json", "json+*"), "agentkeep.db.json:JsonDb", _json,
+            "json://./dir, json:///absolute/dir, json+memory://name, json+s3://bucket/prefix, json+gs://bucket/prefix"),
+    Backend(("memory", "inmemory"), "agentkeep.db.in_memory:InMemoryDb", _nothing, "memory://  (InMemoryDb)"),
+    Backend(("postgres", "postgresql", "postgresql+psycopg"), "agentkeep.db.postgres:PostgresDb", _postgres,
+            "postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://; ?db_schema=name)"),
+    Backend(("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"), "agentkeep.db.mysql:MysqlDb", _db_url,
+            "mysql+pymysql://user@host:3306/db (also mysql://, mariadb://)"),
+    Backend(("singlestoredb", "singlestore", "singlestoredb+pymysql"), "agentkeep.db.singlestore:SingleStoreDb",
+            _db_url, "singlestoredb://user@host:3306/db"),
+    Backend(("mongodb", "mongodb+srv"), "agentkeep.db.mongo:MongoDb", _db_url,
+            "mongodb://user@host:27017/dbname (also mongodb+srv://; the path names the database, default agentkeep)"),
+    Backend(("redis", "rediss"), "agentkeep.db.redis:RedisDb", _redis,
+            "redis://host:6379/0 (also rediss://; ?prefix=name)"),
+    Backend(("dynamodb",), "agentkeep.db.dynamo:DynamoDb", _dynamodb,
+            "dynamodb://region/table_prefix (e.g. dynamodb://eu-west-1/agentkeep; ?endpoint_url=http://localhost:8000"
+            "&connect_timeout=seconds)"),
+    Backend(("firestore",), "agentkeep.db.firestore:FirestoreDb", _firestore,
+            "firestore://project_id[/database] (?collection_prefix=name&emulator_host=host:port&connect_timeout=seconds)"),
+)
+SCHEMES = {scheme: backend for backend in BACKENDS for scheme in backend.schemes}
+URL_FORMS = tuple(backend.form for backend in BACKENDS)
+
+
+def resolve(url: str) -> tuple[Backend, dict[str, Any]]:
+    """The backend a URL names and the keyword arguments the URL gives its class, without
+    importing the backend. Raises InvalidInputError for an unknown or malformed URL."""
     if not isinstance(url, str) or "://" not in url:
         raise InvalidInputError(f"not a db URL: {url!r}; expected one of: {'; '.join(URL_FORMS)}")
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
-    if scheme == "sqlite":
-        from agentkeep.db.sqlite import SqliteDb
+    backend = SCHEMES.get(scheme)
+    if backend is None and "+" in scheme:
+        backend = SCHEMES.get(scheme.partition("+")[0] + "+*")
+    if backend is None:
+        raise InvalidInputError(
+            f"unknown db URL scheme {scheme!r} in {url!r}; expected one of: {'; '.join(URL_FORMS)}"
+        )
+    return backend, backend.arguments(url, scheme, rest)
 
-        return SqliteDb(db_url=url, **kwargs)
-    if scheme == "json":
-        from agentkeep.db.json import JsonDb
 
-        if not rest:
-            raise InvalidInputError(f"{url!r} names no directory")
-        return JsonDb(path=rest, **kwargs)
-    if scheme.startswith("json+"):
-        from agentkeep.db.json import JsonDb
-
-        return JsonDb(path=f"{scheme[5:]}://{rest}", **kwargs)
-    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
-        from agentkeep.db.postgres import PostgresDb
-
-        url, schema = _own_param(url, "db_schema")  # the rest goes to libpq
-        if schema:
-            kwargs.setdefault("db_schema", schema)
-        return PostgresDb(db_url=url, **kwargs)
-    if scheme in ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
-        from agentkeep.db.mysql import MysqlDb
-
-        return MysqlDb(db_url=url, **kwargs)
-    if scheme in ("singlestoredb", "singlestore", "singlestoredb+pymysql"):
-        from agentkeep.db.singlestore import SingleStoreDb
-
-        return SingleStoreDb(db_url=url, **kwargs)
-    if scheme in ("mongodb", "mongodb+srv"):
-        from agentkeep.db.mongo import MongoDb
-
-        return MongoDb(db_url=url, **kwargs)
-    if scheme in ("redis", "rediss"):
-        from agentkeep.db.redis import RedisDb
-
-        url, prefix = _own_param(url, "prefix")  # the rest goes to redis-py
-        if prefix:
-            kwargs.setdefault("prefix", prefix)
-        return RedisDb(db_url=url, **kwargs)
-    if scheme == "dynamodb":
-        from urllib.parse import unquote
-
-        from agentkeep.db.dynamo import DynamoDb
-
-        base, _, query = rest.partition("?")
-        region, _, prefix = base.partition("/")
-        options = _url_options(url, query, {"endpoint_url"})
-        if region:
-            kwargs.setdefault("region_name", unquote(region))
-        if prefix:
-            kwargs.setdefault("table_prefix", unquote(prefix))
-        return DynamoDb(**options, **kwargs)
-    if scheme == "firestore":
-        from agentkeep.db.firestore import FirestoreDb
-
-        base, _, query = rest.partition("?")
-        project, _, database = base.partition("/")
-        if not project:
-            raise InvalidInputError(f"{url!r} names no project")
-        options = _url_options(url, query, {"collection_prefix", "emulator_host"})
-        return FirestoreDb(project_id=project, database=database or "(default)", **options, **kwargs)
-    if scheme in ("memory", "inmemory"):
-        from agentkeep.db.in_memory import InMemoryDb
-
-        return InMemoryDb(**kwargs)
-    raise InvalidInputError(f"unknown db URL scheme {scheme!r} in {url!r}; expected one of: {'; '.join(URL_FORMS)}")
+def connect(url: str, **kwargs: Any):
+    """Return the db a URL names; `kwargs` go to its class and win over what the URL says.
+    Raises InvalidInputError for an unknown or malformed URL."""
+    backend, arguments = resolve(url)
+    return backend.load()(**{**arguments, **kwargs})

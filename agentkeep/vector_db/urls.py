@@ -1,21 +1,14 @@
 """Open a vector store from a URL, for the `agentkeep knowledge` commands and settings files.
 
     open_vector_db("postgresql://user:pass@host/db", "my_kb")   # PgVector, table my_kb
-    open_vector_db("lancedb://./kb", "my_kb")                    # LanceDB in the folder ./kb
+    open_vector_db("lancedb://./kb", "my_kb")                    # LanceDb in the folder ./kb
     open_vector_db("memory://", "my_kb")                         # InMemoryVectorDb (this process)
     keeps_data("memory://")                                      # False: gone when the process ends
 
-| URL | store |
-| --- | --- |
-| `postgresql://`, `postgres://`, `postgresql+psycopg://` | PgVector |
-| `lancedb:///abs/dir`, `lancedb://./rel/dir` | LanceDb (embedded) |
-| `qdrant:///dir` (local mode), `qdrant+http(s)://host:6333` (server) | QdrantDb |
-| `chroma:///dir` (PersistentClient), `chroma+http(s)://host:8000` (server) | ChromaDb |
-| `milvus:///file.db` (Milvus Lite), `milvus+http(s)://host:19530` (server) | MilvusDb |
-| `chdb:///dir` (in process), `clickhouse+http(s)://host:8123` (server) | ClickHouseDb |
-| `redis://`, `rediss://` (a server with RediSearch) | RedisVectorDb |
-| `surrealkv:///dir`, `surrealdb+ws(s)://host:8000` | SurrealDb |
-| `memory://` | InMemoryVectorDb |
+`STORES` is the one table of URL forms: per store, the schemes it takes, its class as
+"module:Class" (imported only when a URL of it is opened), the function that turns a URL
+into the class's keyword arguments, its line of `URL_FORMS`, and whether it keeps its
+chunks after the process ends. A new store is one more entry.
 
 The table (collection, index) name is given apart from the URL because every store has one.
 Options (`search_type`, `distance`, ...) are passed to the store's constructor.
@@ -24,22 +17,24 @@ Options (`search_type`, `distance`, ...) are passed to the store's constructor.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.urls import load_class
 from agentkeep.vector_db.base import VectorDb
 
 
-def _pgvector(url, table, options):
-    from agentkeep.vector_db.pgvector import PgVector
+class Store(NamedTuple):
+    schemes: tuple[str, ...]  # lower case
+    target: str  # "module:Class"; the class takes the table name first
+    arguments: Callable[[str], dict[str, Any]]  # url -> keyword arguments
+    form: str  # the URL forms, for help
+    keeps_data: bool = True  # False: the store lives and dies with the process that opens it
 
-    return PgVector(table, db_url=url, **options)
-
-
-def _in_memory(url, table, options):
-    from agentkeep.vector_db.in_memory import InMemoryVectorDb
-
-    return InMemoryVectorDb(table, **options)
+    def load(self) -> type[VectorDb]:
+        """The store's class (this imports its module)."""
+        return load_class(self.target)
 
 
 def _path(url: str) -> str:
@@ -56,90 +51,89 @@ def _server(url: str) -> str:
     return url.split("+", 1)[1]
 
 
-def _lancedb(url, table, options):
-    from agentkeep.vector_db.lancedb import LanceDb
-
-    return LanceDb(table, _path(url), **options)
-
-
-def _qdrant(url, table, options):
-    from agentkeep.vector_db.qdrant import QdrantDb
-
-    where = {"path": _path(url)} if url.startswith("qdrant://") else {"url": _server(url)}
-    return QdrantDb(table, **where, **options)
+def _local(url: str) -> bool:
+    """Whether the URL names a store in a local folder or file (its scheme has no `+`)."""
+    return "+" not in url.split("://", 1)[0]
 
 
-def _chroma(url, table, options):
-    from agentkeep.vector_db.chroma import ChromaDb
+def _db_url(url: str) -> dict[str, Any]:
+    """The whole URL goes to the driver."""
+    return {"db_url": url}
 
-    if url.startswith("chroma://"):
-        return ChromaDb(table, path=_path(url), **options)
+
+def _nothing(url: str) -> dict[str, Any]:
+    return {}
+
+
+def _lancedb(url: str) -> dict[str, Any]:
+    return {"uri": _path(url)}
+
+
+def _path_or_url(url: str) -> dict[str, Any]:
+    """Qdrant's and ClickHouse's: a local path or a server URL."""
+    return {"path": _path(url)} if _local(url) else {"url": _server(url)}
+
+
+def _chroma(url: str) -> dict[str, Any]:
+    if _local(url):
+        return {"path": _path(url)}
     import chromadb
 
     server = urllib.parse.urlsplit(_server(url))
-    client = chromadb.HttpClient(host=server.hostname or "localhost", port=server.port or 8000,
-                                 ssl=server.scheme == "https")
-    return ChromaDb(table, client=client, **options)
+    return {"client": chromadb.HttpClient(host=server.hostname or "localhost", port=server.port or 8000,
+                                          ssl=server.scheme == "https")}
 
 
-def _milvus(url, table, options):
-    from agentkeep.vector_db.milvus import MilvusDb
-
-    return MilvusDb(table, _path(url) if url.startswith("milvus://") else _server(url), **options)
+def _milvus(url: str) -> dict[str, Any]:
+    return {"uri": _path(url) if _local(url) else _server(url)}
 
 
-def _clickhouse(url, table, options):
-    from agentkeep.vector_db.clickhouse import ClickHouseDb
-
-    where = {"path": _path(url)} if url.startswith("chdb://") else {"url": _server(url)}
-    return ClickHouseDb(table, **where, **options)
+def _surrealdb(url: str) -> dict[str, Any]:
+    return {"url": url if _local(url) else _server(url)}
 
 
-def _redis(url, table, options):
-    from agentkeep.vector_db.redis import RedisVectorDb
-
-    return RedisVectorDb(table, url, **options)
-
-
-def _surrealdb(url, table, options):
-    from agentkeep.vector_db.surrealdb import SurrealDb
-
-    return SurrealDb(table, url if url.startswith("surrealkv://") else _server(url), **options)
-
-
-OPENERS: dict[str, Callable[[str, str, dict], VectorDb]] = {
-    "postgresql": _pgvector,
-    "postgres": _pgvector,
-    "postgresql+psycopg": _pgvector,
-    "lancedb": _lancedb,
-    "qdrant": _qdrant,
-    "qdrant+http": _qdrant,
-    "qdrant+https": _qdrant,
-    "chroma": _chroma,
-    "chroma+http": _chroma,
-    "chroma+https": _chroma,
-    "milvus": _milvus,
-    "milvus+http": _milvus,
-    "milvus+https": _milvus,
-    "chdb": _clickhouse,
-    "clickhouse+http": _clickhouse,
-    "clickhouse+https": _clickhouse,
-    "redis": _redis,
-    "rediss": _redis,
-    "surrealkv": _surrealdb,
-    "surrealdb+ws": _surrealdb,
-    "surrealdb+wss": _surrealdb,
-    "surrealdb+http": _surrealdb,
-    "surrealdb+https": _surrealdb,
-    "memory": _in_memory,
-}
-IN_PROCESS_SCHEMES = frozenset({"memory"})  # stores that live and die with the process that opens them
+STORES = (
+    Store(("postgresql", "postgres", "postgresql+psycopg"), "agentkeep.vector_db.pgvector:PgVector", _db_url,
+          "PgVector: postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://)"),
+    Store(("lancedb",), "agentkeep.vector_db.lancedb:LanceDb", _lancedb,
+          "LanceDb: lancedb:///abs/dir, lancedb://./rel/dir (embedded)"),
+    Store(("qdrant", "qdrant+http", "qdrant+https"), "agentkeep.vector_db.qdrant:QdrantDb", _path_or_url,
+          "QdrantDb: qdrant:///dir (local mode), qdrant+http://host:6333 (a server; also qdrant+https://)"),
+    Store(("chroma", "chroma+http", "chroma+https"), "agentkeep.vector_db.chroma:ChromaDb", _chroma,
+          "ChromaDb: chroma:///dir (PersistentClient), chroma+http://host:8000 (a server; also chroma+https://)"),
+    Store(("milvus", "milvus+http", "milvus+https"), "agentkeep.vector_db.milvus:MilvusDb", _milvus,
+          "MilvusDb: milvus:///file.db (Milvus Lite), milvus+http://host:19530 (a server; also milvus+https://)"),
+    Store(("chdb", "clickhouse+http", "clickhouse+https"), "agentkeep.vector_db.clickhouse:ClickHouseDb",
+          _path_or_url,
+          "ClickHouseDb: chdb:///dir (in process), clickhouse+http://host:8123 (a server; also clickhouse+https://)"),
+    Store(("redis", "rediss"), "agentkeep.vector_db.redis:RedisVectorDb", _db_url,
+          "RedisVectorDb: redis://host:6379/0 (a server with RediSearch; also rediss://)"),
+    Store(("surrealkv", "surrealdb+ws", "surrealdb+wss", "surrealdb+http", "surrealdb+https"),
+          "agentkeep.vector_db.surrealdb:SurrealDb", _surrealdb,
+          "SurrealDb: surrealkv:///dir (embedded), surrealdb+ws://host:8000 (a server; also surrealdb+wss://, "
+          "surrealdb+http://, surrealdb+https://)"),
+    Store(("memory",), "agentkeep.vector_db.in_memory:InMemoryVectorDb", _nothing,
+          "InMemoryVectorDb: memory:// (this process only)", keeps_data=False),
+)
+SCHEMES = {scheme: store for store in STORES for scheme in store.schemes}
+URL_FORMS = tuple(store.form for store in STORES)
+IN_PROCESS_SCHEMES = frozenset(scheme for store in STORES if not store.keeps_data for scheme in store.schemes)
 
 
 def _scheme(url: Any) -> str:
     if not isinstance(url, str) or "://" not in url:
         raise InvalidInputError(f"a vector store URL looks like scheme://..., got {url!r}")
     return url.split("://", 1)[0].lower()
+
+
+def store_for(url: str) -> Store:
+    """The store a URL names, without importing it. Raises InvalidInputError for an unknown
+    or malformed URL."""
+    scheme = _scheme(url)
+    store = SCHEMES.get(scheme)
+    if store is None:
+        raise InvalidInputError(f"unknown vector store URL scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
+    return store
 
 
 def keeps_data(url: str) -> bool:
@@ -149,10 +143,6 @@ def keeps_data(url: str) -> bool:
 
 
 def open_vector_db(url: str, table: str, **options: Any) -> VectorDb:
-    scheme = _scheme(url)
-    opener = OPENERS.get(scheme)
-    if opener is None:
-        raise InvalidInputError(
-            f"unknown vector store URL scheme {scheme!r}; known: {', '.join(sorted(OPENERS))}"
-        )
-    return opener(url, table, options)
+    """The store a URL names, with the table `table`; `options` go to its class."""
+    store = store_for(url)
+    return store.load()(table, **store.arguments(url), **options)

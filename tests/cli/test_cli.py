@@ -379,6 +379,7 @@ def test_demo_runs_on_json_and_in_memory() -> None:
 def test_python_m_agentkeep_demo(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "agentkeep.demo", "--db", sqlite_url(tmp_path / "m.db")],
+        check=False,
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -391,7 +392,7 @@ def test_python_m_agentkeep_demo(tmp_path: Path) -> None:
 
 def test_demo_default_location(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "agentkeep.demo"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        [sys.executable, "-m", "agentkeep.demo"], check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "agentkeep-demo.db").exists()

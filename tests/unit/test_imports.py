@@ -74,3 +74,34 @@ def test_agentkeep_db_lists_the_backend_classes_without_importing_them():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# a URL of each backend -> its class, as agentkeep.db.connect resolves it
+BACKEND_URLS = {
+    "sqlite:///:memory:": "SqliteDb",
+    "json://./keep": "JsonDb",
+    "json+gs://bucket/keep": "JsonDb",
+    "memory://": "InMemoryDb",
+    "postgresql://u@h/db?db_schema=s": "PostgresDb",
+    "mysql://u@h/db": "MysqlDb",
+    "singlestoredb://u@h/db": "SingleStoreDb",
+    "mongodb://h/db": "MongoDb",
+    "redis://h:6379/0": "RedisDb",
+    "dynamodb://eu-west-1/ak": "DynamoDb",
+    "firestore://project": "FirestoreDb",
+}
+
+
+@pytest.mark.parametrize("url", list(BACKEND_URLS))
+def test_resolving_a_url_imports_only_its_backend(url):
+    from tests.unit.test_urls import resolved_in_a_fresh_interpreter
+
+    name = BACKEND_URLS[url]
+    module, also, drivers = BACKEND_CLASSES[name]
+    pytest.importorskip({"json": "fsspec", "mongo": "pymongo", "firestore": "google.cloud.firestore"}.get(module, "sqlalchemy"))
+    before, loaded, modules, drivers_loaded = resolved_in_a_fresh_interpreter(
+        f"from agentkeep.db.urls import resolve\nentry, _ = resolve({url!r})",
+        [f"agentkeep.db.{m}" for m in BACKEND_MODULES], DRIVERS)
+    assert before == [] and loaded == name
+    assert sorted(modules) == sorted(f"agentkeep.db.{m}" for m in {module, *also})
+    assert set(drivers_loaded) <= set(drivers), f"{url} also imported {drivers_loaded}"

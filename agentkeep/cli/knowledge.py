@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Annotated, Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import typer
 
-from agentkeep.cli import (
+from agentkeep.cli.common import (
     DEFAULT_DB_URL,
     EXIT_USER_ERROR,
     DbUrl,
-    _console,
-    _fail,
-    _one_line,
-    _open_db,
-    _print_json,
-    _user_errors,
+    console,
+    fail,
+    open_db,
+    print_json,
+    user_errors,
 )
+from agentkeep.report import one_line
 
 knowledge_app = typer.Typer(
     help="Add files, folders and URLs to a knowledge base; search, list and delete its contents.",
@@ -42,16 +43,20 @@ EmbedderSpec = Annotated[
                  help="openai[:MODEL] ($OPENAI_API_KEY, $OPENAI_BASE_URL), local[:MODEL] "
                       "(sentence-transformers), or hashing[:DIMENSIONS] (offline, for trials)."),
 ]
-Name = Annotated[Optional[str], typer.Option("--name", help="The knowledge base's name (each row's linked_to).")]
+Name = Annotated[str | None, typer.Option("--name", help="The knowledge base's name (each row's linked_to).")]
 SearchTypeOpt = Annotated[
-    Optional[str], typer.Option("--search-type", metavar="vector|keyword|hybrid", help="Default: the store's.")
+    str | None, typer.Option("--search-type", metavar="vector|keyword|hybrid", help="Default: the store's.")
 ]
 DEFAULT_TABLE = "agentkeep_knowledge"
 
 
 def make_embedder(spec: str, base_url: str | None = None):
     """`openai[:MODEL]`, `local[:MODEL]` or `hashing[:DIMENSIONS]` -> an Embedder."""
-    from agentkeep.knowledge.embedder import HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
+    from agentkeep.knowledge.embedder import (
+        HashingEmbedder,
+        OpenAIEmbedder,
+        SentenceTransformerEmbedder,
+    )
 
     kind, _, arg = spec.partition(":")
     if kind == "openai":
@@ -60,9 +65,9 @@ def make_embedder(spec: str, base_url: str | None = None):
         return SentenceTransformerEmbedder(arg or None)
     if kind == "hashing":
         if arg and not arg.isdigit():
-            _fail(f"--embedder hashing:DIMENSIONS needs a number, got {arg!r}")
+            fail(f"--embedder hashing:DIMENSIONS needs a number, got {arg!r}")
         return HashingEmbedder(int(arg) if arg else 256)
-    _fail(f"--embedder must be openai[:MODEL], local[:MODEL] or hashing[:DIMENSIONS], got {spec!r}")
+    fail(f"--embedder must be openai[:MODEL], local[:MODEL] or hashing[:DIMENSIONS], got {spec!r}")
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
@@ -71,7 +76,7 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            _fail(f"{option} takes key=value, got {pair!r}")
+            fail(f"{option} takes key=value, got {pair!r}")
         try:
             value = json.loads(raw)
             if isinstance(value, (list, dict)):
@@ -90,14 +95,14 @@ MISSING_KEY_HELP = ("--embedder openai needs an API key: set OPENAI_API_KEY, or 
 @contextlib.contextmanager
 def _knowledge(db_url: str, vector_url: str, table: str, embedder: str, base_url: str | None,
                name: str | None, search_type: str | None = None) -> Iterator[Any]:
-    with _user_errors():
+    with user_errors():
         from agentkeep.vector_db.urls import keeps_data, open_vector_db
 
         if not keeps_data(vector_url):
-            _fail(f"--vector-db {vector_url} keeps the chunks in one command's memory, so the next command "
+            fail(f"--vector-db {vector_url} keeps the chunks in one command's memory, so the next command "
                   "would find none; use a store that keeps them, e.g. --vector-db lancedb://./kb (a local "
                   "folder, agentkeep[lancedb]) or --vector-db postgresql://... (PgVector)")
-    with _open_db(db_url) as db, _user_errors():
+    with open_db(db_url) as db, user_errors():
         from agentkeep.knowledge import EmbedderError, Knowledge
 
         options = {"search_type": search_type} if search_type else {}
@@ -106,7 +111,7 @@ def _knowledge(db_url: str, vector_url: str, table: str, embedder: str, base_url
         try:
             yield Knowledge(vector_db, contents_db=db, embedder=emb, name=name)
         except EmbedderError as exc:
-            _fail(MISSING_KEY_HELP if getattr(emb, "missing_key", False) else _one_line(exc))
+            fail(MISSING_KEY_HELP if getattr(emb, "missing_key", False) else one_line(exc))
         finally:
             with contextlib.suppress(Exception):
                 emb.close()
@@ -121,12 +126,12 @@ def add(
     db_url: DbUrl = DEFAULT_DB_URL,
     table: Table = DEFAULT_TABLE,
     embedder: EmbedderSpec = "openai",
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="An OpenAI-compatible endpoint.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible endpoint.")] = None,
     name: Name = None,
-    meta: Annotated[Optional[list[str]], typer.Option("--meta", metavar="KEY=VALUE",
+    meta: Annotated[list[str] | None, typer.Option("--meta", metavar="KEY=VALUE",
                                                       help="Metadata for every chunk (repeatable).")] = None,
-    include: Annotated[Optional[list[str]], typer.Option("--include", metavar="GLOB")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="GLOB")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", metavar="GLOB")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="A progress bar per folder.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Read and embed unchanged contents again.")] = False,
 ) -> None:
@@ -147,11 +152,11 @@ def search(
     db_url: DbUrl = DEFAULT_DB_URL,
     table: Table = DEFAULT_TABLE,
     embedder: EmbedderSpec = "openai",
-    base_url: Annotated[Optional[str], typer.Option("--base-url")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url")] = None,
     name: Name = None,
     search_type: SearchTypeOpt = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 5,
-    filters: Annotated[Optional[list[str]], typer.Option("--filter", metavar="KEY=VALUE")] = None,
+    filters: Annotated[list[str] | None, typer.Option("--filter", metavar="KEY=VALUE")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The chunks that best answer QUERY."""
@@ -159,7 +164,7 @@ def search(
     with _knowledge(db_url, vector_db, table, embedder, base_url, name, search_type) as kb:
         hits = kb.search(query, limit=limit, filters=where or None, search_type=search_type)
     if as_json:
-        _print_json([h.model_dump(exclude={"embedding"}) for h in hits])
+        print_json([h.model_dump(exclude={"embedding"}) for h in hits])
         return
     from rich.table import Table as RichTable
 
@@ -168,22 +173,22 @@ def search(
         out.add_column(column, justify="right" if column in ("score", "position") else "left")
     for h in hits:
         out.add_row(f"{h.score:.4f}", h.content_id or "", str(h.position), " ".join(h.content.split())[:100])
-    _console().print(out)
+    console().print(out)
 
 
 @knowledge_app.command("list")
 def list_(
     db_url: DbUrl = DEFAULT_DB_URL,
     name: Name = None,
-    status: Annotated[Optional[str], typer.Option("--status", metavar="processing|completed|failed")] = None,
+    status: Annotated[str | None, typer.Option("--status", metavar="processing|completed|failed")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The catalog: one row per content (no vector store needed)."""
-    with _open_db(db_url) as db, _user_errors():
+    with open_db(db_url) as db, user_errors():
         page = db.list_knowledge(linked_to=name, status=status, limit=limit)
     if as_json:
-        _print_json([r.model_dump(mode="json") for r in page.items])
+        print_json([r.model_dump(mode="json") for r in page.items])
         return
     from rich.table import Table as RichTable
 
@@ -195,7 +200,7 @@ def list_(
     for r in page.items:
         chunks = (r.metadata.get(INGEST_KEY) or {}).get("chunks", "")
         out.add_row(r.id, r.name or "", r.type or "", r.status or "", str(chunks), f"{r.updated_at:%Y-%m-%d %H:%M:%S}")
-    _console().print(out)
+    console().print(out)
 
 
 @knowledge_app.command("delete")
