@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, Iterator
 
@@ -17,6 +18,11 @@ import pytest
 from tests.conformance.backends import BACKENDS, BY_NAME, Backend, Handle
 
 REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
+# Every PostgreSQL connection of the suite (libpq reads PGOPTIONS) commits without waiting
+# for the WAL flush: 0.06 ms a commit instead of 2.7 ms here. Nothing the tests check
+# depends on it: a commit is still atomic and visible at once, and a server stopped
+# cleanly (the restart test) flushes first; only an OS crash could lose the last commits.
+os.environ.setdefault("PGOPTIONS", "-c synchronous_commit=off")
 _PROP_BACKEND = "agentkeep_backend"
 _PROP_TARGET = "agentkeep_target"
 # set by tests/vector_db/conftest.py; carried in reports, so xdist workers' runs are counted too
@@ -53,11 +59,61 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     return b
 
 
+# Stores a test has finished with, emptied and ready for the next test of this process:
+# building a store costs its tables and indexes (0.4 s on PostgreSQL, 1 s on MariaDB or
+# DynamoDB on moto per test), emptying one a few deletes. Each test still gets a new db
+# object; a test marked `fresh_store` gets a store without tables.
+_idle: dict[str, list[Handle]] = {}
+
+
+def _take(backend: Backend, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Handle:
+    idle = _idle.get(backend.name)
+    if idle and request.node.get_closest_marker("fresh_store") is None:
+        handle = idle.pop()
+        handle.db = handle.reopen()
+        return handle
+    return backend.build(tmp_path_factory.mktemp(f"db-{backend.name}"))
+
+
+def _give_back(backend: Backend, handle: Handle) -> None:
+    """Empty the store through the test's db (or a new one, when the test closed its own)
+    and keep it for the next test; a store that cannot be emptied is removed."""
+    for attempt in range(2):
+        try:
+            if attempt:
+                handle.db = handle.reopen()
+            handle.wipe()
+            handle.db.close()
+            _idle.setdefault(backend.name, []).append(handle)
+            return
+        except Exception:  # noqa: BLE001 - closed by the test, or broken: try a new object, then drop it
+            with contextlib.suppress(Exception):
+                handle.db.close()
+    if handle.cleanup is not None:
+        handle.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_idle_stores() -> Iterator[None]:
+    yield
+    for handles in _idle.values():
+        for handle in handles:
+            if handle.cleanup is not None:
+                with contextlib.suppress(Exception):
+                    handle.cleanup()
+    _idle.clear()
+
+
 @pytest.fixture
-def db_handle(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Handle]:
-    handle = backend.build(tmp_path_factory.mktemp(f"db-{backend.name}"))
+def db_handle(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Handle]:
+    handle = _take(backend, request, tmp_path_factory)
     yield handle
-    _close(handle)
+    if backend.reuse and handle.reusable:
+        _give_back(backend, handle)
+    else:
+        _close(handle)
 
 
 @pytest.fixture
@@ -97,12 +153,37 @@ def make_db(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Itera
 # -- per-backend summary ---------------------------------------------------------------
 
 
+# What needs a server or an emulator, besides a server backend or store as a parameter and
+# tests marked `server` one by one: these stores, fixtures and whole modules.
+_SERVER_STORES = {"pgvector", "redis"}
+_SERVER_FIXTURES = {"postgres_url", "mysql_url", "pg_url"}
+_SERVER_MODULES = {
+    f"tests/backends/test_{name}.py" for name in ("dynamodb", "firestore", "mongo", "mysql", "object_storage",
+                                                    "postgres", "redis")
+} | {"tests/vector_db/test_pgvector.py", "tests/vector_db/test_redis_vector.py"}
+
+
+def _needs_server(item: pytest.Item, params: dict) -> bool:
+    b = params.get("backend")
+    return (
+        (isinstance(b, Backend) and b.server)
+        or getattr(params.get("store_kind"), "name", None) in _SERVER_STORES
+        or not _SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+        or item.nodeid.split("::", 1)[0] in _SERVER_MODULES
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Count each test under its backend, and mark `server` every test that needs a server
+    or an emulator: `-m "not server"` is the contributors' quick run (README)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        b = callspec.params.get("backend") if callspec is not None else None
+        params = callspec.params if callspec is not None else {}
+        b = params.get("backend")
         if isinstance(b, Backend):
             item.user_properties.append((_PROP_BACKEND, b.name))
+        if _needs_server(item, params):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.hookimpl(hookwrapper=True)

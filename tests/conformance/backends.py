@@ -24,6 +24,7 @@ A backend whose driver is missing or whose server is unreachable reports why thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
@@ -55,6 +56,43 @@ class Handle:
         if self.opener is None and self.url is not None:
             self.opener = functools.partial(open_url, self.url)
 
+    @property
+    def reusable(self) -> bool:
+        """Whether another db object can open this data (it does not live in the object)."""
+        return isinstance(self.db, SyncAdapter) or self.opener is not None
+
+    def reopen(self) -> Any:
+        """A new db object of the same class over the same data."""
+        if isinstance(self.db, SyncAdapter):
+            return SyncAdapter(self.db.factory)
+        return self.opener()
+
+    def wipe(self) -> None:
+        """Delete every record, through the kernel, leaving the tables and their schema
+        versions: the store is then as a new one is after its first call. One transaction
+        where the store has them (one commit, not one per table)."""
+        from agentkeep.db.query import Cond
+
+        db = self.db
+        db.list_sessions(limit=1)  # the tables exist (a test may have made none)
+        kernel = db.kernel
+        deletes = [(table, ()) for table in db.specs if table != "meta"]
+        # of meta, keep the version rows and drop the rest (the metrics watermark)
+        deletes += [("meta", (Cond("key", "lt", "version:"),)), ("meta", (Cond("key", "gte", "version;"),))]
+        atomic = "transactions" in kernel.capabilities
+        if isinstance(db, SyncAdapter):
+
+            async def wipe_async() -> None:
+                async with kernel.transaction() if atomic else contextlib.nullcontext():
+                    for table, where in deletes:
+                        await kernel.delete(table, where)
+
+            db._run(wipe_async())
+            return
+        with kernel.transaction() if atomic else contextlib.nullcontext():
+            for table, where in deletes:
+                kernel.delete(table, where)
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -64,6 +102,14 @@ class Backend:
     requires: tuple[str, ...] = ()  # importable driver modules
     check: Optional[Callable[[], Optional[str]]] = None  # reason when server unreachable
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # a store emptied after a test serves the next one (tests/conftest.py); not JsonDb's,
+    # whose index log keeps every deletion, so a reused store gets slower to open each time
+    reuse: bool = True
+
+    @property
+    def server(self) -> bool:
+        """Whether it runs against a server or an emulator (not in the test process)."""
+        return self.check is not None
 
     def unavailable(self) -> Optional[str]:
         for module in self.requires:
@@ -87,6 +133,7 @@ class SyncAdapter:
     """
 
     def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="agentkeep-sync-adapter", daemon=True
@@ -314,6 +361,7 @@ BACKENDS: list[Backend] = [
         target=_fsspec_target("local directory"),
         build=_json_dir,
         requires=("fsspec", "filelock"),
+        reuse=False,
     ),
     Backend(
         name="json_memory",

@@ -24,6 +24,7 @@ def _assert_all_answered(outcomes: list[Any]) -> None:
     assert errors == [], f"{len(errors)} of {CALLERS} first calls failed, first: {errors[0]!r}"
 
 
+@pytest.mark.fresh_store
 def test_fifty_first_calls_at_once_on_a_new_store(db: Any) -> None:
     _assert_all_answered(_first_calls(db))
     assert all(s["up_to_date"] for s in db.schema_status().values())

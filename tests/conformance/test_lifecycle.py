@@ -43,7 +43,9 @@ def test_schema_status_every_table_up_to_date(db):
     assert set(KINDS) <= kinds, f"tables missing from schema_status: {set(KINDS) - kinds}"
 
 
+@pytest.mark.fresh_store
 def test_tables_appear_on_first_use(db):
+    assert not any(info["up_to_date"] for info in db.schema_status().values())
     db.upsert_session(Session(session_id="s", user_id="alice"))
     assert db.get_session("s") is not None
     db.create_tables()

@@ -191,7 +191,8 @@ def backends() -> list:
     from tests.conformance.backends import Backend
 
     return [
-        Backend(name="json_s3", target=s3_target, build=_json_s3, requires=("s3fs", "boto3"), check=s3_check),
+        Backend(name="json_s3", target=s3_target, build=_json_s3, requires=("s3fs", "boto3"), check=s3_check,
+                reuse=False),
         Backend(name="json_gcs", target=gcs_target, build=_json_gcs,
-                requires=("gcsfs", "google.cloud.storage"), check=gcs_check),
+                requires=("gcsfs", "google.cloud.storage"), check=gcs_check, reuse=False),
     ]
