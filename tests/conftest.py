@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.conformance.backends import BACKENDS, BY_NAME, Backend, Handle
+from tests.vector_db.stores import Store
 
 REQUIRE_ALL = os.environ.get("AGENTKEEP_REQUIRE_ALL") == "1"
 # Every PostgreSQL connection of the suite (libpq reads PGOPTIONS) commits without waiting
@@ -66,13 +67,23 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 _idle: dict[str, list[Handle]] = {}
 
 
-def _take(backend: Backend, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Handle:
+@contextlib.contextmanager
+def pooled_store(backend: Backend, tmp_path_factory: pytest.TempPathFactory, fresh: bool = False) -> Iterator[Handle]:
+    """A store of `backend` with a new db object: an emptied one of this process unless
+    `fresh`, or a new one; emptied and kept for the next test afterwards, where it can be."""
     idle = _idle.get(backend.name)
-    if idle and request.node.get_closest_marker("fresh_store") is None:
+    if idle and not fresh:
         handle = idle.pop()
         handle.db = handle.reopen()
-        return handle
-    return backend.build(tmp_path_factory.mktemp(f"db-{backend.name}"))
+    else:
+        handle = backend.build(tmp_path_factory.mktemp(f"db-{backend.name}"))
+    try:
+        yield handle
+    finally:
+        if backend.reuse and handle.reusable:
+            _give_back(backend, handle)
+        else:
+            _close(handle)
 
 
 def _give_back(backend: Backend, handle: Handle) -> None:
@@ -108,12 +119,8 @@ def _remove_idle_stores() -> Iterator[None]:
 def db_handle(
     backend: Backend, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Handle]:
-    handle = _take(backend, request, tmp_path_factory)
-    yield handle
-    if backend.reuse and handle.reusable:
-        _give_back(backend, handle)
-    else:
-        _close(handle)
+    with pooled_store(backend, tmp_path_factory, fresh=request.node.get_closest_marker("fresh_store") is not None) as h:
+        yield h
 
 
 @pytest.fixture
@@ -164,13 +171,23 @@ _SERVER_MODULES = {
 
 
 def _needs_server(item: pytest.Item, params: dict) -> bool:
-    b = params.get("backend")
     return (
-        (isinstance(b, Backend) and b.server)
-        or getattr(params.get("store_kind"), "name", None) in _SERVER_STORES
+        any(isinstance(p, Backend) and p.server for p in params.values())
+        or any(isinstance(p, Store) and p.name in _SERVER_STORES for p in params.values())
         or not _SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
         or item.nodeid.split("::", 1)[0] in _SERVER_MODULES
     )
+
+
+def backends_in_run(config: pytest.Config) -> list[Backend]:
+    """The backends a test that goes over all of them should use: in a run that leaves out
+    the `server` tests (`-m "not server"`), only those that run in the test process."""
+    from _pytest.mark.expression import Expression
+
+    expr = config.getoption("markexpr")
+    if expr and not Expression.compile(expr).evaluate(lambda name, **_: name == "server"):
+        return [b for b in BACKENDS if not b.server]
+    return BACKENDS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -63,6 +63,7 @@ def test_a_server_that_is_not_there(runner: CliRunner, server: str, command: lis
     assert line.startswith("error: cannot connect to") and str(port) in line
 
 
+@pytest.mark.server
 def test_postgres_unknown_role_and_database(runner: CliRunner) -> None:
     pytest.importorskip("psycopg")
     import sqlalchemy as sa
@@ -77,6 +78,7 @@ def test_postgres_unknown_role_and_database(runner: CliRunner) -> None:
         assert name in one_line_error(result)
 
 
+@pytest.mark.server
 def test_mariadb_unknown_database(runner: CliRunner) -> None:
     pytest.importorskip("pymysql")
     from tests.services import mysql

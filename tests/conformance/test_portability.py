@@ -19,9 +19,8 @@ from agentkeep.db import (
     Session,
     UserMemory,
 )
-from tests.conftest import require_backend
+from tests.conftest import backends_in_run, pooled_store, require_backend
 
-from .backends import BACKENDS
 from ._helpers import UTC, seed_user, snapshot
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=UTC)
@@ -53,7 +52,7 @@ def _require_each(backends):
             require_backend(b)  # fails under AGENTKEEP_REQUIRE_ALL=1
 
 
-def test_export_then_import_into_every_backend(db, tmp_path):
+def test_export_then_import_into_every_backend(db, tmp_path, pytestconfig, tmp_path_factory):
     populate(db)
     before = snapshot(db)
     assert all(before[k] for k in before), {k: len(v) for k, v in before.items()}
@@ -63,10 +62,8 @@ def test_export_then_import_into_every_backend(db, tmp_path):
     assert snapshot(db) == before
 
     checked = []
-    for backend in _require_each(BACKENDS):
-        (tmp_path / f"dest-{backend.name}").mkdir()
-        dest = backend.build(tmp_path / f"dest-{backend.name}")
-        try:
+    for backend in _require_each(backends_in_run(pytestconfig)):
+        with pooled_store(backend, tmp_path_factory) as dest:
             assert dest.db.import_jsonl(str(dump_file)) == exported, backend.name
             after = snapshot(dest.db)
             for table in before:
@@ -79,10 +76,6 @@ def test_export_then_import_into_every_backend(db, tmp_path):
             s = dest.db.get_session(session["session_id"])
             assert dest.db.upsert_session(s, expected_revision=session["revision"]).revision == session["revision"] + 1
             checked.append(backend.name)
-        finally:
-            dest.db.close()
-            if dest.cleanup:
-                dest.cleanup()
     assert checked
 
 
@@ -185,17 +178,15 @@ def test_export_selected_tables(db, make_db, tmp_path):
         dest.db.close()
 
 
-def test_orders_and_tie_breaks_are_identical_on_every_backend(tmp_path):
+def test_orders_and_tie_breaks_are_identical_on_every_backend(pytestconfig, tmp_path_factory):
     """The same records listed in every order given by the caller's own values (created_at,
     start_time, next_run_at, started_at, seq, user_id), with ties, page by page: every
     backend returns the very same sequence."""
     from .test_pagination import LISTINGS
 
     sequences: dict[str, dict[str, list]] = {}
-    for backend in _require_each(BACKENDS):
-        (tmp_path / f"order-{backend.name}").mkdir()
-        handle = backend.build(tmp_path / f"order-{backend.name}")
-        try:
+    for backend in _require_each(backends_in_run(pytestconfig)):
+        with pooled_store(backend, tmp_path_factory) as handle:
             db = handle.db
             got: dict[str, list] = {}
             for listing in LISTINGS:
@@ -220,10 +211,6 @@ def test_orders_and_tie_breaks_are_identical_on_every_backend(tmp_path):
                         keys = [f"raised {type(exc).__name__}"]
                     got[f"{listing.name}/{order}"] = keys
             sequences[backend.name] = got
-        finally:
-            handle.db.close()
-            if handle.cleanup:
-                handle.cleanup()
     assert len(sequences) >= 2, "needs at least two available backends"
     reference_name, reference = next(iter(sequences.items()))
     for listing_order, keys in reference.items():

@@ -265,6 +265,7 @@ def test_a_knowledge_without_a_catalog_db_keeps_one_in_memory(vector_store, embe
     assert kb.get_content(row.id).status == "completed"
 
 
+@pytest.mark.server
 def test_one_postgres_for_catalog_and_chunks(embedder):
     """A PostgresDb catalog and a PgVector table on the same server, sharing its pool."""
     import uuid
