@@ -1,12 +1,14 @@
-"""Generate the sync twins (domain layer, kernels) from their async sources in
-agentkeep/db/_async/, so the twins cannot drift.
+"""Generate the sync twins (domain layer, kernels) from their async sources, so the twins
+cannot drift: every `_async/` folder under agentkeep/db (the domain's, and each backend
+family's that has one) has a `_sync/` sibling generated from it.
 
-    python scripts/unasync.py          # rewrite agentkeep/db/_sync/*.py
+    python scripts/unasync.py          # rewrite every _sync/*.py
     python scripts/unasync.py --check  # exit 1 when a generated file is stale (CI)
 
-Every `_async/*.py` except `util.py` (hand-written on both sides) is a source. A source may
-add its own renames with comment lines such as `# unasync: AsyncMongoClient -> MongoClient`
-(whole words; the line itself is dropped from the generated file).
+Every `_async/*.py` except `__init__.py` and `util.py` (hand-written on both sides) is a
+source. A source may add its own renames with comment lines such as
+`# unasync: AsyncMongoClient -> MongoClient` (whole words; the line itself is dropped from
+the generated file).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "agentkeep/db"
 HAND_WRITTEN = {"__init__.py", "util.py"}
 OWN_RENAME = re.compile(r"^# unasync: (\S+) -> (\S+)\n", re.MULTILINE)
 REPLACEMENTS = [
@@ -29,12 +32,12 @@ REPLACEMENTS = [
     (r"\bAsyncSqlKernel\b", "SqlKernel"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\bAsyncIterator\b", "Iterator"),
-    (r"\bagentkeep\.db\._async\.", "agentkeep.db._sync."),
+    (r"\b(agentkeep\.db(?:\.\w+)*?)\._async\.", r"\1._sync."),
     (r"^import asyncio$", "import time"),
     (r"\basyncio\.sleep\(", "time.sleep("),
     (r"task \(thread, in the sync twin\)", "thread"),
-    (r"This is the async source; `agentkeep/db/_sync/(\w+\.py)` is generated from it by\n`scripts/unasync.py` \(never edit the generated file\).",
-     r"GENERATED from agentkeep/db/_async/\1 by scripts/unasync.py: do not edit."),
+    (r"This is the async source; `((?:\w+/)*)_sync/(\w+\.py)` is generated from it by\n`scripts/unasync.py` \(never edit the generated file\).",
+     r"GENERATED from \1_async/\2 by scripts/unasync.py: do not edit."),
 ]
 
 
@@ -46,16 +49,23 @@ def convert(text: str) -> str:
     return text
 
 
+def pairs() -> list[tuple[Path, Path]]:
+    """(async source, generated twin) of every source."""
+    return [
+        (src, src.parent.parent / "_sync" / src.name)
+        for folder in sorted(PACKAGE.rglob("_async"))
+        for src in sorted(folder.glob("*.py"))
+        if src.name not in HAND_WRITTEN
+    ]
+
+
 def main(check: bool) -> int:
     stale = []
-    sources = sorted(p.name for p in (ROOT / "agentkeep/db/_async").glob("*.py") if p.name not in HAND_WRITTEN)
-    for name in sources:
-        src = (ROOT / "agentkeep/db/_async" / name).read_text()
-        target = ROOT / "agentkeep/db/_sync" / name
-        out = convert(src)
+    for src, target in pairs():
+        out = convert(src.read_text())
         if check:
             if not target.exists() or target.read_text() != out:
-                stale.append(str(target))
+                stale.append(str(target.relative_to(ROOT)))
         else:
             target.write_text(out)
     if stale:

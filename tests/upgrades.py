@@ -1,5 +1,6 @@
 """A schema upgrade for the migration tests: `monkeypatch.setattr(tables_module,
-"default_specs", upgraded_specs)` makes every db built afterwards expect version 2."""
+"default_specs", upgraded_specs)` makes every db built afterwards expect the sessions
+table one version further."""
 
 import dataclasses
 
@@ -7,10 +8,12 @@ from agentkeep.db import tables as tables_module
 from agentkeep.db.tables import Column, Index
 
 ORIGINAL = tables_module.default_specs
+CURRENT = ORIGINAL()["sessions"].version  # the sessions table's version in this release
+NEXT = CURRENT + 1  # the one `upgraded_specs` expects
 
 
 def upgraded_specs():
-    """Version 2 of the sessions table: one new column and an index on it."""
+    """The next version of the sessions table: one new column and an index on it."""
     specs = ORIGINAL()
     old = specs["sessions"]
     specs["sessions"] = dataclasses.replace(
@@ -18,7 +21,7 @@ def upgraded_specs():
         columns=old.columns + (Column("color", "str"),),
         indexes=old.indexes + (Index(("user_id", "color")),),
         internal=old.internal + ("color",),
-        version=2,
+        version=NEXT,
         column_map={},
     )
     return specs

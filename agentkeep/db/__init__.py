@@ -1,7 +1,8 @@
 """The agentkeep db: records, errors, `connect(url)` and the backend classes.
 
-Backends live in their own modules (`agentkeep.db.sqlite`, `agentkeep.db.json`, ...) and
-import only their own driver. `from agentkeep.db import SqliteDb` works for every backend
+Backends live in their own packages (`agentkeep.db.backends.sql`, `agentkeep.db.backends.json`,
+...; the former paths `agentkeep.db.sqlite`, `agentkeep.db.json`, ... still work) and import
+only their own driver. `from agentkeep.db import SqliteDb` works for every backend
 class: the name is looked up on first use, so importing this package imports no backend.
 """
 
@@ -51,16 +52,16 @@ __all__ = [
 
 # backend class -> its module, imported when the name is first used
 _BACKEND_MODULES = {
-    "InMemoryDb": "in_memory",
-    "SqliteDb": "sqlite", "AsyncSqliteDb": "sqlite",
-    "JsonDb": "json", "GcsJsonDb": "gcs_json",
-    "PostgresDb": "postgres", "AsyncPostgresDb": "postgres",
-    "MysqlDb": "mysql", "AsyncMysqlDb": "mysql",
-    "SingleStoreDb": "singlestore", "AsyncSingleStoreDb": "singlestore",
-    "MongoDb": "mongo", "AsyncMongoDb": "mongo",
-    "RedisDb": "redis", "AsyncRedisDb": "redis",
-    "DynamoDb": "dynamo",
-    "FirestoreDb": "firestore",
+    "InMemoryDb": "backends.in_memory.db",
+    "SqliteDb": "backends.sql.sqlite", "AsyncSqliteDb": "backends.sql.sqlite",
+    "JsonDb": "backends.json.db", "GcsJsonDb": "backends.json.gcs",
+    "PostgresDb": "backends.sql.postgres", "AsyncPostgresDb": "backends.sql.postgres",
+    "MysqlDb": "backends.sql.mysql", "AsyncMysqlDb": "backends.sql.mysql",
+    "SingleStoreDb": "backends.sql.singlestore", "AsyncSingleStoreDb": "backends.sql.singlestore",
+    "MongoDb": "backends.mongo.db", "AsyncMongoDb": "backends.mongo.db",
+    "RedisDb": "backends.redis.db", "AsyncRedisDb": "backends.redis.db",
+    "DynamoDb": "backends.dynamo.db",
+    "FirestoreDb": "backends.firestore.db",
 }
 
 

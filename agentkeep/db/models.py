@@ -47,6 +47,17 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
 
 # Every stored time is timezone-aware and kept in UTC (other zones are converted).
 Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+class _LongText:
+    """Marks a str field as unbounded text: stored as text, never indexed (tables.py)."""
+
+    def __repr__(self) -> str:
+        return "LONG_TEXT"
+
+
+LONG_TEXT = _LongText()
+LongText = Annotated[str, LONG_TEXT]
 JsonDict = dict[str, Any]
 
 
@@ -93,7 +104,7 @@ class Session(Record):
     agent_id: Optional[str] = None
     team_id: Optional[str] = None
     workflow_id: Optional[str] = None
-    name: Optional[str] = None
+    name: Optional[LongText] = None
     state: JsonDict = Field(default_factory=dict)
     metadata: JsonDict = Field(default_factory=dict)
     summary: Optional[JsonDict] = None
@@ -107,10 +118,10 @@ class Session(Record):
 class UserMemory(Record):
     memory_id: str = Field(default_factory=new_id)
     user_id: Optional[str] = None
-    memory: str
+    memory: LongText
     topics: list[str] = Field(default_factory=list)
-    input: Optional[str] = None
-    feedback: Optional[str] = None
+    input: Optional[LongText] = None
+    feedback: Optional[LongText] = None
     agent_id: Optional[str] = None
     team_id: Optional[str] = None
     created_at: Optional[Timestamp] = None
@@ -126,14 +137,14 @@ class MemoryStats(Record):
 
 class KnowledgeContent(Record):
     id: str = Field(default_factory=new_id)
-    name: Optional[str] = None
-    description: Optional[str] = None
+    name: Optional[LongText] = None
+    description: Optional[LongText] = None
     metadata: JsonDict = Field(default_factory=dict)
     type: Optional[str] = None
     size: Optional[int] = None
     linked_to: Optional[str] = None
     status: ContentStatus = "processing"
-    status_message: Optional[str] = None
+    status_message: Optional[LongText] = None
     external_id: Optional[str] = None
     user_id: Optional[str] = None
     created_at: Optional[Timestamp] = None
@@ -142,7 +153,7 @@ class KnowledgeContent(Record):
 
 class Trace(Record):
     trace_id: str
-    name: Optional[str] = None
+    name: Optional[LongText] = None
     status: TraceStatus = "unset"
     start_time: Optional[Timestamp] = None
     end_time: Optional[Timestamp] = None
@@ -160,10 +171,10 @@ class Span(Record):
     span_id: str
     trace_id: str
     parent_span_id: Optional[str] = None
-    name: str = ""
+    name: LongText = ""
     kind: str = "INTERNAL"
     status_code: Literal["UNSET", "OK", "ERROR"] = "UNSET"
-    status_message: Optional[str] = None
+    status_message: Optional[LongText] = None
     start_time: Timestamp
     end_time: Optional[Timestamp] = None
     duration_ms: Optional[float] = None
@@ -211,7 +222,7 @@ class ScheduleTarget(Record):
 
 class Schedule(Record):
     id: str = Field(default_factory=new_id)
-    name: str = ""
+    name: LongText = ""
     cron: str
     timezone: str = "UTC"
     target: ScheduleTarget
@@ -234,7 +245,7 @@ class ScheduleRun(Record):
     status: ScheduleRunStatus = "running"
     started_at: Optional[Timestamp] = None
     finished_at: Optional[Timestamp] = None
-    error: Optional[str] = None
+    error: Optional[LongText] = None
     output: Any = None
     run_id: Optional[str] = None
     session_id: Optional[str] = None
@@ -258,7 +269,7 @@ class MetricsDay(Record):
 
 class EvalRun(Record):
     id: str = Field(default_factory=new_id)
-    name: Optional[str] = None
+    name: Optional[LongText] = None
     eval_type: EvalType
     agent_id: Optional[str] = None
     team_id: Optional[str] = None

@@ -11,7 +11,8 @@ import json
 from bisect import bisect_left, insort
 from typing import Any, Iterable
 
-from agentkeep.db.query import HIGH, Cond, Query, after_filter, matches, matches_all, row_key, sort_key
+from agentkeep.db.planner import Plan, key_values, plan
+from agentkeep.db.query import HIGH, LOW, Cond, Query, after_filter, matches, matches_all, row_key, sort_key
 from agentkeep.db.tables import TableSpec
 
 
@@ -50,6 +51,7 @@ class RowTable:
         self.spec = spec
         self.rows: dict[tuple, dict] = {}
         self.indexes = [_Index(spec.key, spec.key)] + [_Index(i.fields, spec.key) for i in spec.indexes]
+        self.shapes = [idx.order for idx in self.indexes]
         self.multi: dict[str, dict[Any, set]] = {f: {} for f in spec.multi}
         self.json_cols = [c.name for c in spec.columns if c.kind == "json"]
 
@@ -107,35 +109,20 @@ class RowTable:
 
     def _candidates(self, q: Query) -> Iterable[dict]:
         """Matching rows in query order (lazily, so a limit stops the walk early)."""
-        eqs = {c.field: c.value for c in q.where if c.op == "eq"}
-        keyed = self._by_key(q.where)
-        if keyed is not None:
-            rows = [self.rows[k] for k in keyed if k in self.rows]
-            return self._sorted(rows, q)
-        plan = self._plan(eqs, q.order) if q.order else None
-        if plan is not None:
-            idx, prefix = plan
-            return self._walk(idx, prefix, q)
+        keys = key_values(self.spec.key, q.where)
+        if keys is not None:
+            return self._sorted([self.rows[k] for k in keys if k in self.rows], q)
+        read = plan(self.shapes, q.where, q.order)
+        if read is not None and read.ordered:
+            return self._walk(read, q)
         pool = self._multi_candidates(q.where)
         if pool is None:
-            best = self._plan(eqs, None)
-            if best is not None:
-                idx, prefix = best
-                pool = (self.rows[self._key_of_entry(idx, e)] for e in self._range(idx, prefix, q, None))
+            if read is not None:
+                idx = self.indexes[read.index]
+                pool = (self.rows[self._key_of_entry(idx, e)] for e in self._range(idx, read, None, False))
             else:
                 pool = self.rows.values()
         return self._sorted(pool, q)
-
-    def _by_key(self, where: Iterable[Cond]) -> list[tuple] | None:
-        if len(self.spec.key) != 1:
-            return None
-        k = self.spec.key[0]
-        for c in where:
-            if c.field == k and c.op == "eq":
-                return [(c.value,)]
-            if c.field == k and c.op == "in":
-                return [(x,) for x in c.value]
-        return None
 
     def _multi_candidates(self, where: Iterable[Cond]) -> Iterable[dict] | None:
         for c in where:
@@ -152,61 +139,44 @@ class RowTable:
             rows = list(after_filter(rows, q))
         return rows
 
-    def _plan(self, eqs: dict, order: tuple[str, ...] | None):
-        """The index with the longest equality prefix that also yields `order` (if given)."""
-        best = None
-        for idx in self.indexes:
-            n = 0
-            while n < len(idx.fields) and idx.fields[n] in eqs:
-                n += 1
-            if order is not None:
-                # the index must yield `order` after its equality prefix (which may stop short
-                # of the order's first field); fields past the order only break its ties
-                order = tuple(order)
-                while n > 0 and idx.order[n : n + len(order)] != order:
-                    n -= 1
-                if idx.order[n : n + len(order)] != order:
-                    continue
-            elif n == 0:
-                continue
-            if best is None or n > len(best[1]):
-                best = (idx, tuple(sort_key(eqs[f]) for f in idx.fields[:n]))
-        return best
-
     def _key_of_entry(self, idx: _Index, entry: tuple) -> tuple:
         return tuple(entry[i] for i in idx.key_pos)
 
-    def _range(self, idx: _Index, prefix: tuple, q: Query, after: tuple | None) -> list[tuple]:
+    def _range(self, idx: _Index, read: Plan, after: tuple | None, desc: bool) -> list[tuple]:
+        """The entries of the plan's one prefix, within its range, past `after` (a keyset
+        position in the index's terms)."""
         entries = idx.entries
+        prefix = tuple(sort_key(v) for v in read.prefixes[0])
         lo, hi = bisect_left(entries, prefix), bisect_left(entries, prefix + (HIGH,))
-        if len(prefix) < len(idx.order):
-            first = idx.order[len(prefix)]
-            for c in q.where:
-                if c.field != first or c.op not in ("lt", "lte", "gt", "gte"):
-                    continue
-                bound = sort_key(c.value)
-                if c.op == "gte":
-                    lo = max(lo, bisect_left(entries, prefix + (bound,)))
-                elif c.op == "gt":
-                    lo = max(lo, bisect_left(entries, prefix + (bound, HIGH)))
-                elif c.op == "lte":
-                    hi = min(hi, bisect_left(entries, prefix + (bound, HIGH)))
-                else:
-                    hi = min(hi, bisect_left(entries, prefix + (bound,)))
+        if read.ranges:  # a range holds no None
+            lo = max(lo, bisect_left(entries, prefix + (LOW, HIGH)))
+        for c in read.ranges:
+            bound = sort_key(c.value)
+            if c.op == "gte":
+                lo = max(lo, bisect_left(entries, prefix + (bound,)))
+            elif c.op == "gt":
+                lo = max(lo, bisect_left(entries, prefix + (bound, HIGH)))
+            elif c.op == "lte":
+                hi = min(hi, bisect_left(entries, prefix + (bound, HIGH)))
+            else:
+                hi = min(hi, bisect_left(entries, prefix + (bound,)))
         if after is not None:
             pos = prefix + after
-            if q.desc:
+            if desc:
                 hi = min(hi, bisect_left(entries, pos))
             else:  # past every entry that starts with pos, however long the entries are
                 lo = max(lo, bisect_left(entries, pos + (HIGH,)))
         return entries[lo:hi] if lo < hi else []
 
-    def _walk(self, idx: _Index, prefix: tuple, q: Query) -> Iterable[dict]:
-        after = tuple(sort_key(x) for x in q.after) if q.after is not None else None
-        entries = self._range(idx, prefix, q, after)
+    def _walk(self, read: Plan, q: Query) -> Iterable[dict]:
+        idx = self.indexes[read.index]
+        after = None
+        if q.after is not None:
+            after = tuple(sort_key(v) for v in read.position(q.order, q.after))
+        entries = self._range(idx, read, after, q.desc)
         for e in reversed(entries) if q.desc else entries:
             row = self.rows[self._key_of_entry(idx, e)]
-            if matches_all(row, q.where):
+            if read.covered or matches_all(row, q.where):
                 yield row
 
     def distinct(self, field: str, where: tuple[Cond, ...]) -> list:

@@ -1,9 +1,16 @@
-"""One declarative spec per table. Every backend derives its layout from these specs.
+"""One declarative spec per table. Every backend derives its layout from these specs, and
+the specs derive their columns from the models: adding a field to a record is a change to
+models.py and the table's version number here, nothing else.
 
-Column kinds: "str" (short, indexable text), "text" (unbounded text), "int", "float",
-"bool", "time" (UTC datetime), "date", "json" (any JSON value). List-valued columns named in
-`multi` can be filtered with "contains all" (SQL keeps them in a side table, document stores
-in a multikey index).
+Column kinds: "str" (short, indexable text), "text" (unbounded text: a `LongText` field),
+"int", "float", "bool", "time" (UTC datetime), "date", "json" (any JSON value). List-valued
+columns named in `multi` can be filtered with "contains all" (SQL keeps them in a side table,
+document stores in a multikey index).
+
+Relations between tables are declared here too: a child table's `parent` link (runs belong
+to their session), from which follow what a delete cascades to, what expires with its
+parent (tables with `expires_at` expire, their children with them) and which tables
+`delete_user` clears (those with a `user_id` and no parent).
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ class Index:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A child table's parent: `field` of the child holds the parent's key."""
+
+    table: str
+    field: str
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str  # logical name, used in code, exports and results
     physical: str  # the name in the store
@@ -44,6 +59,7 @@ class TableSpec:
     multi: tuple[str, ...] = ()
     version: int = 1
     internal: tuple[str, ...] = ()  # columns kept by the db but not part of the record
+    parent: Link | None = None  # a child's records go with their parent's
     column_map: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
     short: tuple[str, ...] = field(default=(), compare=False, repr=False)  # indexed str columns
 
@@ -57,9 +73,24 @@ class TableSpec:
     def key_of(self, row: dict) -> tuple:
         return tuple(row[k] for k in self.key)
 
+    @property
+    def expires(self) -> bool:
+        """Its records expire (purge_expired, native TTL) at their `expires_at`."""
+        return "expires_at" in self.column_map
+
+
+def children(specs: dict[str, TableSpec], table: str) -> tuple[tuple[str, str], ...]:
+    """(child table, its field holding the parent's key) of every child of `table`."""
+    return tuple((name, s.parent.field) for name, s in specs.items() if s.parent and s.parent.table == table)
+
+
+def owned_tables(specs: dict[str, TableSpec]) -> tuple[str, ...]:
+    """The tables `delete_user` clears: those whose records have an owner and no parent (a
+    child goes with its parent, whose owner it has)."""
+    return tuple(name for name, s in specs.items() if "user_id" in s.column_map and s.parent is None)
+
 
 _SCALAR_KINDS = {str: "str", int: "int", float: "float", bool: "bool", dt.datetime: "time", dt.date: "date"}
-_TEXT_FIELDS = {"memory", "status_message", "error", "description", "input", "feedback", "name"}
 
 
 def _kind_of(annotation: typing.Any) -> tuple[str, bool]:
@@ -74,6 +105,8 @@ def _kind_of(annotation: typing.Any) -> tuple[str, bool]:
             return "json", True
     if origin is typing.Literal:
         return "str", nullable
+    if origin is typing.Annotated and m.LONG_TEXT in typing.get_args(annotation)[1:]:
+        return "text", nullable
     if annotation is typing.Any:
         return "json", True
     if annotation is AwareDatetime or (
@@ -93,13 +126,11 @@ def _columns(model: type[BaseModel], skip: tuple[str, ...] = (), extra: tuple[Co
         if name in skip:
             continue
         kind, nullable = _kind_of(hints[name])
-        if kind == "str" and name in _TEXT_FIELDS:
-            kind = "text"
         cols.append(Column(name, kind, nullable))
     return tuple(cols) + extra
 
 
-def _spec(name, model, key, indexes, *, skip=(), extra=(), multi=(), version=1) -> TableSpec:
+def _spec(name, model, key, indexes, *, skip=(), extra=(), multi=(), version=1, parent=None) -> TableSpec:
     return TableSpec(
         name=name,
         physical=name,
@@ -110,6 +141,7 @@ def _spec(name, model, key, indexes, *, skip=(), extra=(), multi=(), version=1) 
         multi=multi,
         version=version,
         internal=tuple(c.name for c in extra),
+        parent=Link(*parent) if parent else None,
     )
 
 
@@ -129,6 +161,7 @@ def default_specs() -> dict[str, TableSpec]:
         _spec(
             "runs", m.Run, ("run_id",),
             [Index(("session_id", "seq"), unique=True), ("created_at",), ("updated_at",)],
+            parent=("sessions", "session_id"),
         ),
         _spec(
             "memories", m.UserMemory, ("memory_id",),
@@ -142,14 +175,15 @@ def default_specs() -> dict[str, TableSpec]:
              ("agent_id", "start_time")],
             extra=(rev,),
         ),
-        _spec("spans", m.Span, ("span_id",), [("trace_id", "start_time")]),
+        _spec("spans", m.Span, ("span_id",), [("trace_id", "start_time")], parent=("traces", "trace_id")),
         _spec(
             "approvals", m.Approval, ("id",),
             [("status", "created_at"), ("user_id", "created_at"), ("session_id", "created_at"),
              ("created_at",), EXPIRES],
         ),
         _spec("schedules", m.Schedule, ("id",), [("enabled", "next_run_at"), ("user_id", "created_at"), ("created_at",)]),
-        _spec("schedule_runs", m.ScheduleRun, ("id",), [("schedule_id", "started_at")]),
+        _spec("schedule_runs", m.ScheduleRun, ("id",), [("schedule_id", "started_at")],
+              parent=("schedules", "schedule_id")),
         _spec("metrics", m.MetricsDay, ("date", "user_id"), [("user_id", "date")]),
         _spec("eval_runs", m.EvalRun, ("id",), [("user_id", "created_at"), ("created_at",)]),
         _spec(
@@ -163,7 +197,6 @@ def default_specs() -> dict[str, TableSpec]:
 TABLES = tuple(default_specs())
 # Export order: parents before children, so an import never meets an orphan.
 EXPORT_TABLES = tuple(t for t in TABLES if t != "meta")
-USER_TABLES = ("sessions", "runs", "memories", "knowledge", "traces", "approvals", "schedules", "eval_runs", "metrics")
 
 
 def build_specs(table_prefix: str = "agentkeep_", overrides: dict[str, str] | None = None) -> dict[str, TableSpec]:

@@ -16,7 +16,7 @@ import pytest
 from agentkeep.db import Approval, InvalidInputError, KnowledgeContent, Run, Schedule, ScheduleTarget, Session, UserMemory
 from agentkeep.db import tables as tables_module
 from tests.services import dynamodb as service
-from tests.upgrades import upgraded_specs
+from tests.upgrades import NEXT, upgraded_specs
 
 pytest.importorskip("boto3")
 
@@ -429,12 +429,12 @@ def test_migrate_adds_a_missing_gsi_and_indexes_existing_items(prefix, monkeypat
     try:
         plan = new.migrate(dry_run=True)
         assert f"create index by_user_id_color on {prefix}_sessions" in plan
-        assert "record sessions schema version 2" in plan
+        assert f"record sessions schema version {NEXT}" in plan
         new.migrate()
         gsis = {g["IndexName"] for g in new.kernel.client.describe_table(TableName=f"{prefix}_sessions")["Table"]
                 ["GlobalSecondaryIndexes"]}
         assert "by_user_id_color" in gsis
-        assert new.schema_status()["sessions"] == {"version": 2, "expected": 2, "up_to_date": True}
+        assert new.schema_status()["sessions"] == {"version": NEXT, "expected": NEXT, "up_to_date": True}
         assert new.migrate() == []
         assert "_by_user_id_color_p" in raw_item(new, "sessions", ("before",))  # back-filled
         assert new.get_session("before").user_id == "alice"

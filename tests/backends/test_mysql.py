@@ -19,7 +19,7 @@ from tests.backends._helpers import statements
 from tests.conformance.backends import SyncAdapter
 from tests.processes import run_together
 from tests.services import mysql as server
-from tests.upgrades import upgraded_specs
+from tests.upgrades import CURRENT, NEXT, upgraded_specs
 
 pymysql = pytest.importorskip("pymysql")
 
@@ -113,10 +113,10 @@ def test_additive_upgrade_keeps_every_row(kind, database, monkeypatch):
     with _db(kind, database) as db:
         plan = db.migrate(dry_run=True)
         assert "add column agentkeep_sessions.color" in plan
-        assert db.schema_status()["sessions"] == {"version": 1, "expected": 2, "up_to_date": False}
+        assert db.schema_status()["sessions"] == {"version": CURRENT, "expected": NEXT, "up_to_date": False}
         assert db.migrate() == plan and db.migrate(dry_run=True) == []
         assert [db.get_session(i).state["i"] for i in ids] == list(range(40))
-        assert db.schema_status()["sessions"] == {"version": 2, "expected": 2, "up_to_date": True}
+        assert db.schema_status()["sessions"] == {"version": NEXT, "expected": NEXT, "up_to_date": True}
     where = "table_schema = %s AND table_name = 'agentkeep_sessions' AND column_name = 'color'"
     for view in ("columns", "statistics"):  # the column, and an index on it
         assert _query(database, f"SELECT count(*) FROM information_schema.{view} WHERE {where}",

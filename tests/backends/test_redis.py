@@ -23,7 +23,7 @@ from agentkeep.db.tables import build_specs
 from tests.conformance.backends import SyncAdapter
 from tests.processes import run_together
 from tests.services import redis as server
-from tests.upgrades import upgraded_specs
+from tests.upgrades import NEXT, upgraded_specs
 
 redis = pytest.importorskip("redis")
 hypothesis = pytest.importorskip("hypothesis")
@@ -110,7 +110,9 @@ TIMES = [None, dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), NOW, N
 
 
 def _random_session(rng: random.Random, sid: str) -> dict:
-    return {
+    """A sessions row: every column of the table (None unless drawn here)."""
+    columns = dict.fromkeys(c.name for c in tables_module.default_specs()["sessions"].columns)
+    return columns | {
         "session_id": sid, "session_type": rng.choice(["agent", "team"]), "user_id": rng.choice(USERS),
         "agent_id": rng.choice(["ag1", "ag2", None]), "team_id": None, "workflow_id": None,
         "name": rng.choice(["Alpha", "beta", "", None, "ALPHA\x00x"]), "state": {"n": rng.randint(0, 3)},
@@ -483,9 +485,9 @@ def test_an_index_added_to_a_spec_is_built_from_the_records(prefix, monkeypatch)
     try:
         plan = d.migrate(dry_run=True)
         assert f"create index {prefix}:sessions:i:user_id,color" in plan
-        assert "record sessions schema version 2" in plan
+        assert f"record sessions schema version {NEXT}" in plan
         assert d.migrate() == plan and d.migrate(dry_run=True) == []
-        assert d.schema_status()["sessions"] == {"version": 2, "expected": 2, "up_to_date": True}
+        assert d.schema_status()["sessions"] == {"version": NEXT, "expected": NEXT, "up_to_date": True}
         found = d.kernel.find(Query("sessions", (Cond("user_id", "eq", "u1"), Cond("color", "eq", None)), ("color", "session_id")))
         assert sorted(r["session_id"] for r in found) == sorted(ids[1::3])
         assert [d.get_session(i).state["i"] for i in ids] == list(range(40))

@@ -23,34 +23,36 @@ def test_backend_imports_only_its_driver(module):
 
 # every backend class from agentkeep.db: (its module, the modules it may also load, its drivers)
 BACKEND_CLASSES = {
-    "InMemoryDb": ("in_memory", (), ()),
-    "SqliteDb": ("sqlite", (), ()),
-    "AsyncSqliteDb": ("sqlite", (), ()),
-    "JsonDb": ("json", (), ("fsspec", "filelock")),
-    "GcsJsonDb": ("gcs_json", ("json",), ("fsspec", "filelock")),
-    "PostgresDb": ("postgres", (), ()),
-    "AsyncPostgresDb": ("postgres", (), ()),
-    "MysqlDb": ("mysql", (), ()),
-    "AsyncMysqlDb": ("mysql", (), ()),
-    "SingleStoreDb": ("singlestore", ("mysql",), ()),
-    "AsyncSingleStoreDb": ("singlestore", ("mysql",), ()),
-    "MongoDb": ("mongo", (), ("pymongo",)),
-    "AsyncMongoDb": ("mongo", (), ("pymongo",)),
-    "RedisDb": ("redis", (), ()),
-    "AsyncRedisDb": ("redis", (), ()),
-    "DynamoDb": ("dynamo", (), ()),
-    "FirestoreDb": ("firestore", (), ("google.cloud.firestore",)),
+    "InMemoryDb": ("backends.in_memory.db", (), ()),
+    "SqliteDb": ("backends.sql.sqlite", (), ()),
+    "AsyncSqliteDb": ("backends.sql.sqlite", (), ()),
+    "JsonDb": ("backends.json.db", (), ("fsspec", "filelock")),
+    "GcsJsonDb": ("backends.json.gcs", ("backends.json.db",), ("fsspec", "filelock")),
+    "PostgresDb": ("backends.sql.postgres", (), ()),
+    "AsyncPostgresDb": ("backends.sql.postgres", (), ()),
+    "MysqlDb": ("backends.sql.mysql", (), ()),
+    "AsyncMysqlDb": ("backends.sql.mysql", (), ()),
+    "SingleStoreDb": ("backends.sql.singlestore", ("backends.sql.mysql",), ()),
+    "AsyncSingleStoreDb": ("backends.sql.singlestore", ("backends.sql.mysql",), ()),
+    "MongoDb": ("backends.mongo.db", (), ("pymongo",)),
+    "AsyncMongoDb": ("backends.mongo.db", (), ("pymongo",)),
+    "RedisDb": ("backends.redis.db", (), ()),
+    "AsyncRedisDb": ("backends.redis.db", (), ()),
+    "DynamoDb": ("backends.dynamo.db", (), ()),
+    "FirestoreDb": ("backends.firestore.db", (), ("google.cloud.firestore",)),
 }
 DRIVERS = ("fsspec", "filelock", "psycopg", "pymysql", "aiomysql", "aiosqlite", "pymongo", "redis", "boto3",
            "google.cloud.firestore", "s3fs", "gcsfs")
 BACKEND_MODULES = sorted({module for module, _, _ in BACKEND_CLASSES.values()})
+# a driver the backend module needs to be imported at all
+DRIVER_OF = {"backends.json.db": "fsspec", "backends.json.gcs": "fsspec", "backends.mongo.db": "pymongo",
+             "backends.firestore.db": "google.cloud.firestore"}
 
 
 @pytest.mark.parametrize("name", list(BACKEND_CLASSES))
 def test_every_backend_class_from_agentkeep_db_imports_only_its_backend(name):
     module, also, drivers = BACKEND_CLASSES[name]
-    pytest.importorskip({"json": "fsspec", "gcs_json": "fsspec", "mongo": "pymongo",
-                         "firestore": "google.cloud.firestore"}.get(module, "sqlalchemy"))
+    pytest.importorskip(DRIVER_OF.get(module, "sqlalchemy"))
     code = (
         "import sys, json\n"
         f"from agentkeep.db import {name}\n"
@@ -98,7 +100,7 @@ def test_resolving_a_url_imports_only_its_backend(url):
 
     name = BACKEND_URLS[url]
     module, also, drivers = BACKEND_CLASSES[name]
-    pytest.importorskip({"json": "fsspec", "mongo": "pymongo", "firestore": "google.cloud.firestore"}.get(module, "sqlalchemy"))
+    pytest.importorskip(DRIVER_OF.get(module, "sqlalchemy"))
     before, loaded, modules, drivers_loaded = resolved_in_a_fresh_interpreter(
         f"from agentkeep.db.urls import resolve\nentry, _ = resolve({url!r})",
         [f"agentkeep.db.{m}" for m in BACKEND_MODULES], DRIVERS)

@@ -10,7 +10,7 @@ from agentkeep.db import tables as tables_module
 from agentkeep.db.errors import SchemaError
 from agentkeep.db.sqlite import SqliteDb
 from tests.processes import run_together
-from tests.upgrades import ORIGINAL, upgraded_specs
+from tests.upgrades import CURRENT, NEXT, ORIGINAL, upgraded_specs
 
 
 def test_additive_upgrade_keeps_every_row(tmp_path, monkeypatch):
@@ -22,8 +22,8 @@ def test_additive_upgrade_keeps_every_row(tmp_path, monkeypatch):
         plan = db.migrate(dry_run=True)
         assert "add column agentkeep_sessions.color" in plan
         assert any(step.startswith("create index ix_agentkeep_sessions_user_id_color") for step in plan)
-        assert "record sessions schema version 2" in plan
-        assert db.schema_status()["sessions"] == {"version": 1, "expected": 2, "up_to_date": False}
+        assert f"record sessions schema version {NEXT}" in plan
+        assert db.schema_status()["sessions"] == {"version": CURRENT, "expected": NEXT, "up_to_date": False}
         assert db.migrate() == plan
         assert db.migrate(dry_run=True) == []
         assert db.schema_status()["sessions"]["up_to_date"] is True
@@ -41,7 +41,7 @@ def test_first_use_applies_pending_upgrades(tmp_path, monkeypatch):
     monkeypatch.setattr(tables_module, "default_specs", upgraded_specs)
     with SqliteDb(db_file=path) as db:
         assert db.list_sessions(user_id="u").items  # first call migrates
-        assert db.schema_status()["sessions"]["version"] == 2
+        assert db.schema_status()["sessions"]["version"] == NEXT
 
 
 def test_a_newer_stored_schema_is_refused(tmp_path, monkeypatch):

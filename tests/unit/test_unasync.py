@@ -1,4 +1,5 @@
-"""The sync domain layer is generated from the async source; it must never drift."""
+"""The sync twins (the domain layer, the SQL, MongoDB and Redis kernels) are generated from
+their async sources; they must never drift."""
 
 import subprocess
 import sys
@@ -12,6 +13,11 @@ def test_generated_sync_domain_is_current():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_generated_file_has_no_async_left():
-    text = (ROOT / "agentkeep/db/_sync/domain.py").read_text()
-    assert "await " not in text and "async def" not in text
+def test_generated_files_have_no_async_left():
+    twins = sorted((ROOT / "agentkeep/db").rglob("_sync/*.py"))
+    assert {p.relative_to(ROOT).as_posix() for p in twins} >= {
+        "agentkeep/db/_sync/domain.py", "agentkeep/db/backends/sql/_sync/kernel.py",
+        "agentkeep/db/backends/mongo/_sync/kernel.py", "agentkeep/db/backends/redis/_sync/kernel.py"}
+    for path in twins:
+        text = path.read_text()
+        assert "await " not in text and "async def" not in text, path

@@ -4,6 +4,8 @@ This is the async source; `agentkeep/db/_sync/domain.py` is generated from it by
 `scripts/unasync.py` (never edit the generated file).
 """
 
+# unasync: AsyncKernel -> Kernel
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,6 +18,7 @@ import tempfile
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
+from agentkeep.db import kernel as kernels
 from agentkeep.db import models as m
 from agentkeep.db import validate as v
 from agentkeep.db._async.util import gate
@@ -26,7 +29,7 @@ from agentkeep.db.messages import shorten
 from agentkeep.db.metrics import day_bounds, metrics_rows, run_days
 from agentkeep.db.query import Cond, Query, eq
 from agentkeep.db.schedule import check_cron, next_fire
-from agentkeep.db.tables import EXPORT_TABLES, TableSpec, build_specs
+from agentkeep.db.tables import EXPORT_TABLES, TableSpec, build_specs, children, owned_tables
 from agentkeep.db.traces import merge_trace, trace_stats
 
 MAX_RETRIES = 64
@@ -52,7 +55,6 @@ SCHEDULE_RUN_ORDER = {"started_desc": (("started_at", "id"), True)}
 STATS_ORDER = {"user_asc": (("user_id",), False)}
 TRACE_GROUPS = {"agent": "agent_id", "session": "session_id", "team": "team_id", "workflow": "workflow_id"}
 APPROVAL_RESOLUTIONS = ("approved", "rejected", "expired")
-TTL_TABLES = (("sessions", "runs", "session_id"), ("memories", None, None), ("approvals", None, None))
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -85,14 +87,15 @@ class AsyncDb:
 
     def __init__(
         self,
-        kernel: Any,
+        kernel: kernels.AsyncKernel,
         *,
         id: str | None = None,
         table_prefix: str = "agentkeep_",
         tables: dict[str, str] | None = None,
     ) -> None:
         self.specs: dict[str, TableSpec] = build_specs(table_prefix, tables)
-        self.kernel = kernel
+        self.children = {t: children(self.specs, t) for t in self.specs}  # (child, its parent field)
+        self.kernel: Any = kernel  # Any: `append` and `claim_due` exist with their capabilities
         kernel.setup(self.specs)
         self.id = id or kernel.default_id()
         self._schema_checked = False
@@ -396,7 +399,7 @@ class AsyncDb:
             for chunk in _chunks(session_ids):
                 where = [Cond("session_id", "in", list(chunk))]
                 _scope(where, "user_id", user_id)
-                total += (await self._delete_where("sessions", where, [("runs", "session_id")]))["sessions"]
+                total += (await self._delete_where("sessions", where, self.children["sessions"]))["sessions"]
         return total
 
     @api
@@ -406,7 +409,7 @@ class AsyncDb:
         now = _now()
         where = (eq("user_id", user_id),) if user_id is not None else ()
         row.update(created_at=row["created_at"] or now, updated_at=now)
-        if getattr(self.kernel, "atomic_append", False):  # the store does both writes in one step
+        if "atomic_append" in self.kernel.capabilities:  # the store does both writes in one step
             try:
                 got = await self.kernel.append(
                     "runs", row, parent="sessions", key=(session_id,), counter="last_seq", seq="seq",
@@ -884,7 +887,7 @@ class AsyncDb:
     async def delete_schedule(self, schedule_id: str, *, user_id: str | None = None) -> bool:
         where = [eq("id", schedule_id)]
         _scope(where, "user_id", user_id)
-        counts = await self._delete_where("schedules", where, [("schedule_runs", "schedule_id")])
+        counts = await self._delete_where("schedules", where, self.children["schedules"])
         return counts["schedules"] == 1
 
     @api
@@ -896,7 +899,7 @@ class AsyncDb:
             until = now + dt.timedelta(seconds=lease_seconds)
         except OverflowError:
             raise InvalidInputError(f"now + lease_seconds is past the year 9999: {now.isoformat()}") from None
-        if getattr(self.kernel, "atomic_claim", False):  # the store locks and skips rows itself
+        if "atomic_claim" in self.kernel.capabilities:  # the store locks and skips rows itself
             rows = await self.kernel.claim_due(now=now, until=until, worker_id=worker_id, limit=limit)
             return [self._model("schedules", r) for r in rows]
         where = (eq("enabled", True), Cond("next_run_at", "lte", now))
@@ -1056,8 +1059,10 @@ class AsyncDb:
     async def purge_expired(self, *, now: dt.datetime | None = None) -> dict[str, int]:
         now = now or _now()
         result: dict[str, int] = {}
-        for table, child, fk in TTL_TABLES:
-            counts = await self._delete_where(table, [Cond("expires_at", "lte", now)], [(child, fk)] if child else [])
+        for table, spec in self.specs.items():
+            if not spec.expires or spec.parent is not None:
+                continue  # children expire with their parent
+            counts = await self._delete_where(table, [Cond("expires_at", "lte", now)], self.children[table])
             for t, n in counts.items():
                 result[t] = result.get(t, 0) + n
         return result
@@ -1066,20 +1071,11 @@ class AsyncDb:
     async def delete_user(self, user_id: str) -> dict[str, int]:
         mine = [eq("user_id", user_id)]
         result: dict[str, int] = {}
-        for table, children in (
-            ("sessions", [("runs", "session_id")]),  # a run always has its session's owner
-            ("memories", []),
-            ("knowledge", []),
-            ("traces", [("spans", "trace_id")]),
-            ("approvals", []),
-            ("schedules", [("schedule_runs", "schedule_id")]),
-            ("eval_runs", []),
-            ("metrics", []),
-        ):
-            if table == "metrics":
-                counts = {"metrics": await self.kernel.delete("metrics", tuple(mine))}
+        for table in owned_tables(self.specs):  # children go with their parent (a run has its session's owner)
+            if len(self.specs[table].key) > 1:  # no one key field to delete chunks by (metrics): at once
+                counts = {table: await self.kernel.delete(table, tuple(mine))}
             else:
-                counts = await self._delete_where(table, mine, children)
+                counts = await self._delete_where(table, mine, self.children[table])
             for t, n in counts.items():
                 result[t] = result.get(t, 0) + n
         return result

@@ -1,7 +1,6 @@
-"""The MongoDB kernel, on pymongo's AsyncMongoClient.
+"""The MongoDB kernel, on pymongo's MongoClient.
 
-This is the async source; `agentkeep/db/_sync/mongo_kernel.py` is generated from it by
-`scripts/unasync.py` (never edit the generated file).
+GENERATED from agentkeep/db/backends/mongo/_async/kernel.py by scripts/unasync.py: do not edit.
 
 One collection per table. A document holds every column of its row as a field of the
 same name (absent when the value is None), and `_id` is the row's key: the key value itself,
@@ -13,8 +12,6 @@ keep milliseconds only), dates as ISO text, JSON columns as JSON text (user keys
 specs' field names and typed values only (every comparison is `$eq`/`$in`/`$gt`..., never a
 user value in operator position), so no user string can become an operator.
 """
-# unasync: AsyncMongoClient -> MongoClient
-# unasync: AsyncMongoKernel -> MongoKernel
 
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import bson
-from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import MongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
     CollectionInvalid,
@@ -42,12 +39,11 @@ from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
 from agentkeep.db.kernel import DuplicateKey, Step
 from agentkeep.db.query import Cond, Query
-from agentkeep.db.tables import TableSpec
+from agentkeep.db.tables import TableSpec, children
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 TTL_FIELD = "_ttl"  # a BSON-date copy of expires_at, for the server's TTL monitor
-TTL_TABLES = ("memories", "approvals")  # records without children (a session has runs)
 INT64 = 2**63
 NAMESPACE_EXISTS = 48
 DUPLICATE_KEY = 11000
@@ -109,8 +105,8 @@ class _Layout:
         }
         self.single = spec.key[0] if len(spec.key) == 1 else None
         self.required = {c.name for c in spec.columns if not c.nullable} | set(spec.key)
-        self.expires = "expires_at" in self.kinds
-        self.ttl = ttl and spec.name in TTL_TABLES and self.expires
+        self.expires = spec.expires
+        self.ttl = ttl and self.expires
         self.all_fields = {c: 1 for c in self.kinds} | {"_id": 0}
 
     # -- values ----------------------------------------------------------------------------
@@ -276,10 +272,9 @@ def check_db_name(name: Any) -> str:
     return name
 
 
-class AsyncMongoKernel:
-    capabilities = frozenset({"multi_process", "persistent"})
-    # seq: `$inc` on the session in one find_one_and_update, then the run's insert
-    atomic_append = True
+class MongoKernel:
+    # atomic_append: seq is `$inc` on the session in one find_one_and_update, then the run's insert
+    capabilities = frozenset({"multi_process", "persistent", "atomic_append"})
 
     def __init__(self, db_url: str, db_name: str | None, *, ttl: bool = False,
                  connect_timeout: float = CONNECT_TIMEOUT_S, **client_options: Any) -> None:
@@ -290,7 +285,7 @@ class AsyncMongoKernel:
             self.capabilities = self.capabilities | {"native_ttl"}
         options = with_timeouts(db_url, client_options, connect_timeout)
         try:
-            self.client = AsyncMongoClient(db_url, appname="agentkeep", **options)
+            self.client = MongoClient(db_url, appname="agentkeep", **options)
         except (InvalidURI, ValueError, TypeError) as exc:
             raise InvalidInputError(f"invalid MongoDB URL or option ({self.location}): {exc}") from exc
         except ConfigurationError as exc:  # a mongodb+srv:// name that does not resolve
@@ -303,7 +298,9 @@ class AsyncMongoKernel:
             name = spec.physical
             if not isinstance(name, str) or not name or _FORBIDDEN_NAME.search(name) or name.startswith("system."):
                 raise InvalidInputError(f"invalid collection name {name!r} (no '$' or NUL, not 'system.*')")
-        self.t = {name: _Layout(spec, self.ttl) for name, spec in specs.items()}
+        # a record with children (a session's runs) is not left to the TTL monitor, which
+        # would delete it without them: purge_expired takes both
+        self.t = {name: _Layout(spec, self.ttl and not children(specs, name)) for name, spec in specs.items()}
 
     def default_id(self) -> str:
         return f"{self.location}/{self.db_name}"
@@ -353,29 +350,29 @@ class AsyncMongoKernel:
             out.append(((TTL_FIELD,), {"expireAfterSeconds": 0}))
         return out
 
-    async def has_table(self, table: str) -> bool:
+    def has_table(self, table: str) -> bool:
         name = self.t[table].name
-        return name in await self.db.list_collection_names(filter={"name": name})
+        return name in self.db.list_collection_names(filter={"name": name})
 
-    async def plan_schema(self) -> list[Step]:
-        existing = set(await self.db.list_collection_names())
+    def plan_schema(self) -> list[Step]:
+        existing = set(self.db.list_collection_names())
         steps = []
         for table, lay in self.t.items():
             have: set[tuple] = set()
             if lay.name not in existing:
                 steps.append(Step(f"create collection {lay.name}", "create_collection", table))
             else:
-                have = {tuple(ix["key"]) for ix in await (await self._coll(table).list_indexes()).to_list(None)}
+                have = {tuple(ix["key"]) for ix in (self._coll(table).list_indexes()).to_list(None)}
             for fields, options in self.indexes(table):
                 if fields not in have:
                     what = ", ".join(fields) + "".join(f" {k}={v}" for k, v in options.items())
                     steps.append(Step(f"create index {lay.name}({what})", "add_index", table, (fields, options)))
         return steps
 
-    async def apply_step(self, step: Step) -> None:
+    def apply_step(self, step: Step) -> None:
         if step.action == "create_collection":
             try:
-                await self.db.create_collection(self.t[step.table].name, check_exists=False)
+                self.db.create_collection(self.t[step.table].name, check_exists=False)
             except CollectionInvalid:
                 pass
             except OperationFailure as exc:
@@ -383,45 +380,45 @@ class AsyncMongoKernel:
                     raise
         elif step.action == "add_index":
             fields, options = step.detail
-            await self._coll(step.table).create_index([(f, 1) for f in fields], **options)
+            self._coll(step.table).create_index([(f, 1) for f in fields], **options)
         else:  # pragma: no cover - only the steps above are planned
             raise AssertionError(step)
 
     # -- the kernel primitives -------------------------------------------------------------
 
-    async def get(self, table: str, key: tuple) -> dict | None:
+    def get(self, table: str, key: tuple) -> dict | None:
         lay = self.t[table]
-        doc = await self._coll(table).find_one(lay.where((), key=key), lay.all_fields)
+        doc = self._coll(table).find_one(lay.where((), key=key), lay.all_fields)
         return None if doc is None else lay.row(doc)
 
-    async def find(self, q: Query) -> list[dict]:
+    def find(self, q: Query) -> list[dict]:
         lay = self.t[q.table]
         if q.after is None:
-            return await self._find(lay, q, lay.where(q.where), q.limit)
+            return self._find(lay, q, lay.where(q.where), q.limit)
         out: list[dict] = []
         for also in lay.ranges(q.order, q.after, q.desc):
             need = None if q.limit is None else q.limit - len(out)
             if need == 0:
                 break
-            out += await self._find(lay, q, lay.where(q.where, also=also), need)
+            out += self._find(lay, q, lay.where(q.where, also=also), need)
         return out
 
-    async def _find(self, lay: _Layout, q: Query, query: dict, limit: int | None) -> list[dict]:
+    def _find(self, lay: _Layout, q: Query, query: dict, limit: int | None) -> list[dict]:
         projection = {f: 1 for f in q.fields} | {"_id": 0} if q.fields else lay.all_fields
         sort = [(p, -1 if q.desc else 1) for p in lay.order_paths(q.order)] or None
         cursor = self._coll(q.table).find(query, projection, sort=sort, limit=limit or 0)
-        return [lay.row(doc, q.fields) for doc in await cursor.to_list(None)]
+        return [lay.row(doc, q.fields) for doc in cursor.to_list(None)]
 
-    async def count(self, table: str, where: tuple[Cond, ...]) -> int:
-        return await self._coll(table).count_documents(self.t[table].where(where))
+    def count(self, table: str, where: tuple[Cond, ...]) -> int:
+        return self._coll(table).count_documents(self.t[table].where(where))
 
-    async def insert(self, table: str, row: dict) -> None:
+    def insert(self, table: str, row: dict) -> None:
         try:
-            await self._coll(table).insert_one(_sized(self.t[table].doc(row)))
+            self._coll(table).insert_one(_sized(self.t[table].doc(row)))
         except DuplicateKeyError:
             raise DuplicateKey(table) from None
 
-    async def put_many(self, table: str, rows: list[dict], replace: bool) -> int:
+    def put_many(self, table: str, rows: list[dict], replace: bool) -> int:
         lay = self.t[table]
         docs = list({d["_id"]: d for d in (_sized(lay.doc(r)) for r in rows)}.values())
         if not docs:
@@ -433,7 +430,7 @@ class AsyncMongoKernel:
             else:
                 ops = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": _body(d)}, upsert=True) for d in pending]
             try:
-                result = await coll.bulk_write(ops, ordered=False)
+                result = coll.bulk_write(ops, ordered=False)
                 return len(docs) if replace else written + result.upserted_count
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors") or []
@@ -442,14 +439,14 @@ class AsyncMongoKernel:
                 # two upserts of one new _id can race to insert it; then the loser's document
                 # exists now, and its op is run again (replace) or was not needed (keep)
                 if (attempt == 2 or not errors or any(e.get("code") != DUPLICATE_KEY for e in errors)
-                        or await coll.count_documents({"_id": {"$in": ids}}) != len(ids)):
+                        or coll.count_documents({"_id": {"$in": ids}}) != len(ids)):
                     raise
                 written += exc.details.get("nUpserted", 0)
                 if not replace:
                     return written
                 attempt += 1
 
-    async def update(self, table: str, key: tuple, *, set: dict | None = None, incr: dict | None = None,
+    def update(self, table: str, key: tuple, *, set: dict | None = None, incr: dict | None = None,
                      where: tuple[Cond, ...] = (), returning: tuple[str, ...] = ()) -> dict | None:
         lay = self.t[table]
         query = lay.where(where, key=key)
@@ -457,29 +454,29 @@ class AsyncMongoKernel:
         projection = {f: 1 for f in returning} | {"_id": 0} if returning else {"_id": 1}
         coll = self._coll(table)
         if not changes:
-            doc = await coll.find_one(query, projection)
+            doc = coll.find_one(query, projection)
         else:
-            doc = await coll.find_one_and_update(query, changes, projection=projection,
+            doc = coll.find_one_and_update(query, changes, projection=projection,
                                                  return_document=ReturnDocument.AFTER)
         if doc is None:
             return None
         return lay.row(doc, returning) if returning else {}
 
-    async def delete(self, table: str, where: tuple[Cond, ...]) -> int:
-        return (await self._coll(table).delete_many(self.t[table].where(where))).deleted_count
+    def delete(self, table: str, where: tuple[Cond, ...]) -> int:
+        return (self._coll(table).delete_many(self.t[table].where(where))).deleted_count
 
-    async def distinct(self, table: str, field: str, where: tuple[Cond, ...]) -> list:
+    def distinct(self, table: str, field: str, where: tuple[Cond, ...]) -> list:
         lay = self.t[table]
         pipeline: list[dict] = [{"$match": lay.where(where)}]
         if field in lay.spec.multi:
             pipeline.append({"$unwind": f"${field}"})
         pipeline.append({"$group": {"_id": f"${field}"}})
-        docs = await (await self._coll(table).aggregate(pipeline)).to_list(None)
+        docs = (self._coll(table).aggregate(pipeline)).to_list(None)
         if field in lay.spec.multi:  # the elements of the lists
             return [d["_id"] for d in docs if d["_id"] is not None]
         return [lay.dec(field, d["_id"]) for d in docs if d["_id"] is not None]
 
-    async def group_count(self, table: str, by: str, max_field: str, where: tuple[Cond, ...],
+    def group_count(self, table: str, by: str, max_field: str, where: tuple[Cond, ...],
                           limit: int) -> list[tuple]:
         lay = self.t[table]
         pipeline = [
@@ -488,23 +485,23 @@ class AsyncMongoKernel:
             {"$sort": {"_id": 1}},
             {"$limit": limit},
         ]
-        docs = await (await self._coll(table).aggregate(pipeline)).to_list(None)
+        docs = (self._coll(table).aggregate(pipeline)).to_list(None)
         return [(lay.dec(by, d["_id"]), d["n"], lay.dec(max_field, d["last"])) for d in docs]
 
-    async def append(self, child: str, row: dict, *, parent: str, key: tuple, counter: str, seq: str,
+    def append(self, child: str, row: dict, *, parent: str, key: tuple, counter: str, seq: str,
                      set: dict, where: tuple[Cond, ...] = (), inherit: tuple[str, ...] = ()) -> dict | None:
         """Bump the parent's counter (one atomic `$inc` that returns the new value), then
         insert the child with it. A taken child key is checked first, so a duplicate leaves
         the parent unchanged; only two appends of one new key racing each other can use up a
         number, and numbers stay strictly increasing either way."""
         lay, coll = self.t[child], self._coll(child)
-        if await coll.find_one(lay.where((), key=lay.spec.key_of(row)), {"_id": 1}) is not None:
+        if coll.find_one(lay.where((), key=lay.spec.key_of(row)), {"_id": 1}) is not None:
             raise DuplicateKey(child)
         doc = _sized(lay.doc({**row, seq: 0}))  # refuse an oversized run before counting it
         p = self.t[parent]
         changes = p.changes(set)
         changes["$inc"] = {counter: 1}
-        got = await self._coll(parent).find_one_and_update(
+        got = self._coll(parent).find_one_and_update(
             p.where(where, key=key), changes,
             projection={f: 1 for f in (counter, *inherit)} | {"_id": 0}, return_document=ReturnDocument.AFTER,
         )
@@ -518,13 +515,13 @@ class AsyncMongoKernel:
             else:
                 doc[f] = lay.enc(f, value)
         try:
-            await coll.insert_one(doc)
+            coll.insert_one(doc)
         except DuplicateKeyError:
             raise DuplicateKey(child) from None
         return out
 
-    async def close(self) -> None:
-        await self.client.close()
+    def close(self) -> None:
+        self.client.close()
 
 
 def _body(doc: dict) -> dict:
