@@ -163,7 +163,7 @@ def make_db(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Itera
 # What needs a server or an emulator, besides a server backend or store as a parameter and
 # tests marked `server` one by one: these stores, fixtures and whole modules.
 _SERVER_STORES = {"pgvector", "redis"}
-_SERVER_FIXTURES = {"postgres_url", "mysql_url", "pg_url"}
+_SERVER_FIXTURES = {"postgres_url", "mysql_url", "pg_url", "emulated"}
 _SERVER_MODULES = {
     f"tests/backends/test_{name}.py" for name in ("dynamodb", "firestore", "mongo", "mysql", "object_storage",
                                                     "postgres", "redis")

@@ -190,6 +190,7 @@ def test_mysql_refuses_an_unknown_database_or_login(mysql_url, name, what):
     assert ("agentkeep_no_such_db" if what == "database" else "agentkeep_no_such_user") in str(error)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("name", ["RedisDb", "AsyncRedisDb"])
 def test_redis_refuses_a_database_number_it_does_not_have(name):
     pytest.importorskip("redis")

@@ -40,6 +40,7 @@ def test_each_local_url_opens_a_working_store(kind, tmp_path):
         store.close()
 
 
+@pytest.mark.server
 def test_pgvector_url(tmp_path):
     from tests.vector_db.conftest import require
     from tests.vector_db.stores import STORES
