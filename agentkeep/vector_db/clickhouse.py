@@ -4,52 +4,19 @@
     ClickHouseDb("my_kb", url="http://user:pass@host:8123")  # a server, through clickhouse-connect
     ClickHouseDb("my_kb", client=clickhouse_connect_client)   # share a clickhouse-connect client
 
-One table per knowledge base (`database.table_name`), created by `create()`:
-
-    id String, content_id String ('' = none), content String, embedding Array(Float32),
-    has_embedding UInt8, metadata String (JSON), position UInt32, terms Array(String),
-    version DateTime64(9) DEFAULT now64(9), is_deleted UInt8 DEFAULT 0
-    ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY id
-
-Every write is an INSERT: an upsert inserts newer versions, a delete inserts tombstones
-(is_deleted = 1) for the rows it matches, and every read says FINAL, so reads see exactly
-one live version of each id (exact upsert-by-id and count, no mutations).
-
-Search types: "vector" orders by cosineDistance / L2Distance / dotProduct and LIMITs (an
-exact scan: ClickHouse's vector_similarity index returns short or stale results with
-FINAL, filters and deletes, see docs/vector_db/clickhouse.md); "keyword" matches the stored
-`terms` (`in_memory.terms()` of the content) with hasAll / NOT hasAny and ranks by BM25
-computed in SQL with the reference store's formula; "hybrid" fuses the two candidate
-lists by reciprocal rank with `rrf_fuse`. Metadata filters are JSONType / JSONExtract*
-comparisons per the suite's type rules. Every value travels as a query parameter
-(`{name:Type}`), bound by the server, never spliced into the SQL text.
+The ReplacingMergeTree table (writes are INSERTs, deletes tombstones, reads FINAL), exact
+vector search, BM25 in SQL and parameter binding: docs/vector_db/clickhouse.md.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Unpack
 
-from agentkeep.db.errors import InvalidInputError, NotFoundError
-from agentkeep.vector_db.base import (
-    Chunk,
-    SearchHit,
-    VectorDb,
-    check_candidates,
-    check_choice,
-    check_chunks,
-    check_dimensions,
-    check_filters,
-    check_id,
-    check_ids,
-    check_json_integers,
-    check_name,
-    check_search_type,
-    check_weights,
-    dimension_mismatch,
-    fuse_hits,
-)
+from agentkeep.db.errors import InvalidInputError
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_json_integers
+from agentkeep.vector_db.base import check_name, chunk_of, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,205}$")
@@ -59,9 +26,9 @@ _DISTANCES = {  # distance -> (SQL function, score of its value d: higher is clo
     "l2": ("L2Distance", "1 / (1 + {d})"),
     "inner_product": ("dotProduct", "{d}"),
 }
-MAX_DIMENSIONS = 65535
 ID_BATCH = 500  # ids per get() query: on a server they travel in the request URI
 _COLUMNS = "id, content_id, content, metadata, position"
+_NAMES = _COLUMNS.split(", ")
 _INSERT_COLUMNS = ("id", "content_id", "content", "embedding", "has_embedding", "metadata", "position", "terms")
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -102,7 +69,7 @@ def _is(k: str, json_type: str, extract: str, v: str) -> str:
     return f"(JSONType(metadata, {k}) = '{json_type}' AND {extract}(metadata, {k}) = {v})"
 
 
-def _number_sql(k: str, value: int | float, params: Params) -> list[str]:
+def _number_sql(k: str, value: float, params: Params) -> list[str]:
     """Equal in Python's sense: an int and a float match when the float is exactly that integer."""
     alternatives = []
     as_int = value if isinstance(value, int) else int(value) if value.is_integer() else None
@@ -155,13 +122,11 @@ class ChdbConnection:
     """ClickHouse in this process (chDB). chDB serves one data path per process."""
 
     def __init__(self, path: str | None = None, session: Any = None) -> None:
+        self._own = session is None
         if session is None:
             from chdb import session as chdb_session
 
             session = chdb_session.Session(path)
-            self._own = True
-        else:
-            self._own = False
         self.session = session
 
     def query(self, sql: str, params: dict[str, Any]) -> list[list[Any]]:
@@ -208,30 +173,16 @@ class ServerConnection:
 class ClickHouseDb(VectorDb):
     """A ClickHouse table. Give `path` (chDB in this process), `url` or `client` (a server)."""
 
-    def __init__(
-        self,
-        table_name: str,
-        *,
-        path: str | None = None,
-        url: str | None = None,
-        client: Any = None,
-        session: Any = None,
-        database: str = "default",
-        dimensions: int | None = None,
-        search_type: str = "vector",
-        distance: str = "cosine",
-        vector_weight: float = 1.0,
-        keyword_weight: float = 1.0,
-        rrf_k: int = 60,
-        hybrid_candidates: int = 40,
-    ) -> None:
+    DISTANCES = _DISTANCES
+    ENGINE = "ClickHouse"
+    UNREACHABLE = ("clickhouse_connect.driver.exceptions.OperationalError",)
+
+    def __init__(self, table_name: str, *, path: str | None = None, url: str | None = None, client: Any = None,
+                 session: Any = None, database: str = "default", **options: Unpack[StoreOptions]) -> None:
         self.table_name = _ident(table_name, "table_name")
         self.database = _ident(database, "database")
-        self.search_type = check_search_type(search_type)
-        self.distance = check_choice(distance, "distance", _DISTANCES)
-        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
-        self.hybrid_candidates = check_candidates(hybrid_candidates)
-        self.dimensions = None if dimensions is None else check_dimensions(dimensions, MAX_DIMENSIONS)
+        super().__init__(**options)
+        self.label = f"ClickHouse table {self.name}"
         if sum(x is not None for x in (path, url, client, session)) != 1:
             raise InvalidInputError("give one of path= (chDB), session= (a chDB session), url= or client= (a server)")
         if path is not None or session is not None:
@@ -242,9 +193,6 @@ class ClickHouseDb(VectorDb):
             self._conn = ServerConnection(clickhouse_connect.get_client(dsn=url), own=True)
         else:
             self._conn = ServerConnection(client, own=False)
-        self._ready_dims: int | None = None
-
-    # -- plumbing ---------------------------------------------------------------------------
 
     @property
     def table(self) -> str:
@@ -253,6 +201,9 @@ class ClickHouseDb(VectorDb):
     def describe(self) -> str:
         return f"ClickHouseDb {self.name} ({self.distance}) on {self._conn.describe()}"
 
+    def _location(self) -> str:
+        return getattr(getattr(self._conn, "client", None), "url", None) or "the server"
+
     def close(self) -> None:
         self._conn.close()
 
@@ -260,26 +211,14 @@ class ClickHouseDb(VectorDb):
     def name(self) -> str:
         return f"{self.database}.{self.table_name}"
 
-    def _missing(self) -> str:
-        return f"ClickHouse table {self.name} does not exist: call create() first"
-
-    def _wrong_dimensions(self, stored: int, wanted: int) -> InvalidInputError:
-        return dimension_mismatch(f"ClickHouse table {self.name}", stored, wanted)
-
-    def _run(self, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            if _MISSING.search(str(exc)):
-                self._ready_dims = None
-                raise NotFoundError(self._missing()) from None
-            raise
+    def _store_gone(self, exc: Exception) -> bool:
+        return bool(_MISSING.search(str(exc)))
 
     def _query(self, sql: str, params: Params | None = None) -> list[list[Any]]:
-        return self._run(self._conn.query, sql, params.values if params else {})
+        return self._conn.query(sql, params.values if params else {})
 
     def _command(self, sql: str, params: Params | None = None, data: str | None = None) -> None:
-        self._run(self._conn.command, sql, params.values if params else {}, data)
+        self._conn.command(sql, params.values if params else {}, data)
 
     def _stored_dimensions(self) -> int | None:
         p = Params()
@@ -293,24 +232,12 @@ class ClickHouseDb(VectorDb):
         except (ValueError, KeyError, TypeError):
             raise InvalidInputError(f"ClickHouse table {self.name} was not made by ClickHouseDb") from None
 
-    def _ready(self) -> None:
-        if self._ready_dims is not None:
-            return
-        dims = self._stored_dimensions()
-        if dims is None:
-            raise NotFoundError(self._missing())
-        if self.dimensions is not None and self.dimensions != dims:
-            raise self._wrong_dimensions(dims, self.dimensions)
-        self.dimensions = self._ready_dims = dims
-
-    # -- lifecycle --------------------------------------------------------------------------
-
     def create_sql(self, dims: int) -> list[str]:
         """The statements `create()` runs for a new table."""
         comment = json.dumps({"agentkeep_vector_dimensions": dims})
         return [
             f"CREATE DATABASE IF NOT EXISTS `{self.database}`",
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            (f"CREATE TABLE IF NOT EXISTS {self.table} ("
             " id String, content_id String, content String, embedding Array(Float32), has_embedding UInt8,"
             " metadata String, position UInt32, terms Array(String),"
             " version DateTime64(9) DEFAULT now64(9), is_deleted UInt8 DEFAULT 0,"
@@ -318,32 +245,15 @@ class ClickHouseDb(VectorDb):
             " INDEX terms_idx terms TYPE bloom_filter(0.01) GRANULARITY 1,"
             f" CONSTRAINT embedding_dimensions CHECK length(embedding) = {dims})"
             " ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY id"
-            f" COMMENT '{comment}'",
+            f" COMMENT '{comment}'"),
         ]
 
-    def create(self, dimensions: int | None = None) -> None:
-        if dimensions is not None:
-            check_dimensions(dimensions, MAX_DIMENSIONS)
-        wanted = dimensions or self.dimensions
-        stored = self._stored_dimensions()
-        if stored is None:
-            if wanted is None:
-                raise InvalidInputError("create() needs dimensions= (or ClickHouseDb(dimensions=...)) for a new table")
-            for sql in self.create_sql(wanted):
-                self._conn.command(sql, {})
-            stored = self._stored_dimensions()  # IF NOT EXISTS: another process may have won
-        if wanted is not None and wanted != stored:
-            raise self._wrong_dimensions(stored, wanted)
-        self.dimensions = self._ready_dims = stored
+    def _create_store(self, dimensions: int) -> None:
+        for sql in self.create_sql(dimensions):  # IF NOT EXISTS: another process may win
+            self._conn.command(sql, {})
 
-    def exists(self) -> bool:
-        return self._stored_dimensions() is not None
-
-    def drop(self) -> None:
+    def _drop_store(self) -> None:
         self._conn.command(f"DROP TABLE IF EXISTS {self.table} SYNC", {})
-        self._ready_dims = None
-
-    # -- writes -----------------------------------------------------------------------------
 
     def _rows(self, chunks: list[Chunk]) -> str:
         """The chunks as JSONEachRow data for `INSERT ... FORMAT JSONEachRow`."""
@@ -366,27 +276,14 @@ class ClickHouseDb(VectorDb):
                 f" terms, version, is_deleted) SELECT id, '', '', arrayWithConstant({self.dimensions}, toFloat32(0)),"
                 f" 0, '{{}}', 0, [], now64(9), 1 FROM {self.table} FINAL WHERE {where}")
 
-    def upsert(self, chunks: Iterable[Chunk]) -> int:
-        self._ready()
-        checked = check_chunks(chunks, self.dimensions)
-        if checked:
-            self._command(self.insert_sql(), data=self._rows(checked))
-        return len(checked)
-
-    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
-        """Not atomic (ClickHouse has no multi-statement transactions): the new chunks are
-        written first, then the content's other chunks deleted, so a reader sees old and new
-        together, never neither."""
-        check_id(content_id, "content_id")
-        self._ready()
-        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
-        if checked:
-            self._command(self.insert_sql(), data=self._rows(checked))
-        p = Params()
-        keep = p.add([c.id for c in checked], "Array(String)")
-        where = f"content_id = {p.add(content_id, 'String')} AND id NOT IN {keep}"
-        self._command(self.tombstone_sql(where), p)
-        return len(checked)
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
+        """`replace`: the new chunks, then tombstones for the content's others (not atomic)."""
+        if chunks:
+            self._command(self.insert_sql(), data=self._rows(chunks))
+        if content_id is not None:
+            p = Params()
+            keep = p.add([c.id for c in chunks], "Array(String)")
+            self._command(self.tombstone_sql(f"content_id = {p.add(content_id, 'String')} AND id NOT IN {keep}"), p)
 
     def where_sql(self, ids: list[str] | None, content_id: str | None, filters: dict, p: Params) -> str:
         parts = []
@@ -397,41 +294,29 @@ class ClickHouseDb(VectorDb):
         parts.extend(filter_sql(filters, p))
         return " AND ".join(parts) or "1"
 
-    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
-        ids, content_id, filters = self._delete_args(ids, content_id, filters)
-        self._ready()
-        if ids == []:
-            return 0
+    def _delete(self, ids, content_id, filters) -> int:
         p = Params()
         where = self.where_sql(ids, content_id, filters, p)
-        n = int(self._query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", p)[0][0])
+        n = self._count_where(where, p)
         if n:
             self._command(self.tombstone_sql(where), p)
         return n
 
-    # -- reads ------------------------------------------------------------------------------
-
-    def get(self, ids: Sequence[str]) -> list[Chunk]:
-        ids = check_ids(ids)
-        self._ready()
-        found: dict[str, Chunk] = {}
-        for i in range(0, len(ids), ID_BATCH):
+    def _get(self, ids: list[str]) -> list[Chunk]:
+        found = []
+        for batch in batches(ids, ID_BATCH):
             p = Params()
             rows = self._query(f"SELECT {_COLUMNS}, has_embedding, embedding FROM {self.table} FINAL"
-                               f" WHERE id IN {p.add(ids[i:i + ID_BATCH], 'Array(String)')}", p)
-            for r in rows:
-                found[r[0]] = Chunk(id=r[0], content_id=r[1] or None, content=r[2], metadata=json.loads(r[3]),
-                                    position=int(r[4]), embedding=[float(x) for x in r[6]] if int(r[5]) else None)
-        return [found[i] for i in ids if i in found]
+                               f" WHERE id IN {p.add(batch, 'Array(String)')}", p)
+            found += [chunk_of(dict(zip(_NAMES, r)), [float(x) for x in r[6]] if int(r[5]) else None) for r in rows]
+        return found
 
-    def count(self, *, content_id=None, filters=None) -> int:
-        if content_id is not None:
-            check_id(content_id, "content_id")
-        filters = check_filters(filters)
-        self._ready()
-        p = Params()
-        where = self.where_sql(None, content_id, filters, p)
+    def _count_where(self, where: str, p: Params) -> int:
         return int(self._query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", p)[0][0])
+
+    def _count(self, content_id, filters) -> int:
+        p = Params()
+        return self._count_where(self.where_sql(None, content_id, filters, p), p)
 
     def vector_sql(self, embedding: list[float], n: int, filters: dict) -> tuple[str, Params]:
         fn, score = _DISTANCES[self.distance]
@@ -464,29 +349,11 @@ class ClickHouseDb(VectorDb):
         )
         return sql, p
 
-    @staticmethod
-    def _hits(rows: list[list[Any]]) -> list[SearchHit]:
-        hits = [SearchHit(id=r[0], content_id=r[1] or None, content=r[2], metadata=json.loads(r[3]),
-                          position=int(r[4]), score=float(r[5])) for r in rows]
-        hits.sort(key=lambda h: (-h.score, h.id))
-        return hits
+    def _hits(self, sql: str, p: Params) -> list[SearchHit]:
+        return [hit_of(dict(zip(_NAMES, r)), float(r[5])) for r in self._query(sql, p)]
 
-    def _vector_hits(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
-        return self._hits(self._query(*self.vector_sql(embedding, n, filters)))
+    def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
+        return self._hits(*self.vector_sql(embedding, n, filters))
 
-    def _keyword_hits(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        wanted, unwanted = query_terms(query)
-        if not wanted:
-            return []
-        return self._hits(self._query(*self.keyword_sql(wanted, unwanted, n, filters)))
-
-    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        self._ready()
-        if kind == "vector":
-            return self._vector_hits(embedding, limit, filters)
-        if kind == "keyword":
-            return self._keyword_hits(query, limit, filters)
-        n = max(limit, self.hybrid_candidates)
-        return fuse_hits(self._vector_hits(embedding, n, filters), self._keyword_hits(query, n, filters), limit,
-                         vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)
+    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
+        return self._hits(*self.keyword_sql(*query_terms(query), n, filters))

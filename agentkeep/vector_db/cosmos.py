@@ -3,79 +3,31 @@
     CosmosDb("my_kb", url="https://acct.documents.azure.com:443/", credential=key, search_type="hybrid")
     CosmosDb("my_kb", client=cosmos_client, database="agentkeep")
 
-One item per chunk, partitioned by `/id`:
-
-    {id, content_id, content, position, metadata_json: "{...}", embedding: [...] (absent without
-     one), has_embedding, terms: "rotat api key ...", filter_terms: ["4:team=s:sec", ...]}
-
-`create()` makes the database and the container with
-
-- a vector embedding policy on `/embedding` (float32, `dimensions`, distanceFunction cosine |
-  euclidean | dotproduct) and a vector index of `index_type` (quantizedFlat, diskANN or flat);
-- a full-text policy and full-text index on `/terms`, the chunk's keyword terms
-  (`in_memory.terms()`: lowercased, stopword-free, lightly stemmed) joined by spaces, so
-  every store matches the same words;
-- the default range indexing for everything else except `/embedding`, `/content` and
-  `/metadata_json`.
-
-Metadata is kept as JSON text (`metadata_json`) because Cosmos DB holds numbers as doubles
-and would not give back an integer beyond 2**53 as it was. Filters use `filter_terms`, one
-type-tagged string per top-level scalar value (see `mongodb_atlas.filter_terms`), matched
-with `ARRAY_CONTAINS(c.filter_terms, @f0)`: exact filter semantics (1 == 1.0, a bool is not a
-number, lists and objects never match) and no metadata key ever appears in query text.
-
-Search types: "vector" is `SELECT TOP @n ... ORDER BY VectorDistance(c.embedding, @q)`;
-"keyword" is `WHERE FullTextContainsAll(c.terms, @t0, ...)` (and `NOT FullTextContainsAny`
-for `-term`s) `ORDER BY RANK FullTextScore(c.terms, @t0, ...)`; "hybrid" runs both and fuses
-them with `rrf_fuse`. Cosmos DB's own `ORDER BY RANK RRF(...)` is not used: it ranks
-documents that match any term rather than every term, fixes the RRF constant, and returns no
-fused score. Every value travels as a query parameter.
-
-Scores: VectorDistance's similarity for cosine and dotproduct, 1 / (1 + distance) for
-euclidean. FullTextScore cannot be projected, so a keyword hit's score is 1 / its rank.
-
-`CosmosQueries` builds every container definition, item and query (pure functions, tested
-without a server); `CosmosDb` validates and executes them with azure-cosmos.
+Container layout, queries, and why Cosmos DB's own RRF ranking is not used:
+docs/vector_db/cosmos.md. `CosmosQueries` builds every definition, item and query (pure).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable
+from typing import Any, Unpack
 
-from agentkeep.db.errors import InvalidInputError, NotFoundError
-from agentkeep.vector_db.base import (
-    Chunk,
-    SearchHit,
-    VectorDb,
-    check_candidates,
-    check_choice,
-    check_chunks,
-    check_dimensions,
-    check_filters,
-    check_id,
-    check_ids,
-    check_search_type,
-    check_weights,
-    dimension_mismatch,
-    filter_term,
-    filter_terms,
-    rrf_top,
-)
+from agentkeep.db.errors import InvalidInputError
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_dimensions
+from agentkeep.vector_db.base import check_id, check_name, chunk_of, filter_term, filter_terms, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 DISTANCE_FUNCTIONS = {"cosine": "cosine", "l2": "euclidean", "inner_product": "dotproduct"}
 INDEX_TYPES = {"quantizedFlat": 4096, "diskANN": 4096, "flat": 505}  # type -> most dimensions it indexes
 _FIELDS = "c.id, c.content_id, c.content, c.metadata_json, c.position"
+_NAME = re.compile(r"(?!\s)[^/\\#?\x00-\x1f\x7f]{1,255}(?<!\s)\Z")  # no space at either end
+_LANGUAGE = re.compile(r"[a-z]{2}-[A-Z]{2}\Z")
 
 
 def _check_name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 255 or re.search(r"[/\\#?\x00-\x1f\x7f]", value) \
-            or value != value.strip():
-        raise InvalidInputError(f"{what} must be 1..255 characters without / \\ # ? or control characters, "
-                                f"got {value!r}")
-    return value
+    return check_name(value, what, _NAME, "1..255 characters without / \\ # ? or control characters")
 
 
 def _check_dimensions(dimensions: Any, index_type: str) -> int:
@@ -88,15 +40,9 @@ class CosmosQueries:
     def __init__(self, container_name: str, *, distance: str = "cosine", index_type: str = "quantizedFlat",
                  language: str = "en-US") -> None:
         self.container_name = _check_name(container_name, "container_name")
-        check_choice(distance, "distance", DISTANCE_FUNCTIONS)
-        check_choice(index_type, "index_type", INDEX_TYPES)
-        if not isinstance(language, str) or not re.fullmatch(r"[a-z]{2}-[A-Z]{2}", language):
-            raise InvalidInputError(f"language must be a culture name such as 'en-US', got {language!r}")
-        self.distance = distance
-        self.index_type = index_type
-        self.language = language
-
-    # -- the container ------------------------------------------------------------------------
+        self.distance = check_choice(distance, "distance", DISTANCE_FUNCTIONS)
+        self.index_type = check_choice(index_type, "index_type", INDEX_TYPES)
+        self.language = check_name(language, "language", _LANGUAGE, "a culture name such as 'en-US'")
 
     def container(self, dimensions: int) -> dict[str, Any]:
         """Keyword arguments for `create_container_if_not_exists` (partition key as a path)."""
@@ -129,8 +75,6 @@ class CosmosQueries:
                 return e.get("dimensions")
         return None
 
-    # -- items ----------------------------------------------------------------------------------
-
     @staticmethod
     def item(chunk: Chunk) -> dict[str, Any]:
         out = {
@@ -145,11 +89,7 @@ class CosmosQueries:
 
     @staticmethod
     def chunk(item: dict[str, Any]) -> Chunk:
-        return Chunk(id=item["id"], content=item["content"], content_id=item.get("content_id"),
-                     embedding=item.get("embedding"), metadata=json.loads(item.get("metadata_json") or "{}"),
-                     position=item.get("position", 0))
-
-    # -- queries --------------------------------------------------------------------------------
+        return chunk_of(item, item.get("embedding"), metadata_key="metadata_json")
 
     @staticmethod
     def where(ids: list[str] | None = None, content_id: str | None = None,
@@ -220,42 +160,30 @@ class CosmosDb(VectorDb):
     """An Azure Cosmos DB for NoSQL container. Give `url` and `credential` (a key or an
     azure-identity credential) or `client` (an azure.cosmos CosmosClient to share)."""
 
-    def __init__(
-        self,
-        container_name: str,
-        url: str | None = None,
-        credential: Any = None,
-        *,
-        client: Any = None,
-        database: str = "agentkeep",
-        dimensions: int | None = None,
-        search_type: str = "vector",
-        distance: str = "cosine",
-        index_type: str = "quantizedFlat",
-        language: str = "en-US",
-        vector_weight: float = 1.0,
-        keyword_weight: float = 1.0,
-        rrf_k: int = 60,
-        hybrid_candidates: int = 40,
-    ) -> None:
-        self.queries = CosmosQueries(container_name, distance=distance, index_type=index_type, language=language)
+    ENGINE = "Azure Cosmos DB"
+    UNREACHABLE = ("azure.core.exceptions.ServiceRequestError",)
+    # item-level misses are handled where they occur: what is left is the container's
+    GONE = ("azure.cosmos.exceptions.CosmosResourceNotFoundError",)
+
+    def __init__(self, container_name: str, url: str | None = None, credential: Any = None, *, client: Any = None,
+                 database: str = "agentkeep", index_type: str = "quantizedFlat", language: str = "en-US",
+                 **options: Unpack[StoreOptions]) -> None:
+        self.queries = CosmosQueries(container_name, distance=options.get("distance", "cosine"),
+                                     index_type=index_type, language=language)
         self.container_name = container_name
         self.database = _check_name(database, "database")
-        self.search_type = check_search_type(search_type)
-        self.distance = distance
-        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
-        self.hybrid_candidates = check_candidates(hybrid_candidates)
-        self.dimensions = None if dimensions is None else _check_dimensions(dimensions, index_type)
+        super().__init__(**options)
+        self.label = f"vector container {self.database}/{self.container_name}"
         if (url is None) == (client is None):
             raise InvalidInputError("give either url= (and credential=) or client= (a CosmosClient)")
         if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
             raise InvalidInputError(f"url must be the account's https:// endpoint, got {url!r}")
         self._url, self._credential = url, credential
-        self._own_client = client is None
+        self._owns_client = client is None
         self._given_client = client
-        self._known = False
 
-    # -- plumbing ---------------------------------------------------------------------------
+    def _check_dimensions(self, dimensions: Any) -> int:
+        return _check_dimensions(dimensions, self.queries.index_type)
 
     @property
     def _client(self):
@@ -269,134 +197,72 @@ class CosmosDb(VectorDb):
     def _container(self):
         return self._client.get_database_client(self.database).get_container_client(self.container_name)
 
-    def _missing(self) -> str:
-        return f"vector container {self.database}/{self.container_name} does not exist: call create() first"
-
-    def _properties(self) -> dict[str, Any] | None:
-        from azure.cosmos.exceptions import CosmosResourceNotFoundError
-
-        try:
-            return self._container.read()
-        except CosmosResourceNotFoundError:
-            return None
-
-    def _ready(self) -> None:
-        if self._known and self.dimensions is not None:
-            return
-        props = self._properties()
-        if props is None:
-            raise NotFoundError(self._missing())
-        stored = self.queries.stored_dimensions(props)
-        if self.dimensions is not None and stored is not None and stored != self.dimensions:
-            raise dimension_mismatch(f"vector container {self.container_name}", stored, self.dimensions)
-        self.dimensions = stored or self.dimensions
-        self._known = True
-
-    def _run(self, fn):
-        from azure.cosmos.exceptions import CosmosResourceNotFoundError
-
-        try:
-            return fn(self._container)
-        except CosmosResourceNotFoundError:  # item-level misses are handled where they occur
-            self._known = False
-            raise NotFoundError(self._missing()) from None
-
     def _query(self, query: str, params: list[dict[str, Any]]) -> list[Any]:
-        return self._run(lambda c: list(c.query_items(query=query, parameters=params,
-                                                      enable_cross_partition_query=True)))
+        return list(self._container.query_items(query=query, parameters=params, enable_cross_partition_query=True))
 
     def describe(self) -> str:
         return f"CosmosDb {self.database}/{self.container_name} ({self.queries.index_type} vector index)"
 
+    def _location(self) -> str:
+        return self._url or "the client's account"
+
     def close(self) -> None:
-        if self._own_client and self._given_client is not None:
+        if self._owns_client and self._given_client is not None:
             self._given_client.close()
             self._given_client = None
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def _stored_dimensions(self) -> int | None:
+        from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-    def exists(self) -> bool:
-        return self._properties() is not None
+        try:
+            props = self._container.read()
+        except CosmosResourceNotFoundError:
+            return None
+        stored = self.queries.stored_dimensions(props)
+        if stored is None:
+            raise InvalidInputError(f"{self.label} has no vector embedding policy: not made by CosmosDb")
+        return stored
 
-    def create(self, dimensions: int | None = None) -> None:
+    def _create_store(self, dimensions: int) -> None:
         from azure.cosmos import PartitionKey
 
-        if dimensions is not None:
-            _check_dimensions(dimensions, self.queries.index_type)
-        props = self._properties()
-        stored = None if props is None else self.queries.stored_dimensions(props)
-        known = stored if stored is not None else self.dimensions
-        if known is not None and dimensions is not None and known != dimensions:
-            raise dimension_mismatch(f"vector container {self.container_name}", known, dimensions)
-        wanted = known if known is not None else dimensions
-        if wanted is None:
-            raise InvalidInputError("create() needs dimensions= (or CosmosDb(dimensions=...)) the first time")
-        if props is None:
-            spec = self.queries.container(wanted)
-            database = self._client.create_database_if_not_exists(self.database)
-            database.create_container_if_not_exists(
-                id=spec["id"], partition_key=PartitionKey(path=spec["partition_key_path"]),
-                indexing_policy=spec["indexing_policy"], vector_embedding_policy=spec["vector_embedding_policy"],
-                full_text_policy=spec["full_text_policy"],
-            )
-        self.dimensions = wanted
-        self._known = True
+        spec = self.queries.container(dimensions)
+        database = self._client.create_database_if_not_exists(self.database)
+        database.create_container_if_not_exists(
+            id=spec["id"], partition_key=PartitionKey(path=spec["partition_key_path"]),
+            indexing_policy=spec["indexing_policy"], vector_embedding_policy=spec["vector_embedding_policy"],
+            full_text_policy=spec["full_text_policy"],
+        )
 
-    def drop(self) -> None:
+    def _drop_store(self) -> None:
         from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
         try:
             self._client.get_database_client(self.database).delete_container(self.container_name)
         except CosmosResourceNotFoundError:
             pass
-        self._known = False
-
-    # -- writes -----------------------------------------------------------------------------
 
     def write_plan(self, chunks: Iterable[Chunk], content_id: str | None = None) -> list[dict[str, Any]]:
         """The items `upsert` (or `replace(content_id, ...)`) writes, checked as they would be."""
         if content_id is not None:
             check_id(content_id, "content_id")
-        checked = check_chunks(chunks, self.dimensions)
-        if content_id is not None:
-            checked = [c.model_copy(update={"content_id": content_id}) for c in checked]
-        return [self.queries.item(c) for c in checked]
+        return [self.queries.item(c) for c in self._checked(chunks, content_id)]
 
-    def upsert(self, chunks: Iterable[Chunk]) -> int:
-        self._ready()
-        items = self.write_plan(chunks)
-
-        def write(container):
-            for item in items:
-                container.upsert_item(item)
-            return len(items)
-
-        return self._run(write)
-
-    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
-        """The new chunks are written first, then the content's other chunks deleted: each item
-        is its own logical partition, so this is not one transaction (a reader may briefly see
-        old and new chunks together, never none)."""
-        check_id(content_id, "content_id")
-        self._ready()
-        items = self.write_plan(chunks, content_id)
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
+        """`replace`: the new chunks, then the removal of the content's others (each item is its
+        own partition, so not one transaction)."""
+        items = [self.queries.item(c) for c in chunks]
+        old = [] if content_id is None else self._query(*self.queries.ids_query(content_id=content_id))
+        container = self._container
+        for item in items:
+            container.upsert_item(item)
         keep = {i["id"] for i in items}
-        query, params = self.queries.ids_query(content_id=content_id)
+        self._delete_items([i for i in old if i not in keep])
 
-        def write(container):
-            old = list(container.query_items(query=query, parameters=params, enable_cross_partition_query=True))
-            for item in items:
-                container.upsert_item(item)
-            self._delete_items(container, [i for i in old if i not in keep])
-            return len(items)
-
-        return self._run(write)
-
-    @staticmethod
-    def _delete_items(container, ids: list[str]) -> int:
+    def _delete_items(self, ids: list[str]) -> int:
         from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-        deleted = 0
+        container, deleted = self._container, 0
         for id_ in ids:
             try:
                 container.delete_item(item=id_, partition_key=id_)
@@ -405,65 +271,28 @@ class CosmosDb(VectorDb):
                 pass  # deleted meanwhile
         return deleted
 
-    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
-        ids, content_id, filters = self._delete_args(ids, content_id, filters)
-        self._ready()
-        if ids == []:
-            return 0
+    def _delete(self, ids, content_id, filters) -> int:
         query, params = self.queries.ids_query(ids, content_id, filters)
-        return self._run(lambda c: self._delete_items(c, list(c.query_items(
-            query=query, parameters=params, enable_cross_partition_query=True))))
+        return self._delete_items(self._query(query, params))
 
-    # -- reads ------------------------------------------------------------------------------
+    def _get(self, ids: list[str]) -> list[Chunk]:
+        items = self._container.read_items(items=self.queries.read_items(ids))
+        return [self.queries.chunk(i) for i in items]
 
-    def get(self, ids: Sequence[str]) -> list[Chunk]:
-        ids = check_ids(ids)
-        self._ready()
-        if not ids:
-            return []
-        items = self._run(lambda c: list(c.read_items(items=self.queries.read_items(ids))))
-        found = {i["id"]: self.queries.chunk(i) for i in items}
-        return [found[i] for i in ids if i in found]
-
-    def count(self, *, content_id=None, filters=None) -> int:
-        if content_id is not None:
-            check_id(content_id, "content_id")
-        filters = check_filters(filters)
-        self._ready()
+    def _count(self, content_id, filters) -> int:
         rows = self._query(*self.queries.count_query(content_id, filters))
         return int(rows[0]) if rows else 0
 
     def search_plan(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> dict[str, Any]:
-        """The queries `search` runs, by list ("vector", "keyword"; a keyword query is None when
-        nothing can match), checked as `search` checks them; runs nothing."""
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        n = limit if kind != "hybrid" else max(limit, self.hybrid_candidates)
-        plan: dict[str, Any] = {"kind": kind, "limit": limit}
-        if kind in ("vector", "hybrid"):
-            plan["vector"] = self.queries.vector_query(embedding, n, filters)
-        if kind in ("keyword", "hybrid"):
-            plan["keyword"] = self.queries.keyword_query(query, n, filters)
-        return plan
+        """The queries `search` runs (a keyword query is None when nothing can match); runs nothing."""
+        return self._plan(query, embedding, limit, filters, search_type, self.queries.vector_query,
+                          self.queries.keyword_query)
 
-    def _ranked(self, plan: dict[str, Any], which: str) -> list[tuple[dict, float]]:
-        if plan[which] is None:
-            return []
-        rows = self._query(*plan[which])
-        if which == "vector":
-            return [(r, self.queries.vector_score(r["score"])) for r in rows]
-        return [(r, 1.0 / rank) for rank, r in enumerate(rows, 1)]
+    def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
+        rows = self._query(*self.queries.vector_query(embedding, n, filters))
+        return [hit_of(r, self.queries.vector_score(r["score"]), metadata_key="metadata_json") for r in rows]
 
-    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
-        self._ready()
-        plan = self.search_plan(query, embedding=embedding, limit=limit, filters=filters, search_type=search_type)
-        if plan["kind"] != "hybrid":
-            ranked = self._ranked(plan, plan["kind"])
-        else:
-            v, k = self._ranked(plan, "vector"), self._ranked(plan, "keyword")
-            ranked = rrf_top([r for r, _ in v], [r for r, _ in k], plan["limit"], key=lambda r: r["id"],
-                             vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)
-        return [
-            SearchHit(id=r["id"], content=r["content"], content_id=r.get("content_id"),
-                      metadata=json.loads(r.get("metadata_json") or "{}"), position=r.get("position", 0), score=s)
-            for r, s in ranked
-        ]
+    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
+        """FullTextScore cannot be projected: a keyword hit's score is 1 / its rank."""
+        rows = self._query(*self.queries.keyword_query(query, n, filters))
+        return [hit_of(r, 1.0 / rank, metadata_key="metadata_json") for rank, r in enumerate(rows, 1)]

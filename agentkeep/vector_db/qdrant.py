@@ -5,25 +5,7 @@
     QdrantDb("my_kb", url="http://qdrant:6333", api_key="...")  # a Qdrant server
     QdrantDb("my_kb", client=qdrant_client)           # share a QdrantClient
 
-One collection per knowledge base, with a named dense vector `dense` (the chosen distance)
-and one point per chunk. Point ids are `uuid5(chunk id)` (Qdrant ids must be integers or
-UUIDs); the chunk id itself is in the payload, beside content, content_id, position and the
-metadata object. Three derived payload fields serve the searches:
-
-- `terms`: the chunk's distinct keyword terms (`in_memory.terms()`: lowercased, stopword-free,
-  lightly stemmed), a keyword array; a keyword query requires each wanted term with a
-  `MatchValue` condition (`must`) and excludes each `-term` (`must_not`);
-- `text`: the same terms in order, joined by spaces, under a full-text index with BM25
-  scoring, which a `TextQuery` ranks (Qdrant's BM25: k1 1.2, b 0.75, the suite's formula);
-- `f`: the metadata's top-level scalars by type, `f.s.<key>` strings, `f.b.<key>` booleans,
-  `f.i.<key>` 64-bit integers, `f.n.<key>` other numbers, so a filter is a payload filter
-  with the suite's type rules (a list or object value is never copied there, so it never
-  matches; numbers match by value across `f.i` and `f.n`).
-
-Hybrid search runs both candidate lists in one `query_batch_points` request and fuses them
-with `rrf_fuse` (Qdrant's own weighted RRF uses another formula). With the cosine distance
-Qdrant keeps vectors normalized, so the payload keeps each vector's norm and `get()` returns
-the vector as written (to single precision).
+Collection layout, searches and filters: docs/vector_db/qdrant.md.
 """
 
 from __future__ import annotations
@@ -31,35 +13,17 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import threading
 import uuid
 from contextlib import nullcontext
-from typing import Any, Iterable, Sequence
+from typing import Any, Unpack
 
-from agentkeep.db.errors import InvalidInputError, NotFoundError
-from agentkeep.vector_db.base import (
-    Chunk,
-    SearchHit,
-    VectorDb,
-    check_candidates,
-    check_choice,
-    check_chunks,
-    check_dimensions,
-    check_filters,
-    check_id,
-    check_ids,
-    check_search_type,
-    check_weights,
-    dimension_mismatch,
-    number_forms,
-    rrf_top,
-    typed_scalar,
-)
+from agentkeep.db.errors import InvalidInputError
+from agentkeep.vector_db.base import StoreOptions, VectorDb, batches, check_name, chunk_of, hit_of, number_forms
+from agentkeep.vector_db.base import Chunk, typed_scalar
 from agentkeep.vector_db.text import query_terms, terms
 
-DISTANCES = ("cosine", "l2", "inner_product")
 VECTOR = "dense"
-MAX_DIMENSIONS = 65_536  # Qdrant's limit for a dense vector
+DISTANCES = {"cosine": "Cosine", "l2": "Euclid", "inner_product": "Dot"}  # Qdrant's names
 _POINT_NAMESPACE = uuid.UUID("5a3e1f0c-6b1d-5f0e-9c57-2f4a8e6b9d10")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -97,10 +61,9 @@ def filter_conditions(filters: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for key, value in filters.items():
         name = field_name(key)
-        if isinstance(value, bool):
-            out.append(models.FieldCondition(key=f"f.b.{name}", match=models.MatchValue(value=value)))
-        elif isinstance(value, str):
-            out.append(models.FieldCondition(key=f"f.s.{name}", match=models.MatchValue(value=value)))
+        if isinstance(value, (bool, str)):
+            kind = "b" if isinstance(value, bool) else "s"
+            out.append(models.FieldCondition(key=f"f.{kind}.{name}", match=models.MatchValue(value=value)))
         else:  # a number matches an integer or a float of the same value
             either = [
                 models.FieldCondition(key=f"f.n.{name}", range=models.Range(gte=v, lte=v)) if kind == "n"
@@ -114,164 +77,91 @@ def filter_conditions(filters: dict[str, Any]) -> list[Any]:
 class QdrantDb(VectorDb):
     """A Qdrant collection. Give exactly one of `path`, `location`, `url` or `client`."""
 
-    def __init__(
-        self,
-        collection: str,
-        *,
-        path: str | None = None,
-        location: str | None = None,
-        url: str | None = None,
-        api_key: str | None = None,
-        client: Any = None,
-        client_options: dict[str, Any] | None = None,
-        dimensions: int | None = None,
-        search_type: str = "vector",
-        distance: str = "cosine",
-        vector_weight: float = 1.0,
-        keyword_weight: float = 1.0,
-        rrf_k: int = 60,
-        hybrid_candidates: int = 40,
-    ) -> None:
-        if not isinstance(collection, str) or not _NAME.match(collection):
-            raise InvalidInputError(f"collection must be 1..255 letters, digits, _ or -; got {collection!r}")
-        self.collection = collection
-        self.search_type = check_search_type(search_type)
-        self.distance = check_choice(distance, "distance", DISTANCES)
-        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
-        self.hybrid_candidates = check_candidates(hybrid_candidates)
-        self.dimensions = None if dimensions is None else check_dimensions(dimensions, MAX_DIMENSIONS)
+    DISTANCES = DISTANCES
+    MAX_DIMENSIONS = 65_536  # Qdrant's limit for a dense vector
+    ENGINE = "Qdrant"
+    UNREACHABLE = ("qdrant_client.http.exceptions.ResponseHandlingException",)
+
+    def __init__(self, collection: str, *, path: str | None = None, location: str | None = None,
+                 url: str | None = None, api_key: str | None = None, client: Any = None,
+                 client_options: dict[str, Any] | None = None, **options: Unpack[StoreOptions]) -> None:
+        self.collection = check_name(collection, "collection", _NAME, "1..255 letters, digits, _ or -")
+        super().__init__(**options)
+        self.label = f"Qdrant collection {collection}"
         if sum(x is not None for x in (path, location, url, client)) != 1:
             raise InvalidInputError("give exactly one of path=, location=, url= or client=")
         from qdrant_client import QdrantClient
 
+        self.url = url
         self._owns_client = client is None
-        if client is None:
-            options = dict(client_options or {})
-            if path is not None:
-                # the async twins call from worker threads; self._lock serializes local mode
-                client = QdrantClient(path=path, force_disable_check_same_thread=True, **options)
-            elif location is not None:
-                client = QdrantClient(location=location, api_key=api_key, **options)
-            else:
-                client = QdrantClient(url=url, api_key=api_key, **options)
+        if path is not None:
+            # the async twins call from worker threads; self._lock serializes local mode
+            client = QdrantClient(path=path, force_disable_check_same_thread=True, **(client_options or {}))
+        elif client is None:
+            client = QdrantClient(location=location, url=url, api_key=api_key, **(client_options or {}))
         self._client = client
         self._local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
-        self._lock = threading.RLock() if self._local else nullcontext()
-        self._known = False  # the collection was seen to exist with self.dimensions
+        # local mode: one lock for every call, the base's lifecycle lock (held around the
+        # lifecycle primitives, which so need no lock of their own)
+        self._lock = self._lifecycle if self._local else nullcontext()
 
     def describe(self) -> str:
         where = "local mode (exact search)" if self._local else "a Qdrant server"
         return f"QdrantDb collection {self.collection} on {where}"
 
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _missing(self) -> str:
-        return f"Qdrant collection {self.collection} does not exist: call create() first"
+    def _location(self) -> str:
+        return self.url or "the client's server"
 
     def _run(self, fn):
-        """Run fn(client) under the local-mode lock; a missing collection becomes NotFoundError."""
+        """Run fn(client) under the local-mode lock."""
         with self._lock:
-            try:
-                return fn(self._client)
-            except (InvalidInputError, NotFoundError):
-                raise
-            except Exception:
-                if not self._client.collection_exists(self.collection):
-                    self._known = False
-                    raise NotFoundError(self._missing()) from None
-                raise
+            return fn(self._client)
 
-    def _stored(self) -> tuple[int, str] | None:
-        """(dimensions, distance) of the existing collection, None when there is none."""
-        from qdrant_client import models
+    def _store_gone(self, exc: Exception) -> bool:
+        return not self._exists()  # dropped underneath, by another process
 
+    def _stored_dimensions(self) -> int | None:
         if not self._client.collection_exists(self.collection):
             return None
         params = self._client.get_collection(self.collection).config.params.vectors
         dense = params.get(VECTOR) if isinstance(params, dict) else None
         if dense is None:
-            raise InvalidInputError(
-                f"Qdrant collection {self.collection} has no {VECTOR!r} vector: not an agentkeep store")
-        names = {models.Distance.COSINE: "cosine", models.Distance.EUCLID: "l2", models.Distance.DOT: "inner_product"}
-        return dense.size, names.get(dense.distance, str(dense.distance))
-
-    def _ready(self) -> None:
-        if self._known:
-            return
-        with self._lock:
-            stored = self._stored()
-            if stored is None:
-                raise NotFoundError(self._missing())
-            self._adopt(stored, self.dimensions)
-
-    def _adopt(self, stored: tuple[int, str], wanted: int | None) -> None:
-        dims, distance = stored
-        if wanted is not None and wanted != dims:
-            raise dimension_mismatch(f"Qdrant collection {self.collection}", dims, wanted)
+            raise InvalidInputError(f"{self.label} has no {VECTOR!r} vector: not an agentkeep store")
+        distance = next((d for d, name in DISTANCES.items() if name == dense.distance), str(dense.distance))
         if distance != self.distance:
-            raise InvalidInputError(
-                f"Qdrant collection {self.collection} uses the {distance} distance, not {self.distance}")
-        self.dimensions = dims
-        self._known = True
+            raise InvalidInputError(f"{self.label} uses the {distance} distance, not {self.distance}")
+        return dense.size
 
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def create(self, dimensions: int | None = None) -> None:
+    def _create_store(self, dimensions: int) -> None:
         from qdrant_client import models
 
-        if dimensions is not None:
-            check_dimensions(dimensions, MAX_DIMENSIONS)
-        wanted = dimensions or self.dimensions
-        with self._lock:
-            stored = self._stored()
-            if stored is None:
-                if wanted is None:
-                    raise InvalidInputError("create() needs dimensions= (or QdrantDb(dimensions=...)) the first time")
-                distance = {"cosine": models.Distance.COSINE, "l2": models.Distance.EUCLID,
-                            "inner_product": models.Distance.DOT}[self.distance]
-                try:
-                    self._client.create_collection(
-                        self.collection, vectors_config={VECTOR: models.VectorParams(size=wanted, distance=distance)})
-                    stored = (wanted, self.distance)
-                except Exception:
-                    stored = self._stored()  # another process created it first
-                    if stored is None:
-                        raise
-            self._adopt(stored, wanted)
-            self._create_indexes()
+        params = models.VectorParams(size=dimensions, distance=DISTANCES[self.distance])
+        try:
+            self._client.create_collection(self.collection, vectors_config={VECTOR: params})
+        except Exception:
+            if not self._client.collection_exists(self.collection):
+                raise  # not another process creating it first
 
-    def _create_indexes(self) -> None:
+    def _complete_store(self) -> None:
         """The payload indexes, if missing (a crash right after creating the collection may
         have left them out). BM25 ranking needs the text index, in local mode too."""
         from qdrant_client import models
 
         have = {} if self._local else self._client.get_collection(self.collection).payload_schema
         if "text" not in have:
-            self._client.create_payload_index(
-                self.collection, "text",
-                models.TextIndexParams(type=models.TextIndexType.TEXT, lowercase=True,
-                                       scoring=models.TextScoringParams(type=models.TextScoringType.BM25)),
-            )
-        if not self._local:  # local mode has no other indexes (and warns about them)
-            for name in ("terms", "content_id"):
-                if name not in have:
-                    self._client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
+            self._client.create_payload_index(self.collection, "text", models.TextIndexParams(
+                type=models.TextIndexType.TEXT, lowercase=True,
+                scoring=models.TextScoringParams(type=models.TextScoringType.BM25)))
+        for name in () if self._local else ("terms", "content_id"):  # local mode has no other indexes
+            if name not in have:
+                self._client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
 
-    def exists(self) -> bool:
-        with self._lock:
-            return self._client.collection_exists(self.collection)
+    def _exists(self) -> bool:
+        return self._run(lambda client: client.collection_exists(self.collection))
 
-    def drop(self) -> None:
-        with self._lock:
-            if self._client.collection_exists(self.collection):
-                self._client.delete_collection(self.collection)
-            self._known = False
-
-    # -- writes -----------------------------------------------------------------------------
+    def _drop_store(self) -> None:
+        if self._client.collection_exists(self.collection):
+            self._client.delete_collection(self.collection)
 
     def _point(self, c: Chunk):
         from qdrant_client import models
@@ -289,37 +179,23 @@ class QdrantDb(VectorDb):
                 payload["norm"] = math.sqrt(sum(x * x for x in c.embedding))
         return models.PointStruct(id=point_id(c.id), vector=vector, payload=payload)
 
-    def upsert(self, chunks: Iterable[Chunk]) -> int:
-        self._ready()
-        checked = check_chunks(chunks, self.dimensions)
-        points = [self._point(c) for c in checked]
-
-        def write(client):
-            for i in range(0, len(points), _BATCH):
-                client.upsert(self.collection, points=points[i:i + _BATCH], wait=True)
-            return len(points)
-
-        return self._run(write) if points else 0
-
-    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
-        """One `batch_update_points` request: upsert the new chunks, then delete the content's
-        other chunks. Qdrant applies the two in order but not as one transaction: a reader may
-        see old and new chunks side by side for a moment, and a failure between them leaves
-        stale chunks (never a content with none of its new chunks)."""
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
+        """`replace` is one `batch_update_points` request: the new chunks, then the removal of
+        the content's others (in order, not as a transaction)."""
         from qdrant_client import models
 
-        check_id(content_id, "content_id")
-        self._ready()
-        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
-        points = [self._point(c) for c in checked]
-        stale = models.Filter(
-            must=[models.FieldCondition(key="content_id", match=models.MatchValue(value=content_id))],
-            must_not=[models.HasIdCondition(has_id=[p.id for p in points])] if points else None,
-        )
+        points = [self._point(c) for c in chunks]
+        if content_id is None:
+            def write(client):
+                for batch in batches(points, _BATCH):
+                    client.upsert(self.collection, points=batch, wait=True)
+
+            return self._run(write)
+        stale = self._filter(None, content_id, {})
+        stale.must_not = [models.HasIdCondition(has_id=[p.id for p in points])] if points else None
         ops = [models.UpsertOperation(upsert=models.PointsList(points=points))] if points else []
         ops.append(models.DeleteOperation(delete=models.FilterSelector(filter=stale)))
         self._run(lambda client: client.batch_update_points(self.collection, update_operations=ops, wait=True))
-        return len(points)
 
     def _filter(self, ids: list[str] | None, content_id: str | None, filters: dict):
         from qdrant_client import models
@@ -332,15 +208,10 @@ class QdrantDb(VectorDb):
         must.extend(filter_conditions(filters))
         return models.Filter(must=must) if must else None
 
-    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
-        """Counts, then deletes, the matching points (in local mode under one lock; on a server a
-        write between the two can make the count differ from what was deleted)."""
+    def _delete(self, ids, content_id, filters) -> int:
+        """Counts, then deletes, the matching points (Qdrant returns no count)."""
         from qdrant_client import models
 
-        ids, content_id, filters = self._delete_args(ids, content_id, filters)
-        self._ready()
-        if ids == []:
-            return 0
         selector = self._filter(ids, content_id, filters)
 
         def run(client):
@@ -351,78 +222,42 @@ class QdrantDb(VectorDb):
 
         return self._run(run)
 
-    # -- reads ------------------------------------------------------------------------------
-
-    def _chunk(self, payload: dict[str, Any], vector: Any) -> Chunk:
-        embedding = None
-        if isinstance(vector, dict) and vector.get(VECTOR) is not None:
-            embedding = [float(x) for x in vector[VECTOR]]
-            if payload.get("norm") is not None:
-                embedding = [x * payload["norm"] for x in embedding]
-        return Chunk(id=payload["chunk_id"], content=payload["content"], content_id=payload.get("content_id"),
-                     embedding=embedding, metadata=payload.get("metadata") or {}, position=payload.get("position", 0))
-
-    def get(self, ids: Sequence[str]) -> list[Chunk]:
-        ids = check_ids(ids)
-        self._ready()
-        if not ids:
-            return []
+    def _get(self, ids: list[str]) -> list[Chunk]:
         records = self._run(lambda client: client.retrieve(
             self.collection, ids=[point_id(i) for i in ids], with_payload=_FIELDS, with_vectors=[VECTOR]))
-        found = {r.payload["chunk_id"]: self._chunk(r.payload, r.vector) for r in records}
-        return [found[i] for i in ids if i in found]
+        chunks = []
+        for r in records:
+            embedding = (r.vector or {}).get(VECTOR)
+            if embedding is not None:
+                embedding = [float(x) * r.payload.get("norm", 1.0) for x in embedding]  # no norm: as stored
+            chunks.append(chunk_of(r.payload, embedding, id_key="chunk_id"))
+        return chunks
 
-    def count(self, *, content_id=None, filters=None) -> int:
-        if content_id is not None:
-            check_id(content_id, "content_id")
-        selector = self._filter(None, content_id, check_filters(filters))
-        self._ready()
+    def _count(self, content_id, filters) -> int:
+        selector = self._filter(None, content_id, filters)
         return self._run(lambda client: client.count(self.collection, count_filter=selector, exact=True).count)
 
-    def _vector_request(self, embedding: list[float], n: int, flt):
+    def _candidates(self, kind, query, embedding, n, filters):
+        """The lists `kind` needs, in one `query_batch_points` request."""
         from qdrant_client import models
 
-        return models.QueryRequest(query=embedding, using=VECTOR, filter=flt, limit=n, with_payload=_FIELDS)
-
-    def _keyword_request(self, wanted: list[str], unwanted: list[str], n: int, filters: dict):
-        from qdrant_client import models
-
-        must = filter_conditions(filters)
-        must += [models.FieldCondition(key="terms", match=models.MatchValue(value=t)) for t in wanted]
-        must_not = [models.FieldCondition(key="terms", match=models.MatchValue(value=t)) for t in unwanted]
-        return models.QueryRequest(
-            query=models.TextQuery(text=models.TextQueryInput(query=" ".join(wanted))), using="text",
-            filter=models.Filter(must=must, must_not=must_not or None), limit=n, with_payload=_FIELDS,
-        )
-
-    def _score(self, raw: float) -> float:
-        return 1.0 / (1.0 + raw) if self.distance == "l2" else float(raw)
-
-    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
         wanted, unwanted = query_terms(query) if kind != "vector" else ([], [])
-        n = limit if kind != "hybrid" else max(limit, self.hybrid_candidates)
-        requests = []
-        if kind in ("vector", "hybrid"):
-            requests.append(self._vector_request(embedding, n, self._filter(None, None, filters)))
-        if kind in ("keyword", "hybrid") and wanted:
-            requests.append(self._keyword_request(wanted, unwanted, n, filters))
-        if not requests:
-            return []
-        responses = self._run(lambda client: client.query_batch_points(self.collection, requests=requests))
-        lists = []
-        for i, response in enumerate(responses):
-            vector_list = kind != "keyword" and i == 0
-            scored = [(p.payload, self._score(p.score) if vector_list else float(p.score)) for p in response.points]
-            scored.sort(key=lambda item: (-item[1], item[0]["chunk_id"]))  # ties by id, as every store
-            lists.append(scored)
-        if kind != "hybrid":
-            ranked = lists[0]
-        else:
-            keyword = [p for p, _ in lists[1]] if len(lists) > 1 else []
-            ranked = rrf_top([p for p, _ in lists[0]], keyword, limit, key=lambda p: p["chunk_id"],
-                             vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)
-        return [
-            SearchHit(**self._chunk(p, None).model_dump(exclude={"embedding"}), score=score) for p, score in ranked
-        ]
+        requests = {}
+        if kind != "keyword":
+            requests["vector"] = models.QueryRequest(query=embedding, using=VECTOR, limit=n, with_payload=_FIELDS,
+                                                     filter=self._filter(None, None, filters))
+        if kind != "vector" and wanted:
+            match = [models.FieldCondition(key="terms", match=models.MatchValue(value=t)) for t in wanted]
+            exclude = [models.FieldCondition(key="terms", match=models.MatchValue(value=t)) for t in unwanted]
+            requests["keyword"] = models.QueryRequest(
+                query=models.TextQuery(text=models.TextQueryInput(query=" ".join(wanted))), using="text", limit=n,
+                filter=models.Filter(must=filter_conditions(filters) + match, must_not=exclude or None),
+                with_payload=_FIELDS)
+        responses = self._run(lambda client: client.query_batch_points(self.collection, requests=[*requests.values()])
+                              ) if requests else []
+        lists = {"vector": [], "keyword": []}
+        for name, response in zip(requests, responses):
+            l2 = name == "vector" and self.distance == "l2"  # Qdrant reports the euclidean distance
+            lists[name] = [hit_of(p.payload, 1.0 / (1.0 + p.score) if l2 else float(p.score), id_key="chunk_id")
+                           for p in response.points]
+        return lists["vector"], lists["keyword"]

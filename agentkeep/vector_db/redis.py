@@ -2,32 +2,8 @@
 
     RedisVectorDb("my_kb", db_url="redis://127.0.0.1:6379/0", search_type="hybrid")
 
-Layout (P = prefix, N = name):
-- `P:vdb:N:<chunk id>` one hash per chunk: `id`, `content`, `content_id`, `metadata` (JSON
-  text), `position`, and for the index: `vec` (the embedding as little-endian float32s),
-  `terms` (the content's keyword terms, below), `cid` and `meta` (filter tokens, below).
-  Under cosine a zero embedding has no direction: it is kept in `embedding`, unindexed.
-- the index `P:vdb:N` (FT.CREATE ... ON HASH PREFIX 1 P:vdb:N: STOPWORDS 0): `terms` TEXT
-  NOSTEM, `cid` and `meta` TAG, `vec` VECTOR (HNSW or FLAT, FLOAT32, the distance's metric).
-- `P:vdb:N` also names a small hash, the store's marker (dimensions, distance, index
-  kind): it exists exactly while the store does, and every write checks it atomically.
-
-Keyword search ranks the same terms as every other store: `terms()` of
-agentkeep.vector_db.in_memory (lowercased, stopword-free, lightly stemmed) is computed here
-and stored space-separated, so RediSearch needs neither its stemmer nor its stopwords
-(NOSTEM, STOPWORDS 0, VERBATIM). A query becomes `@terms:(t1 t2 -t3)`: every term must
-match, a `-word` must not; ranked by RediSearch's BM25 scorer (BM25STD by default).
-
-Filters are pushed into FT.SEARCH as TAG matches. Each top-level scalar of the metadata is
-indexed as one token, a digest of (key, type, canonical value): strings by their text,
-booleans as true/false, numbers by their canonical value (an integral number as its
-integer digits, so 1 and 1.0 share a token, others as repr). Lists, objects and null get no
-token, so they never match. Digests keep user text out of the query language entirely and
-sidestep TAG quirks (case folding, trimming, separators). `content_id` is a digest too.
-
-Writes run as Lua scripts: a batch, `replace` (FT.SEARCH for the content's chunks, delete
-them, write the new ones) and `delete` with conditions are each atomic. One Redis server
-(or a single shard): the scripts touch keys found by a search, which a cluster forbids.
+Keys, the marker hash every write script checks, filters as TAG digests, and what is atomic
+(one Redis server or shard): docs/vector_db/redis.md.
 """
 
 from __future__ import annotations
@@ -37,28 +13,11 @@ import json
 import math
 import re
 import struct
-from typing import Any, Iterable, Sequence
+from typing import Any, Unpack
 
-from agentkeep.db.errors import InvalidInputError, NotFoundError
-from agentkeep.vector_db.base import (
-    Chunk,
-    SearchHit,
-    VectorDb,
-    check_candidates,
-    check_choice,
-    check_chunks,
-    check_dimensions,
-    check_filters,
-    check_id,
-    check_ids,
-    check_int,
-    check_name,
-    check_search_type,
-    check_weights,
-    dimension_mismatch,
-    filter_token,
-    rrf_top,
-)
+from agentkeep.db.errors import InvalidInputError
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
+from agentkeep.vector_db.base import chunk_of, dimension_mismatch, filter_token, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -169,6 +128,12 @@ def keyword_clause(query: str) -> str | None:
     return "@terms:(" + " ".join(parts) + ")"
 
 
+def _text(fields: dict[bytes, Any]) -> dict[str, Any]:
+    """A hash's fields by name, its text fields decoded (metadata stays JSON bytes)."""
+    return {k.decode(): v.decode() if k in (b"id", b"content", b"content_id") and v is not None else v
+            for k, v in fields.items()}
+
+
 def _no_index(exc: Exception) -> bool:
     text = str(exc).lower()
     return "no such index" in text or "unknown index name" in text
@@ -177,50 +142,31 @@ def _no_index(exc: Exception) -> bool:
 class RedisVectorDb(VectorDb):
     """A RediSearch index over hashes under one key prefix (Redis Stack 7.2+, or Redis 8)."""
 
-    def __init__(
-        self,
-        name: str,
-        db_url: str = "redis://127.0.0.1:6379/0",
-        *,
-        prefix: str = "agentkeep",
-        dimensions: int | None = None,
-        search_type: str = "vector",
-        distance: str = "cosine",
-        index: str = "hnsw",
-        hnsw_m: int = 16,
-        hnsw_ef_construction: int = 200,
-        ef_runtime: int = 40,
-        scorer: str = "BM25STD",
-        vector_weight: float = 1.0,
-        keyword_weight: float = 1.0,
-        rrf_k: int = 60,
-        hybrid_candidates: int = 40,
-        timeout_ms: int | None = None,
-        client_options: dict | None = None,
-    ) -> None:
+    DISTANCES = _METRICS
+    MAX_DIMENSIONS = MAX_DIMENSIONS
+    ENGINE = "Redis"
+    UNREACHABLE = ("redis.exceptions.ConnectionError", "redis.exceptions.TimeoutError")
+
+    def __init__(self, name: str, db_url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "agentkeep",
+                 index: str = "hnsw", hnsw_m: int = 16, hnsw_ef_construction: int = 200, ef_runtime: int = 40,
+                 scorer: str = "BM25STD", timeout_ms: int | None = None, client_options: dict | None = None,
+                 **options: Unpack[StoreOptions]) -> None:
         from agentkeep.db.redis import check_prefix, parse_url
 
         check_name(name, "name", _NAME, "1..128 letters, digits, '_', '-' or '.'")
         check_prefix(prefix)
         self.name = name
         self.prefix = prefix
-        self.search_type = check_search_type(search_type)
-        check_choice(distance, "distance", _METRICS)
-        if index not in INDEXES:
-            raise InvalidInputError(f"index must be 'hnsw' or 'flat'; got {index!r}")
-        check_choice(scorer, "scorer", SCORERS)
-        self.distance = distance
-        self.index = index
-        self.scorer = scorer
+        super().__init__(**options)
+        self.index = check_choice(index, "index", INDEXES)
+        self.scorer = check_choice(scorer, "scorer", SCORERS)
         self.hnsw_m = check_int(hnsw_m, "hnsw_m", 1, 512)
         self.hnsw_ef_construction = check_int(hnsw_ef_construction, "hnsw_ef_construction", 1, 4096)
         self.ef_runtime = check_int(ef_runtime, "ef_runtime", 1, 10_000)
         self.timeout_ms = None if timeout_ms is None else check_int(timeout_ms, "timeout_ms", 1, 3_600_000)
-        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
-        self.hybrid_candidates = check_candidates(hybrid_candidates)
-        self.dimensions = None if dimensions is None else self._check_dimensions(dimensions)
         self.url, self.location = parse_url(db_url)
         self.index_name = f"{prefix}:vdb:{name}"
+        self.label = f"vector store {self.index_name}"
         self._marker = self.index_name.encode()
         self._key_prefix = f"{self.index_name}:".encode()
         self._stored_index: str | None = None  # the existing index's kind, once read
@@ -230,20 +176,12 @@ class RedisVectorDb(VectorDb):
         # the replies are parsed here as RESP2 arrays of bytes (vectors are binary)
         options = {**(client_options or {}), "protocol": 2, "decode_responses": False}
         self._client = redis.Redis.from_url(db_url, **options)
-        self._write = self._client.register_script(_WRITE)
-        self._delete = self._client.register_script(_DELETE)
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_dimensions(dimensions: Any) -> int:
-        return check_dimensions(dimensions, MAX_DIMENSIONS)
+        self._owns_client = True
+        self._write_script = self._client.register_script(_WRITE)
+        self._delete_script = self._client.register_script(_DELETE)
 
     def _key(self, chunk_id: str) -> bytes:
         return self._key_prefix + _utf8(chunk_id, "chunk id")
-
-    def _missing(self) -> str:
-        return f"vector store {self.index_name} does not exist: call create() first"
 
     def _call(self, fn, *args, **kwargs):
         """Run a client call; a missing index or store becomes NotFoundError."""
@@ -254,34 +192,23 @@ class RedisVectorDb(VectorDb):
         except redis.ResponseError as exc:
             text = str(exc)
             if _MISSING in text or _no_index(exc):
-                raise NotFoundError(self._missing()) from None
+                raise self._gone() from None
             if _DIMENSIONS in text:
-                self._stored_index = None
+                self._known = False
                 stored = text.split(_DIMENSIONS, 1)[1].strip()
-                raise dimension_mismatch(f"vector store {self.index_name}", stored, self.dimensions) from None
+                raise dimension_mismatch(self.label, stored, self.dimensions) from None
             raise
 
-    def _ready(self) -> None:
-        """Learn the store's dimensions, distance and index kind once (NotFoundError: no store)."""
-        if self._stored_index is not None:
-            return
+    def _stored_dimensions(self) -> int | None:
+        """From the store's marker: its dimensions; its distance must be this one's."""
         dims, distance, index = self._client.hmget(self._marker, ["dimensions", "distance", "index"])
         if dims is None:
-            raise NotFoundError(self._missing())
-        self._agree(int(dims), distance.decode())
-        self._stored_index = index.decode()
-
-    def _agree(self, dims: int, distance: str) -> None:
-        self._check_distance(distance)
-        if self.dimensions is not None and self.dimensions != dims:
-            raise dimension_mismatch(f"vector store {self.index_name}", dims, self.dimensions)
-        self.dimensions = dims
-
-    def _check_distance(self, distance: str) -> None:
-        if distance != self.distance:  # the index's metric decides what a score means
+            return None
+        if distance.decode() != self.distance:  # the index's metric decides what a score means
             raise InvalidInputError(
-                f"vector store {self.index_name} was created for distance {distance!r}, not {self.distance!r}"
-            )
+                f"{self.label} was created for distance {distance.decode()!r}, not {self.distance!r}")
+        self._stored_index = index.decode()
+        return int(dims)
 
     def _index_info(self) -> tuple[int, str, str] | None:
         """(dimensions, distance, index kind) of the existing index, or None."""
@@ -311,10 +238,8 @@ class RedisVectorDb(VectorDb):
         return (f"RedisVectorDb {self.index_name} on Redis {server}, RediSearch "
                 f"{v // 10000}.{v // 100 % 100}.{v % 100} at {self.location}")
 
-    def close(self) -> None:
-        self._client.close()
-
-    # -- lifecycle --------------------------------------------------------------------------
+    def _location(self) -> str:
+        return self.location
 
     def _create_args(self, dims: int) -> list[Any]:
         if self.index == "hnsw":
@@ -328,34 +253,23 @@ class RedisVectorDb(VectorDb):
             "vec", "VECTOR", *vector,
         ]
 
-    def create(self, dimensions: int | None = None) -> None:
+    def _create_store(self, dimensions: int) -> None:
+        """FT.CREATE (unless another process made the index first), then the marker, from the
+        index as it is."""
         import redis
 
-        if dimensions is not None:
-            self._check_dimensions(dimensions)
-        wanted = dimensions or self.dimensions
-        info = self._index_info()
-        if info is None:
-            if wanted is None:
-                raise InvalidInputError("create() needs dimensions= (or RedisVectorDb(dimensions=...)) the first time")
-            try:
-                self._client.execute_command(*self._create_args(wanted))
-            except redis.ResponseError as exc:
-                if "already exists" not in str(exc).lower():  # another process created it meanwhile
-                    raise
-            info = self._index_info()
-        dims, distance, index = info
-        if wanted is not None and wanted != dims:
-            raise dimension_mismatch(f"vector store {self.index_name}", dims, wanted)
-        self._check_distance(distance)
-        self.dimensions = dims  # the store as it now is decides (after a drop it may differ)
+        try:
+            self._client.execute_command(*self._create_args(dimensions))
+        except redis.ResponseError as exc:
+            if "already exists" not in str(exc).lower():
+                raise
+        dims, distance, index = self._index_info()
         self._client.hset(self._marker, mapping={"dimensions": dims, "distance": distance, "index": index})
-        self._stored_index = index
 
-    def exists(self) -> bool:
+    def _exists(self) -> bool:
         return bool(self._client.exists(self._marker))
 
-    def drop(self) -> None:
+    def _drop_store(self) -> None:
         import redis
 
         self._client.delete(self._marker)  # from here on every write fails
@@ -364,9 +278,6 @@ class RedisVectorDb(VectorDb):
         except redis.ResponseError as exc:
             if not _no_index(exc):
                 raise
-        self._stored_index = None
-
-    # -- writes -----------------------------------------------------------------------------
 
     def _fields(self, c: Chunk) -> list[Any]:
         where = f"chunk {c.id!r}"
@@ -390,45 +301,24 @@ class RedisVectorDb(VectorDb):
             fields += [b"vec" if indexed else b"embedding", blob]
         return fields
 
-    def _run_write(self, chunks: list[Chunk], removal: str) -> None:
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
+        """One script: with `content_id` (replace), the content's chunks go first."""
         keys = [self._marker]
-        args: list[Any] = [self.dimensions, self.index_name, removal]
+        args: list[Any] = [self.dimensions, self.index_name, "" if content_id is None else condition(content_id, {})]
         for c in chunks:
             fields = self._fields(c)
             keys.append(self._key(c.id))
             args += [len(fields) // 2, *fields]
-        self._call(self._write, keys=keys, args=args)
+        self._call(self._write_script, keys=keys, args=args)
 
-    def upsert(self, chunks: Iterable[Chunk]) -> int:
-        self._ready()
-        checked = check_chunks(chunks, self.dimensions)
-        if checked:
-            self._run_write(checked, "")
-        return len(checked)
-
-    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
-        check_id(content_id, "content_id")
-        self._ready()
-        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
-        self._run_write(checked, condition(content_id, {}))
-        return len(checked)
-
-    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
-        ids, content_id, filters = self._delete_args(ids, content_id, filters)
+    def _delete(self, ids, content_id, filters) -> int:
         where = condition(content_id, filters)
+        if ids is not None and where and len(ids) > 1000:
+            return sum(self._delete(ids[i:i + 1000], content_id, filters) for i in range(0, len(ids), 1000))
         keys = [self._marker] + [self._key(i) for i in ids or ()]
-        if ids == []:
-            keys = keys[:1]  # no chunk can match; still report a missing store
-            where = ""
-        elif ids is not None and where and len(ids) > 1000:
-            return sum(self.delete(ids=ids[i:i + 1000], content_id=content_id, filters=filters)
-                       for i in range(0, len(ids), 1000))
-        return int(self._call(self._delete, keys=keys, args=[self.index_name, where]))
+        return int(self._call(self._delete_script, keys=keys, args=[self.index_name, where]))
 
-    # -- reads ------------------------------------------------------------------------------
-
-    def get(self, ids: Sequence[str]) -> list[Chunk]:
-        ids = check_ids(ids)
+    def _get(self, ids: list[str]) -> list[Chunk]:
         keys = [self._key(i) for i in ids]
         pipe = self._client.pipeline(transaction=True)
         pipe.exists(self._marker)
@@ -436,18 +326,10 @@ class RedisVectorDb(VectorDb):
             pipe.hmget(key, [b"id", b"content", b"content_id", b"metadata", b"position", b"vec", b"embedding"])
         found, *rows = pipe.execute()
         if not found:
-            raise NotFoundError(self._missing())
-        out = []
-        for row in rows:
-            if row[0] is None:
-                continue
-            vec = row[5] if row[5] is not None else row[6]
-            out.append(Chunk(
-                id=row[0].decode(), content=row[1].decode(), content_id=None if row[2] is None else row[2].decode(),
-                metadata=json.loads(row[3]), position=int(row[4]),
-                embedding=None if vec is None else list(struct.unpack(f"<{len(vec) // 4}f", vec)),
-            ))
-        return out
+            raise self._gone()
+        blobs = [row[5] if row[5] is not None else row[6] for row in rows]
+        vectors = [None if b is None else list(struct.unpack(f"<{len(b) // 4}f", b)) for b in blobs]
+        return [chunk_of(_text(dict(zip(_RETURN, row))), v) for row, v in zip(rows, vectors) if row[0] is not None]
 
     def _search_tail(self, n: int) -> list[Any]:
         tail: list[Any] = ["LIMIT", 0, n, "DIALECT", 2]
@@ -455,10 +337,8 @@ class RedisVectorDb(VectorDb):
             tail += ["TIMEOUT", self.timeout_ms]
         return tail
 
-    def count(self, *, content_id=None, filters=None) -> int:
-        if content_id is not None:
-            check_id(content_id, "content_id")
-        where = condition(content_id, check_filters(filters)) or "*"
+    def _count(self, content_id, filters) -> int:
+        where = condition(content_id, filters) or "*"
         reply = self._call(self._client.execute_command, "FT.SEARCH", self.index_name, where, "NOCONTENT",
                            *self._search_tail(0))
         return int(reply[0])
@@ -467,9 +347,7 @@ class RedisVectorDb(VectorDb):
         """The FT.SEARCH commands `search` sends (one, or two for hybrid), for inspection."""
         self._ready()
         kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        n = limit if kind != "hybrid" else max(limit, self.hybrid_candidates)
-        return [c for c in (self._vector_command(embedding, n, filters) if kind != "keyword" else None,
-                            self._keyword_command(query, n, filters) if kind != "vector" else None) if c]
+        return list(self._commands(kind, query, embedding, self._candidate_count(kind, limit), filters).values())
 
     def _vector_command(self, embedding: list[float], n: int, filters: dict) -> list[Any]:
         ef = f" EF_RUNTIME {max(self.ef_runtime, n)}" if self._stored_index == "hnsw" else ""
@@ -490,51 +368,29 @@ class RedisVectorDb(VectorDb):
     def _score(self, dist: float) -> float:
         if math.isnan(dist):  # a zero query vector under cosine: no direction, no similarity
             return 0.0
-        if self.distance == "cosine":
-            return 1.0 - dist
-        if self.distance == "inner_product":
-            return 1.0 - dist  # RediSearch's IP distance is 1 - dot
-        return 1.0 / (1.0 + max(dist, 0.0) ** 0.5)  # L2 reports the squared distance
+        if self.distance == "l2":
+            return 1.0 / (1.0 + max(dist, 0.0) ** 0.5)  # L2 reports the squared distance
+        return 1.0 - dist  # cosine: 1 - cos; RediSearch's IP distance is 1 - dot
 
     @staticmethod
-    def _hits(reply: list[Any], scored: bool) -> list[tuple[Chunk, float]]:
-        """FT.SEARCH's reply as (chunk, raw score) in the reply's order."""
-        out = []
-        step = 3 if scored else 2
-        for i in range(1, len(reply), step):
-            raw = reply[i + step - 1]
-            f = dict(zip(raw[::2], raw[1::2]))
-            cid = f.get(b"content_id")
-            chunk = Chunk(id=f[b"id"].decode(), content=f[b"content"].decode(),
-                          content_id=None if cid is None else cid.decode(), metadata=json.loads(f[b"metadata"]),
-                          position=int(f[b"position"]))
-            out.append((chunk, float(reply[i + 1] if scored else f[b"__dist"])))
-        return out
+    def _hits(reply: list[Any], score) -> list[SearchHit]:
+        """FT.SEARCH's reply as hits; `score(distance)`, or None for WITHSCORES's score."""
+        step = 3 if score is None else 2
+        fields = [(reply[i + 1], dict(zip(reply[i + step - 1][::2], reply[i + step - 1][1::2])))
+                  for i in range(1, len(reply), step)]
+        return [hit_of(_text(f), float(raw) if score is None else score(float(f[b"__dist"]))) for raw, f in fields]
 
-    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        n = limit if kind != "hybrid" else max(limit, self.hybrid_candidates)
+    def _commands(self, kind, query, embedding, n, filters) -> dict[str, list[Any]]:
+        commands = {"vector": self._vector_command(embedding, n, filters) if kind != "keyword" else None,
+                    "keyword": self._keyword_command(query, n, filters) if kind != "vector" else None}
+        return {name: command for name, command in commands.items() if command is not None}
+
+    def _candidates(self, kind, query, embedding, n, filters):
+        """The commands `kind` needs, in one pipeline."""
+        commands = self._commands(kind, query, embedding, n, filters)
         pipe = self._client.pipeline(transaction=False)
-        vector_command = self._vector_command(embedding, n, filters) if kind != "keyword" else None
-        keyword_command = self._keyword_command(query, n, filters) if kind != "vector" else None
-        for command in (vector_command, keyword_command):
-            if command is not None:
-                pipe.execute_command(*command)
-        replies = self._call(pipe.execute) if len(pipe) else []
-        vector: list[tuple[Chunk, float]] = []
-        keyword: list[tuple[Chunk, float]] = []
-        if vector_command is not None:
-            vector = [(c, self._score(d)) for c, d in self._hits(replies.pop(0), scored=False)]
-            vector.sort(key=lambda item: (-item[1], item[0].id))
-        if keyword_command is not None:
-            keyword = self._hits(replies.pop(0), scored=True)
-            keyword.sort(key=lambda item: (-item[1], item[0].id))
-        if kind == "vector":
-            ranked = vector[:limit]
-        elif kind == "keyword":
-            ranked = keyword[:limit]
-        else:
-            ranked = rrf_top([c for c, _ in vector], [c for c, _ in keyword], limit, key=lambda c: c.id,
-                             vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)
-        return [SearchHit(**c.model_dump(exclude={"embedding"}), score=s) for c, s in ranked]
+        for command in commands.values():
+            pipe.execute_command(*command)
+        replies = dict(zip(commands, self._call(pipe.execute) if commands else []))
+        return (self._hits(replies["vector"], self._score) if "vector" in replies else [],
+                self._hits(replies["keyword"], None) if "keyword" in replies else [])

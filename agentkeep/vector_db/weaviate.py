@@ -3,35 +3,9 @@
     WeaviateDb("MyKb", url="http://localhost:8080")                  # gRPC on 50051
     WeaviateDb("MyKb", client=weaviate.connect_to_weaviate_cloud(...))
 
-One collection per knowledge base, vectors self-provided (no vectorizer), HNSW with the chosen
-distance (cosine, l2-squared or dot). Every object's UUID is uuid5 of its chunk id, and its
-properties are:
-
-    chunk_id, content_id   TEXT, tokenization FIELD (exact match), filterable
-    content                TEXT, not indexed
-    position               INT
-    metadata               TEXT: the metadata's JSON, so it round-trips exactly
-    terms                  TEXT, tokenization WHITESPACE, searchable and filterable: agentkeep's
-                           keyword terms of the content (lowercased, stopword-free, stemmed)
-    m{s,n,b}_<hash>        one property per top-level scalar metadata key and type: TEXT (FIELD),
-                           NUMBER or BOOL, so the filter type rules hold (1 matches 1.0, true
-                           does not match 1, "1" does not match 1); lists and objects get none
-
-Weaviate cannot filter inside an OBJECT property, hence the flattened, type-tagged copies; they
-are added to the schema (with exact-match tokenization) before the objects that need them.
-
-Search types: "vector" is `near_vector` (Weaviate filters inside the HNSW search, so filtered
-searches do not come back short); "keyword" is `bm25` on `terms` with the AND operator (every
-term must match; stopwords off, since the terms are already stopword-free), a `-term` is a
-`Filter.not_(terms contains_any ...)`; "hybrid" fuses the two native candidate lists with
-`rrf_fuse`. Weaviate's own `hybrid` (fusion RANKED or RELATIVE_SCORE) is available with
-`fusion=`, but it is not the suite's fusion: RANKED is RRF with a fixed constant (60, on 0-based
-ranks, so k=59 in the suite's terms), weights `alpha`/`1 - alpha`, and candidate lists sized by
-the server; RELATIVE_SCORE min-max-normalizes the two scores and adds them.
-
-The module is a translation layer (pure functions building request documents) and a thin
-executor that turns them into client calls. Not verified against a live service (no Weaviate
-server can run where it was written): the translation is unit-tested.
+Not verified against a live service: the translation is unit-tested. The schema (a flattened,
+type-tagged property per metadata key), the searches and Weaviate's own `fusion=`:
+docs/vector_db/weaviate.md.
 """
 
 from __future__ import annotations
@@ -41,29 +15,12 @@ import json
 import math
 import re
 import uuid
-from typing import Any, Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any, Unpack
 
-from agentkeep.db.errors import DbError, InvalidInputError, NotFoundError
-from agentkeep.vector_db.base import (
-    Chunk,
-    SearchHit,
-    VectorDb,
-    check_candidates,
-    check_choice,
-    check_chunks,
-    check_dimensions,
-    check_filters,
-    check_id,
-    check_ids,
-    check_int,
-    check_name,
-    check_number,
-    check_search_type,
-    check_weights,
-    dimension_mismatch,
-    filter_scalar,
-    rrf_top,
-)
+from agentkeep.db.errors import DbError, InvalidInputError
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
+from agentkeep.vector_db.base import check_name, check_number, chunk_of, filter_scalar, hit_of, ranked
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -120,12 +77,9 @@ def object_doc(chunk: Chunk) -> dict[str, Any]:
     """The object written for a (checked) chunk: uuid, properties, vector, and the specs of the
     metadata properties it needs."""
     properties: dict[str, Any] = {
-        "chunk_id": chunk.id,
-        "content": chunk.content,
-        "position": chunk.position,
+        "chunk_id": chunk.id, "content": chunk.content, "position": chunk.position,
         "metadata": json.dumps(chunk.metadata, ensure_ascii=False, separators=(",", ":")),
-        "terms": " ".join(keyword_terms(chunk.content)),
-    }
+        "terms": " ".join(keyword_terms(chunk.content))}
     if chunk.content_id is not None:
         properties["content_id"] = chunk.content_id
     specs = {}
@@ -258,108 +212,61 @@ class WeaviateDb(VectorDb):
     """A Weaviate collection. Give `client` (a connected `weaviate.WeaviateClient`, left open by
     close()) or `url` (and `grpc_port`, `api_key`) for a connection of its own."""
 
-    def __init__(
-        self,
-        collection: str,
-        url: str | None = None,
-        *,
-        client: Any = None,
-        grpc_port: int = 50051,
-        api_key: str | None = None,
-        dimensions: int | None = None,
-        search_type: str = "vector",
-        distance: str = "cosine",
-        ef: int = -1,
-        ef_construction: int = 128,
-        max_connections: int = 32,
-        bm25_k1: float = 1.2,
-        bm25_b: float = 0.75,
-        fusion: str | None = None,
-        vector_weight: float = 1.0,
-        keyword_weight: float = 1.0,
-        rrf_k: int = 60,
-        hybrid_candidates: int = 40,
-    ) -> None:
+    DISTANCES = DISTANCES
+    ENGINE = "Weaviate"
+    UNREACHABLE = ("weaviate.exceptions.WeaviateConnectionError",)
+
+    def __init__(self, collection: str, url: str | None = None, *, client: Any = None, grpc_port: int = 50051,
+                 api_key: str | None = None, ef: int = -1, ef_construction: int = 128, max_connections: int = 32,
+                 bm25_k1: float = 1.2, bm25_b: float = 0.75, fusion: str | None = None,
+                 **options: Unpack[StoreOptions]) -> None:
         self.collection = collection_name(collection)
-        self.search_type = check_search_type(search_type)
-        check_choice(distance, "distance", DISTANCES)
-        if fusion not in FUSIONS:
-            raise InvalidInputError(f"fusion must be None, 'ranked' or 'relative_score'; got {fusion!r}")
-        self.distance, self.fusion = distance, fusion
+        super().__init__(**options)
+        self.label = f"Weaviate collection {self.collection}"
+        self.fusion = check_choice(fusion, "fusion", FUSIONS)
         self.ef = check_int(ef, "ef", -1, 10_000)
         self.ef_construction = check_int(ef_construction, "ef_construction", 4, 10_000)
         self.max_connections = check_int(max_connections, "max_connections", 4, 10_000)
         self.bm25_k1 = check_number(bm25_k1, "bm25_k1", 0, 10)
         self.bm25_b = check_number(bm25_b, "bm25_b", 0, 10)
-        self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
-        self.hybrid_candidates = check_candidates(hybrid_candidates)
-        self.dimensions = None if dimensions is None else check_dimensions(dimensions)
-        self._known: set[str] | None = None  # property names in the schema
+        self._properties: set[str] | None = None  # property names in the schema
         if (client is None) == (url is None):
             raise InvalidInputError("give either url= or client= (a connected weaviate.WeaviateClient)")
-        self._owned = client is None
+        self._url = url
+        self._owns_client = client is None
         self._client = client if client is not None else _connect(url, grpc_port, api_key)
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _missing(self) -> str:
-        return f"Weaviate collection {self.collection} does not exist: call create() first"
 
     def _handle(self):
         return self._client.collections.get(self.collection)
 
-    def _run(self, fn):
-        """Run fn(collection); an error on a collection that is gone becomes NotFoundError."""
-        from weaviate.exceptions import WeaviateBaseError
+    def _store_gone(self, exc: Exception) -> bool:
+        from agentkeep.db.connection import raised_as
 
-        try:
-            return fn(self._handle())
-        except WeaviateBaseError:
-            if not self._client.collections.exists(self.collection):
-                self._known = None
-                raise NotFoundError(self._missing()) from None
-            raise
-
-    def _ready(self, write: bool = False) -> None:
-        """The dimensions and schema are known. Writes first check that the collection exists:
-        Weaviate's auto-schema would otherwise create a default one. Reads of a missing
-        collection fail in `_run`."""
-        if write and not self._client.collections.exists(self.collection):
-            self._known = None
-            raise NotFoundError(self._missing())
-        if self.dimensions is None or self._known is None:
-            self._load_schema()
-
-    def _load_schema(self) -> None:
-        config = self._run(lambda c: c.config.get())
-        found = parse_description(config.description)
-        if found is None:
-            raise InvalidInputError(f"Weaviate collection {self.collection} was not created by agentkeep")
-        if self.dimensions is not None and self.dimensions != found[0]:
-            raise dimension_mismatch(f"Weaviate collection {self.collection}", found[0], self.dimensions)
-        self.dimensions = found[0]
-        self._known = {p.name for p in config.properties}
+        if raised_as(exc, "weaviate.exceptions.WeaviateBaseError") and not self._exists():
+            self._properties = None
+            return True
+        return False
 
     def _known_for(self, filters: dict) -> set[str]:
         """The schema's property names, reloaded when a filter names one not seen yet (another
         process may have added it)."""
-        if self._known is None or any(
-                (m := meta_property(k, v)) is not None and m[0] not in self._known for k, v in filters.items()):
-            self._load_schema()
-        return self._known or set()
+        if self._properties is None or any(
+                (m := meta_property(k, v)) is not None and m[0] not in self._properties for k, v in filters.items()):
+            self._stored_dimensions()
+        return self._properties or set()
 
     def _add_properties(self, specs: dict[str, dict]) -> None:
         from weaviate.exceptions import WeaviateBaseError
 
         for name, spec in specs.items():
-            if name in (self._known or set()):
+            if name in (self._properties or set()):
                 continue
             try:
-                self._run(lambda c: c.config.add_property(to_property(spec)))
+                self._handle().config.add_property(to_property(spec))
             except WeaviateBaseError as exc:  # another writer added it first
                 if "already exists" not in str(exc):
                     raise
-            (self._known or set()).add(name)
+            (self._properties or set()).add(name)
 
     def describe(self) -> str:
         try:
@@ -368,113 +275,82 @@ class WeaviateDb(VectorDb):
             version = "?"
         return f"WeaviateDb {self.collection} on Weaviate {version}"
 
-    def close(self) -> None:
-        if self._owned:
-            self._client.close()
+    def _location(self) -> str:
+        return self._url or "the client's server"
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def _stored_dimensions(self) -> int | None:
+        """The dimensions in the collection's description; the schema's property names too."""
+        if not self._client.collections.exists(self.collection):
+            return None
+        config = self._handle().config.get()
+        found = parse_description(config.description)
+        if found is None:
+            raise InvalidInputError(f"{self.label} was not created by agentkeep")
+        self._properties = {p.name for p in config.properties}
+        return found[0]
 
-    def create(self, dimensions: int | None = None) -> None:
-        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
-                                       or not 1 <= dimensions <= 65_535):
-            raise InvalidInputError(f"dimensions must be an integer in 1..65535, got {dimensions!r}")
-        wanted = dimensions or self.dimensions
-        if self._client.collections.exists(self.collection):
-            stored = parse_description(self._handle().config.get().description)
-            if stored is not None and wanted is not None and stored[0] != wanted:
-                raise dimension_mismatch(f"Weaviate collection {self.collection}", stored[0], wanted)
-            self.dimensions = None if stored is None else stored[0]
-            self._load_schema()
-            return
-        if wanted is None:
-            raise InvalidInputError("create() needs dimensions= (or WeaviateDb(dimensions=...)) to create the collection")
+    def _create_store(self, dimensions: int) -> None:
         self._client.collections.create(**collection_config(
-            self.collection, wanted, self.distance, ef=self.ef, ef_construction=self.ef_construction,
+            self.collection, dimensions, self.distance, ef=self.ef, ef_construction=self.ef_construction,
             max_connections=self.max_connections, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b))
-        self.dimensions = wanted
-        self._known = {p["name"] for p in base_properties()}
 
-    def exists(self) -> bool:
+    def _exists(self) -> bool:
         return bool(self._client.collections.exists(self.collection))
 
-    def drop(self) -> None:
+    def _drop_store(self) -> None:
+        self._properties = None
         if self._client.collections.exists(self.collection):
             self._client.collections.delete(self.collection)
-        self._known = None
 
-    # -- writes -----------------------------------------------------------------------------
-
-    def _write(self, chunks: list[Chunk]) -> None:
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
+        """Checks first that the collection exists (Weaviate's auto-schema would otherwise make
+        a default one). `replace` writes the new chunks, then deletes the content's others
+        (Weaviate has no transactions: a reader in between sees both)."""
         from weaviate.classes.data import DataObject
 
-        docs = [object_doc(c) for c in chunks]
-        self._add_properties({n: s for d in docs for n, s in d["specs"].items()})
-        objects = [DataObject(properties=d["properties"], uuid=d["uuid"], vector=d["vector"]) for d in docs]
-        result = self._run(lambda c: c.data.insert_many(objects))
-        if result.has_errors:
-            first = next(iter(result.errors.values()))
-            raise DbError(f"Weaviate refused {len(result.errors)} of {len(objects)} objects: {first.message}")
-
-    def upsert(self, chunks: Iterable[Chunk]) -> int:
-        self._ready(write=True)
-        checked = check_chunks(chunks, self.dimensions)
-        if checked:
-            self._write(checked)
-        return len(checked)
-
-    def replace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
-        """Writes the new chunks, then deletes the content's others (Weaviate has no
-        transactions: a reader in between sees both)."""
-        check_id(content_id, "content_id")
-        self._ready(write=True)
-        checked = [c.model_copy(update={"content_id": content_id}) for c in check_chunks(chunks, self.dimensions)]
-        if checked:
-            self._write(checked)
-        keep = [{"op": "not", "filter": {"op": "id_in", "value": [object_uuid(c.id) for c in checked]}}] if checked else []
-        self._delete_where(filter_doc(None, content_id, {}, extra=keep))
-        return len(checked)
+        if not self._client.collections.exists(self.collection):
+            raise self._gone()
+        if chunks:
+            docs = [object_doc(c) for c in chunks]
+            self._add_properties({n: s for d in docs for n, s in d["specs"].items()})
+            objects = [DataObject(properties=d["properties"], uuid=d["uuid"], vector=d["vector"]) for d in docs]
+            result = self._handle().data.insert_many(objects)
+            if result.has_errors:
+                first = next(iter(result.errors.values()))
+                raise DbError(f"Weaviate refused {len(result.errors)} of {len(objects)} objects: {first.message}")
+        if content_id is not None:
+            keep = [{"op": "not", "filter": {"op": "id_in", "value": [object_uuid(c.id) for c in chunks]}}] \
+                if chunks else []
+            self._delete_where(filter_doc(None, content_id, {}, extra=keep))
 
     def _delete_where(self, doc: dict) -> int:
         where, total = to_filter(doc), 0
         while True:
-            result = self._run(lambda c: c.data.delete_many(where=where))
+            result = self._handle().data.delete_many(where=where)
             total += result.successful
             if result.matches < MAX_FETCH or result.successful == 0:
                 return total
 
-    def delete(self, *, ids=None, content_id=None, filters=None) -> int:
-        ids, content_id, filters = self._delete_args(ids, content_id, filters)
-        self._ready(write=True)
-        if ids == []:
-            return 0
+    def _delete(self, ids, content_id, filters) -> int:
+        if not self._client.collections.exists(self.collection):
+            raise self._gone()
         doc = filter_doc(ids, content_id, filters, self._known_for(filters))
         return 0 if doc == NOTHING else self._delete_where(doc)
 
-    # -- reads ------------------------------------------------------------------------------
+    def _get(self, ids: list[str]) -> list[Chunk]:
+        found = []
+        for batch in batches(ids, 1000):
+            result = self._handle().query.fetch_objects(
+                filters=to_filter(filter_doc(batch, None, {})), limit=len(batch), include_vector=True,
+                return_properties=RETURN_PROPERTIES)
+            found += [chunk_of(obj.properties, _vector(obj.vector), id_key="chunk_id") for obj in result.objects]
+        return found
 
-    def get(self, ids: Sequence[str]) -> list[Chunk]:
-        ids = check_ids(ids)
-        self._ready()
-        found: dict[str, Chunk] = {}
-        for start in range(0, len(ids), 1000):
-            part = ids[start:start + 1000]
-            result = self._run(lambda c: c.query.fetch_objects(
-                filters=to_filter(filter_doc(part, None, {})), limit=len(part), include_vector=True,
-                return_properties=RETURN_PROPERTIES))
-            for obj in result.objects:
-                chunk = _chunk(obj.properties, _vector(obj.vector))
-                found[chunk.id] = chunk
-        return [found[i] for i in ids if i in found]
-
-    def count(self, *, content_id=None, filters=None) -> int:
-        if content_id is not None:
-            check_id(content_id, "content_id")
-        filters = check_filters(filters)
-        self._ready()
+    def _count(self, content_id, filters) -> int:
         doc = filter_doc(None, content_id, filters, self._known_for(filters))
         if doc == NOTHING:
             return 0
-        return int(self._run(lambda c: c.aggregate.over_all(total_count=True, filters=to_filter(doc))).total_count)
+        return int(self._handle().aggregate.over_all(total_count=True, filters=to_filter(doc)).total_count)
 
     def search_requests(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[dict]:
         """The query documents `search` sends."""
@@ -487,40 +363,38 @@ class WeaviateDb(VectorDb):
                                candidates=self.hybrid_candidates, fusion=self.fusion,
                                vector_weight=self.vector_weight, keyword_weight=self.keyword_weight)
 
-    def _send(self, request: dict) -> list[tuple[dict, float]]:
+    def _send(self, request: dict) -> list[SearchHit]:
         from weaviate.classes.query import BM25Operator, HybridFusion, MetadataQuery
 
         where = to_filter(request["filters"])
         if request["kind"] == "near_vector":
-            result = self._run(lambda c: c.query.near_vector(
+            result = self._handle().query.near_vector(
                 near_vector=request["vector"], limit=request["limit"], filters=where,
-                return_metadata=MetadataQuery(distance=True), return_properties=RETURN_PROPERTIES))
-            return [(o.properties, score_from_distance(self.distance, o.metadata.distance)) for o in result.objects]
+                return_metadata=MetadataQuery(distance=True), return_properties=RETURN_PROPERTIES)
+            return [_hit(o.properties, score_from_distance(self.distance, o.metadata.distance)) for o in result.objects]
         if request["kind"] == "bm25":
-            result = self._run(lambda c: c.query.bm25(
+            result = self._handle().query.bm25(
                 query=request["query"], query_properties=request["properties"], operator=BM25Operator.and_(),
                 limit=request["limit"], filters=where, return_metadata=MetadataQuery(score=True),
-                return_properties=RETURN_PROPERTIES))
+                return_properties=RETURN_PROPERTIES)
         else:
             fusion = {"ranked": HybridFusion.RANKED, "relative_score": HybridFusion.RELATIVE_SCORE}[request["fusion"]]
-            result = self._run(lambda c: c.query.hybrid(
+            result = self._handle().query.hybrid(
                 query=request["query"], vector=request["vector"], alpha=request["alpha"], fusion_type=fusion,
                 query_properties=request["properties"], bm25_operator=BM25Operator.and_(), limit=request["limit"],
-                filters=where, return_metadata=MetadataQuery(score=True), return_properties=RETURN_PROPERTIES))
-        return [(o.properties, float(o.metadata.score)) for o in result.objects]
+                filters=where, return_metadata=MetadataQuery(score=True), return_properties=RETURN_PROPERTIES)
+        return [_hit(o.properties, float(o.metadata.score)) for o in result.objects]
 
-    def search(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[SearchHit]:
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        lists = {r["kind"]: self._send(r) for r in self._requests(kind, query, embedding, limit, filters)}
-        if kind != "hybrid" or "hybrid" in lists:
-            ranked = [(props, score) for found in lists.values() for props, score in found]
-            ranked.sort(key=lambda item: (-item[1], item[0]["chunk_id"]))
-            return [_hit(props, score) for props, score in ranked[:limit]]
-        top = rrf_top([p for p, _ in lists.get("near_vector", [])], [p for p, _ in lists.get("bm25", [])], limit,
-                      key=lambda p: p["chunk_id"], vector_weight=self.vector_weight,
-                      keyword_weight=self.keyword_weight, k=self.rrf_k)
-        return [_hit(props, score) for props, score in top]
+    def _search(self, kind, query, embedding, limit, filters):
+        """With `fusion=`, a hybrid search is Weaviate's own (one request, its fusion)."""
+        requests = self._requests(kind, query, embedding, limit, filters)
+        if kind == "hybrid" and requests and requests[0]["kind"] == "hybrid":
+            return ranked(self._send(requests[0]))[:limit]
+        return super()._search(kind, query, embedding, limit, filters)
+
+    def _candidates(self, kind, query, embedding, n, filters):
+        lists = {r["kind"]: self._send(r) for r in self._requests(kind, query, embedding, n, filters)}
+        return lists.get("near_vector", []), lists.get("bm25", [])
 
 
 def _connect(url: str, grpc_port: int, api_key: str | None):
@@ -548,11 +422,5 @@ def _vector(value: Any) -> list[float] | None:
     return None if not value else [float(x) for x in value]
 
 
-def _chunk(props: dict[str, Any], embedding: list[float] | None) -> Chunk:
-    return Chunk(id=props["chunk_id"], content=props.get("content") or "", content_id=props.get("content_id"),
-                 embedding=embedding, metadata=json.loads(props.get("metadata") or "{}"),
-                 position=int(props.get("position") or 0))
-
-
 def _hit(props: dict[str, Any], score: float) -> SearchHit:
-    return SearchHit(**_chunk(props, None).model_dump(exclude={"embedding"}), score=score)
+    return hit_of(props, score, id_key="chunk_id")

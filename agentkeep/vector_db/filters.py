@@ -1,0 +1,136 @@
+"""Metadata filters: their check, their reference semantics, and canonical forms of filter
+values for stores that index typed copies of the metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from agentkeep.db.errors import InvalidInputError
+
+__all__ = ["INT64", "check_filters", "filter_scalar", "filter_term", "filter_terms", "filter_token", "matches",
+           "number_forms", "tagged_value", "typed_scalar"]
+
+_LONG_VALUE = 256  # longer tagged values and filter terms are replaced by their SHA-256
+_LONG_TERM = 512
+INT64 = 2**63  # engines with 64-bit integers hold -INT64 <= i < INT64
+
+
+def check_filters(filters: Any) -> dict[str, Any]:
+    """A metadata filter: top-level key -> str/int/float/bool, matched by equality, AND-ed."""
+    if filters is None:
+        return {}
+    if not isinstance(filters, dict):
+        raise InvalidInputError(f"filters must be a dict of metadata key -> value, got {type(filters).__name__}")
+    for key, value in filters.items():
+        if not isinstance(key, str) or not key or "\x00" in key:
+            raise InvalidInputError(f"filter keys must be non-empty strings without NUL, got {key!r}")
+        if not isinstance(value, (str, int, float)):  # bool is an int
+            raise InvalidInputError(
+                f"filter {key!r}: values must be str, int, float or bool, got {type(value).__name__} "
+                "(only equality on top-level keys is supported)"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"filter {key!r}: {value} cannot be matched")
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInputError(f"filter {key!r}: values must not contain NUL characters")
+    return dict(filters)
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored is wanted
+    if isinstance(wanted, str):
+        return isinstance(stored, str) and stored == wanted
+    return isinstance(stored, (int, float)) and stored == wanted
+
+
+def matches(metadata: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """The reference semantics of a (checked) metadata filter."""
+    return all(key in metadata and _same(metadata[key], value) for key, value in filters.items())
+
+
+def filter_token(value: Any) -> str | None:
+    """A scalar metadata value as a string that equals another's exactly when a filter on one
+    matches the other: `b:true`/`b:false`, `n:` numbers by value (1 and 1.0 both `n:1`), `s:`
+    strings. None for null, lists and objects, which no filter matches."""
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if isinstance(value, int):
+        return f"n:{value}"
+    if isinstance(value, float):
+        return f"n:{int(value)}" if value.is_integer() else f"n:{value!r}"
+    if isinstance(value, str):
+        return f"s:{value}"
+    return None
+
+
+def tagged_value(value: Any) -> str:
+    """`filter_token` of a scalar, kept short for an index: a long one becomes `h:<sha256>`."""
+    out = filter_token(value)
+    if out is None:
+        raise TypeError(f"not a scalar metadata value: {type(value).__name__}")
+    if len(out) > _LONG_VALUE:
+        out = "h:" + hashlib.sha256(out.encode()).hexdigest()
+    return out
+
+
+def filter_term(key: str, value: Any) -> str:
+    """One `key == value` condition as one string, for stores that index a chunk's
+    `filter_terms` as one array; the key's length prefix keeps any key (with `=`, `:` or
+    anything else in it) from running into its value."""
+    term = f"{len(key)}:{key}={tagged_value(value)}"
+    if len(term) > _LONG_TERM:
+        term = "#" + hashlib.sha256(term.encode()).hexdigest()
+    return term
+
+
+def filter_terms(metadata: dict[str, Any]) -> list[str]:
+    """The terms a chunk's metadata can be matched by: its top-level scalar values only, so a
+    missing key, a null, a list or an object never matches a filter."""
+    return [
+        filter_term(k, v) for k, v in metadata.items() if isinstance(v, (str, bool, int, float))
+    ]
+
+
+def filter_scalar(value: Any) -> tuple[str, bool | float | str] | None:
+    """(kind, value) for an engine that compares numbers as doubles: ("b", bool),
+    ("n", float) or ("s", str); None for what no filter matches and numbers past a double."""
+    if isinstance(value, bool):
+        return "b", value
+    if isinstance(value, (int, float)):
+        try:
+            return "n", float(value)
+        except OverflowError:
+            return None
+    if isinstance(value, str):
+        return "s", value
+    return None
+
+
+def typed_scalar(value: Any) -> tuple[str, bool | int | float | str] | None:
+    """(kind, value) for an engine with 64-bit integers and doubles: ("b", bool), ("s", str),
+    ("i", int) for an integer that fits 64 bits, ("n", float) for any other number; None for
+    null, lists and objects, which no filter matches."""
+    if isinstance(value, bool):
+        return "b", value
+    if isinstance(value, str):
+        return "s", value
+    if isinstance(value, int) and -INT64 <= value < INT64:
+        return "i", value
+    if isinstance(value, (int, float)):  # past 64 bits an integer is kept as a double
+        return "n", float(value)
+    return None
+
+
+def number_forms(value: float) -> list[tuple[str, int | float]]:
+    """The `typed_scalar` forms a stored number may have and equal a filter's number: an "n"
+    double of the same value and/or an "i" integer of the same value."""
+    fits = -INT64 <= value < INT64
+    forms: list[tuple[str, int | float]] = []
+    if float(value) == value or not fits:  # past 64 bits both sides are doubles
+        forms.append(("n", float(value)))
+    if fits and float(value).is_integer():
+        forms.append(("i", int(value)))
+    return forms
