@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice
-from agentkeep.vector_db.base import check_dimensions, check_id, check_int, check_name, tagged_value
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_dimensions
+from agentkeep.vector_db.base import check_int, check_name, check_one_given, chunk_of, hit_of, l2_score, sql_where
+from agentkeep.vector_db.base import tagged_value
 from agentkeep.vector_db.text import bm25, query_terms, terms
 
 SIMILARITY = {  # distance -> (SAI similarity_function, CQL function)
@@ -110,9 +110,7 @@ class CassandraStatements:
 
     @staticmethod
     def chunk(row: Any) -> Chunk:
-        return Chunk(id=row.id, content=row.content, content_id=row.content_id,
-                     embedding=None if row.embedding is None else [float(x) for x in row.embedding],
-                     metadata=json.loads(row.metadata or "{}"), position=row.position or 0)
+        return chunk_of(row._asdict(), None if row.embedding is None else [float(x) for x in row.embedding])
 
     @staticmethod
     def where(content_id: str | None, filters: dict[str, Any]) -> tuple[list[str], list[Any]]:
@@ -126,13 +124,9 @@ class CassandraStatements:
             values += [key, tagged_value(value)]
         return parts, values
 
-    @staticmethod
-    def _clause(parts: list[str]) -> str:
-        return " WHERE " + " AND ".join(parts) if parts else ""
-
     def select_ids(self, content_id: str | None, filters: dict[str, Any]) -> tuple[str, tuple]:
         parts, values = self.where(content_id, filters)
-        return f"SELECT id FROM {self.table}" + self._clause(parts), tuple(values)
+        return f"SELECT id FROM {self.table}" + sql_where(parts), tuple(values)
 
     def select_candidates_by_ids(self, ids: list[str]) -> tuple[str, tuple]:
         """`delete(ids=..., ...)`: the rows asked for, with what their conditions need."""
@@ -149,19 +143,19 @@ class CassandraStatements:
 
     def count(self, content_id: str | None, filters: dict[str, Any]) -> tuple[str, tuple]:
         parts, values = self.where(content_id, filters)
-        return f"SELECT COUNT(*) FROM {self.table}" + self._clause(parts), tuple(values)
+        return f"SELECT COUNT(*) FROM {self.table}" + sql_where(parts), tuple(values)
 
     def vector_search(self, embedding: list[float], limit: int, filters: dict[str, Any]) -> tuple[str, tuple]:
         parts, values = self.where(None, filters)
         fn = SIMILARITY[self.distance][1]
         q = list(embedding)
-        return (f"SELECT {_ROW}, {fn}(embedding, ?) AS score FROM {self.table}" + self._clause(parts)
+        return (f"SELECT {_ROW}, {fn}(embedding, ?) AS score FROM {self.table}" + sql_where(parts)
                 + " ORDER BY embedding ANN OF ? LIMIT ?", (q, *values, q, limit))
 
     def keyword_candidates(self, wanted: list[str], limit: int, filters: dict[str, Any]) -> tuple[str, tuple]:
         parts, values = self.where(None, filters)
         conditions = ["term_freqs CONTAINS KEY ?"] * len(wanted) + parts
-        return (f"SELECT {_ROW}, term_freqs, term_count FROM {self.table}" + self._clause(conditions) + " LIMIT ?",
+        return (f"SELECT {_ROW}, term_freqs, term_count FROM {self.table}" + sql_where(conditions) + " LIMIT ?",
                 (*wanted, *values, limit))
 
     def vector_score(self, raw: float) -> float:
@@ -169,7 +163,7 @@ class CassandraStatements:
         1 / (1 + d²) for euclidean (scored 1 / (1 + d) on every store)."""
         raw = float(raw)
         if self.distance == "l2":
-            return 1.0 / (1.0 + math.sqrt(max(0.0, 1.0 / raw - 1.0))) if raw > 0 else 0.0
+            return l2_score(1.0 / raw - 1.0) if raw > 0 else 0.0
         return 2.0 * raw - 1.0
 
     @staticmethod
@@ -201,8 +195,7 @@ class CassandraDb(VectorDb):
         self.label = f"vector table {keyspace}.{table_name}"
         self.keyword_candidates = check_int(keyword_candidates, "keyword_candidates", 1, 100_000)
         self.batch_size = check_int(batch_size, "batch_size", 1, 65_535)
-        if (session is None) == (contact_points is None):
-            raise InvalidInputError("give either session= or contact_points=")
+        check_one_given((session, contact_points), "give either session= or contact_points=")
         if contact_points is not None and (isinstance(contact_points, str)
                                            or not all(isinstance(p, str) for p in contact_points)):
             raise InvalidInputError("contact_points must be a list of host names or addresses")
@@ -283,8 +276,6 @@ class CassandraDb(VectorDb):
     def write_plan(self, chunks: Iterable[Chunk], content_id: str | None = None) -> tuple[str, list[tuple]]:
         """The INSERT and the rows `upsert` (or `replace(content_id, ...)`) writes, checked as
         they would be; runs nothing."""
-        if content_id is not None:
-            check_id(content_id, "content_id")
         return self.statements.insert(), [self.statements.row(c) for c in self._checked(chunks, content_id)]
 
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
@@ -337,16 +328,11 @@ class CassandraDb(VectorDb):
         wanted = query_terms(query)[0]
         return self.statements.keyword_candidates(wanted, max(n, self.keyword_candidates), filters) if wanted else None
 
-    @staticmethod
-    def _hit(r: Any, score: float) -> SearchHit:
-        return SearchHit(id=r.id, content=r.content, content_id=r.content_id, metadata=json.loads(r.metadata or "{}"),
-                         position=r.position or 0, score=score)
-
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
         rows = self._execute(self.statements.vector_search(embedding, n, filters))
-        return [self._hit(r, self.statements.vector_score(r.score)) for r in rows]
+        return [hit_of(r._asdict(), self.statements.vector_score(r.score)) for r in rows]
 
     def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
         wanted, unwanted = query_terms(query)
         rows = list(self._execute(self._keyword_statement(query, n, filters)))
-        return [self._hit(r, s) for r, s in self.statements.rank_keyword(rows, wanted, unwanted, n)]
+        return [hit_of(r._asdict(), s) for r, s in self.statements.rank_keyword(rows, wanted, unwanted, n)]

@@ -14,7 +14,8 @@ from agentkeep.db.errors import InvalidInputError
 __all__ = [
     "FLOAT32_MAX", "MAX_CHUNK_ID_LENGTH", "MAX_LIMIT", "SEARCH_TYPES", "Chunk", "SearchHit", "SearchType",
     "check_candidates", "check_choice", "check_chunks", "check_dimensions", "check_embedding", "check_id", "check_ids",
-    "check_int", "check_json_integers", "check_limit", "check_name", "check_number", "check_search_type",
+    "check_int", "check_json_integers", "check_limit", "check_name", "check_number", "check_one_given",
+    "check_search_type",
     "check_weights", "dimension_mismatch",
 ]
 
@@ -196,6 +197,12 @@ def check_dimensions(value: Any, high: int = 65_535, why: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
         raise InvalidInputError(f"dimensions must be an integer in 1..{high}{why}, got {value!r}")
     return value
+
+
+def check_one_given(values: Iterable[Any], message: str) -> None:
+    """Refuse unless exactly one of `values` is given (not None): a store's ways to connect."""
+    if sum(v is not None for v in values) != 1:
+        raise InvalidInputError(message)
 
 
 def check_choice(value: Any, what: str, choices: Iterable[Any]) -> Any:

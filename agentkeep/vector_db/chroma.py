@@ -8,15 +8,15 @@ Record layout, filters and the BM25 ranking of keyword candidates: docs/vector_d
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import re
 from collections import Counter
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_int, check_name
-from agentkeep.vector_db.base import number_forms, typed_scalar
+from agentkeep.vector_db.base import all_of, check_one_given, distance_score, number_forms, typed_scalar
 from agentkeep.vector_db.text import bm25, idf, query_terms, terms
 
 SPACES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
@@ -40,16 +40,14 @@ def where_clause(filters: dict[str, Any], *extra: dict[str, Any]) -> dict[str, A
             parts.append({"s:" + key: {"$eq": value}})
         else:  # a number matches an integer or a float of the same value, exactly
             either = [{kind + ":" + key: {"$eq": v}} for kind, v in number_forms(value)]
-            parts.append(either[0] if len(either) == 1 else {"$or": either})
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+            parts.append(all_of(either, lambda parts: {"$or": parts}))
+    return all_of(parts)
 
 
 def document_clause(wanted: list[str], unwanted: list[str]) -> dict[str, Any]:
     """A Chroma `where_document`: every wanted term present, every unwanted one absent."""
     parts = [{"$contains": f" {t} "} for t in wanted] + [{"$not_contains": f" {t} "} for t in unwanted]
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    return all_of(parts)
 
 
 class ChromaDb(VectorDb):
@@ -70,8 +68,8 @@ class ChromaDb(VectorDb):
         if hnsw is not None and not isinstance(hnsw, dict):
             raise InvalidInputError("hnsw must be a dict of Chroma HNSW settings (ef_search, max_neighbors, ...)")
         self.hnsw = dict(hnsw or {})
-        if (path is None) == (client is None):
-            raise InvalidInputError("give either path= (a PersistentClient) or client= (e.g. a chromadb.HttpClient)")
+        check_one_given((path, client),
+                        "give either path= (a PersistentClient) or client= (e.g. a chromadb.HttpClient)")
         if client is None:
             import chromadb
             from chromadb.config import Settings
@@ -125,10 +123,8 @@ class ChromaDb(VectorDb):
         from chromadb.errors import NotFoundError as ChromaNotFound
 
         self._collection = None
-        try:
+        with contextlib.suppress(ChromaNotFound, ValueError):
             self._client.delete_collection(self.collection)
-        except (ChromaNotFound, ValueError):
-            pass
 
     def _run(self, fn):
         """Run fn(collection). If the collection was dropped meanwhile: NotFoundError, or,
@@ -198,11 +194,6 @@ class ChromaDb(VectorDb):
             return self._run(lambda col: col.count())
         return self._run(lambda col: len(col.get(where=where, include=[])["ids"]))
 
-    def _score(self, distance: float) -> float:
-        if self.distance == "l2":  # Chroma's l2 is the squared distance
-            return 1.0 / (1.0 + math.sqrt(max(distance, 0.0)))
-        return 1.0 - distance  # cosine: 1 - cos; ip: 1 - dot
-
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
         # `_v` only when a placeholder is in the answer: Chroma scans every record for a `where`
         def query(col):
@@ -214,7 +205,8 @@ class ChromaDb(VectorDb):
             return got
 
         got = self._run(query)
-        return [self._hit(i, m, self._score(d))
+        # Chroma's distances: cosine 1 - cos, ip 1 - dot, l2 squared
+        return [self._hit(i, m, distance_score(self.distance, d))
                 for i, m, d in zip(got["ids"][0], got["metadatas"][0], got["distances"][0])]
 
     def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:

@@ -16,7 +16,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_json_integers
-from agentkeep.vector_db.base import check_name, chunk_of, hit_of
+from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,205}$")
@@ -183,8 +183,8 @@ class ClickHouseDb(VectorDb):
         self.database = _ident(database, "database")
         super().__init__(**options)
         self.label = f"ClickHouse table {self.name}"
-        if sum(x is not None for x in (path, url, client, session)) != 1:
-            raise InvalidInputError("give one of path= (chDB), session= (a chDB session), url= or client= (a server)")
+        check_one_given((path, url, client, session),
+                        "give one of path= (chDB), session= (a chDB session), url= or client= (a server)")
         if path is not None or session is not None:
             self._conn: Any = ChdbConnection(path, session)
         elif url is not None:

@@ -19,8 +19,8 @@ A store supplies its connection or client, its record layout and these primitive
 - `_vector_search(embedding, n, filters)` and `_keyword_search(query, n, filters)`: the best
   `n` hits of each kind (any order: the base sorts them, ties by id); a store that can send
   both in one request overrides `_candidates` instead;
-- `label` ("Chroma collection kb"), for messages; `UNREACHABLE`, `ENGINE` and `_location()`
-  for the errors of a server that cannot be reached; `GONE` (or `_store_gone(exc)`) for the
+- `label` ("Chroma collection kb"), for messages; `UNREACHABLE`, `ENGINE` and `_address` (or
+  `_location()`) for the errors of a server that cannot be reached; `GONE` (or `_store_gone(exc)`) for the
   driver errors that say the store was dropped underneath; `_client` and `_owns_client` for
   the default `close()`.
 """
@@ -31,6 +31,7 @@ import abc
 import asyncio
 import contextlib
 import json
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypedDict
@@ -39,10 +40,11 @@ from agentkeep.db.errors import DbError, InvalidInputError, NotFoundError
 from agentkeep.vector_db.checks import Chunk, SearchHit, check_candidates, check_choice, check_chunks
 from agentkeep.vector_db.checks import check_dimensions, check_embedding, check_id, check_ids, check_limit
 from agentkeep.vector_db.checks import check_search_type, check_weights, dimension_mismatch
-from agentkeep.vector_db.filters import check_filters
-from agentkeep.vector_db.text import query_terms
+from agentkeep.vector_db.filters import check_filters, filter_terms
+from agentkeep.vector_db.text import query_terms, terms
 
-__all__ = ["StoreOptions", "VectorDb", "batches", "chunk_of", "hit_of", "ranked", "rrf_fuse", "stored_fields"]
+__all__ = ["StoreOptions", "VectorDb", "batches", "chunk_of", "distance_score", "hit_of", "json_document", "l2_score",
+           "ranked", "rrf_fuse", "stored_fields"]
 
 
 def rrf_fuse(vector_ids: Sequence[str], keyword_ids: Sequence[str], *, vector_weight: float, keyword_weight: float,
@@ -62,6 +64,18 @@ def ranked(hits: Iterable[SearchHit]) -> list[SearchHit]:
     return sorted(hits, key=lambda h: (-h.score, h.id))
 
 
+def l2_score(squared_distance: float) -> float:
+    """Every store's score of a euclidean distance d, 1 / (1 + d), from d² (what most engines
+    report); a d² below 0 (rounding) counts as 0."""
+    return 1.0 / (1.0 + math.sqrt(max(squared_distance, 0.0)))
+
+
+def distance_score(distance: str, d: float) -> float:
+    """The score of the distance most engines report (Chroma, LanceDB, RediSearch): 1 - d for
+    cosine (d = 1 - cos) and the inner product (d = 1 - dot), `l2_score` of the squared l2."""
+    return l2_score(d) if distance == "l2" else 1.0 - d
+
+
 def stored_fields(row: Mapping[str, Any], id_key: str = "id", metadata_key: str = "metadata") -> dict[str, Any]:
     """A chunk's fields (but its embedding) from a stored record: metadata as JSON text or an
     object; an empty content_id (from engines that store no null) is None."""
@@ -69,6 +83,20 @@ def stored_fields(row: Mapping[str, Any], id_key: str = "id", metadata_key: str 
     return {"id": row[id_key], "content": row.get("content") or "", "content_id": row.get("content_id") or None,
             "position": int(row.get("position") or 0),
             "metadata": metadata if isinstance(metadata, dict) else json.loads(metadata or "{}")}
+
+
+def json_document(chunk: Chunk, id_key: str = "id", terms_key: str = "terms") -> dict[str, Any]:
+    """A chunk as a JSON document for engines that match metadata filters on its `filter_terms`
+    and keywords on a text of its terms (Cosmos DB, MongoDB Atlas): the metadata as JSON text,
+    the embedding only when there is one. `stored_fields` reads it back."""
+    doc = {
+        id_key: chunk.id, "content_id": chunk.content_id, "content": chunk.content, "position": chunk.position,
+        "metadata_json": json.dumps(chunk.metadata, ensure_ascii=False, allow_nan=False),
+        terms_key: " ".join(terms(chunk.content)), "filter_terms": filter_terms(chunk.metadata),
+    }
+    if chunk.embedding is not None:
+        doc["embedding"] = chunk.embedding
+    return doc
 
 
 def chunk_of(row: Mapping[str, Any], embedding: list[float] | None = None, **keys: str) -> Chunk:
@@ -248,7 +276,10 @@ class VectorDb(abc.ABC):
             return len(checked)
 
     def _checked(self, chunks: Iterable[Chunk], content_id: str | None = None) -> list[Chunk]:
-        """The chunks, all checked before anything is written; given to `content_id` if any."""
+        """The chunks, all checked before anything is written; given to `content_id` if any (also
+        checked, for a store's `write_plan`)."""
+        if content_id is not None:
+            check_id(content_id, "content_id")
         checked = check_chunks(chunks, self.dimensions)
         return checked if content_id is None else [c.model_copy(update={"content_id": content_id}) for c in checked]
 
@@ -310,6 +341,13 @@ class VectorDb(abc.ABC):
             plan["keyword"] = keyword(query, plan["n"], filters)
         return plan
 
+    def _shown(self, build: Any, query: Any, embedding: Any, limit: Any, filters: Any, search_type: Any) -> Any:
+        """What a search sends, for a store's method that shows it: `build(kind, query, embedding,
+        limit, filters)` with the arguments checked as `search` checks them, the store known."""
+        with self._translated():
+            self._ready()
+            return build(*self._search_args(query, embedding, limit, filters, search_type))
+
     def _candidate_count(self, kind: str, limit: int) -> int:
         """How many hits each candidate list of a search holds."""
         return limit if kind != "hybrid" else max(limit, self.hybrid_candidates)
@@ -345,9 +383,11 @@ class VectorDb(abc.ABC):
             return None
         return connection_failed(self.ENGINE, self._location(), exc)
 
+    _address: str | None = None  # the server's address, when the store was given one
+
     def _location(self) -> str:
         """Where the server is, without any password."""
-        return "?"
+        return self._address or "the client's server"
 
     # -- the rest of the interface --------------------------------------------------------------
 

@@ -9,15 +9,16 @@ docs/vector_db/cosmos.md. `CosmosQueries` builds every definition, item and quer
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 from collections.abc import Iterable
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_dimensions
-from agentkeep.vector_db.base import check_id, check_name, chunk_of, filter_term, filter_terms, hit_of
-from agentkeep.vector_db.text import query_terms, terms
+from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, filter_term, hit_of, json_document
+from agentkeep.vector_db.base import sql_where
+from agentkeep.vector_db.text import query_terms
 
 DISTANCE_FUNCTIONS = {"cosine": "cosine", "l2": "euclidean", "inner_product": "dotproduct"}
 INDEX_TYPES = {"quantizedFlat": 4096, "diskANN": 4096, "flat": 505}  # type -> most dimensions it indexes
@@ -77,15 +78,7 @@ class CosmosQueries:
 
     @staticmethod
     def item(chunk: Chunk) -> dict[str, Any]:
-        out = {
-            "id": chunk.id, "content_id": chunk.content_id, "content": chunk.content, "position": chunk.position,
-            "metadata_json": json.dumps(chunk.metadata, ensure_ascii=False, allow_nan=False),
-            "has_embedding": chunk.embedding is not None,
-            "terms": " ".join(terms(chunk.content)), "filter_terms": filter_terms(chunk.metadata),
-        }
-        if chunk.embedding is not None:
-            out["embedding"] = chunk.embedding
-        return out
+        return {**json_document(chunk), "has_embedding": chunk.embedding is not None}
 
     @staticmethod
     def chunk(item: dict[str, Any]) -> Chunk:
@@ -108,22 +101,18 @@ class CosmosQueries:
             params.append({"name": f"@f{i}", "value": filter_term(key, value)})
         return parts, params
 
-    @staticmethod
-    def _clause(parts: list[str]) -> str:
-        return " WHERE " + " AND ".join(parts) if parts else ""
-
     def ids_query(self, ids=None, content_id=None, filters=None) -> tuple[str, list[dict[str, Any]]]:
         parts, params = self.where(ids, content_id, filters)
-        return "SELECT VALUE c.id FROM c" + self._clause(parts), params
+        return "SELECT VALUE c.id FROM c" + sql_where(parts), params
 
     def count_query(self, content_id=None, filters=None) -> tuple[str, list[dict[str, Any]]]:
         parts, params = self.where(None, content_id, filters)
-        return "SELECT VALUE COUNT(1) FROM c" + self._clause(parts), params
+        return "SELECT VALUE COUNT(1) FROM c" + sql_where(parts), params
 
     def vector_query(self, embedding: list[float], limit: int, filters: dict[str, Any]) -> tuple[str, list[dict]]:
         parts, params = self.where(None, None, filters)
         query = (f"SELECT TOP @n {_FIELDS}, VectorDistance(c.embedding, @q) AS score FROM c"
-                 + self._clause(["c.has_embedding = true", *parts])
+                 + sql_where(["c.has_embedding = true", *parts])
                  + " ORDER BY VectorDistance(c.embedding, @q)")
         return query, [{"name": "@n", "value": limit}, {"name": "@q", "value": list(embedding)}, *params]
 
@@ -141,7 +130,7 @@ class CosmosQueries:
             conditions.append(f"NOT FullTextContainsAny(c.terms, {unwant})")
             params += [{"name": f"@x{i}", "value": t} for i, t in enumerate(unwanted)]
         parts, filter_params = self.where(None, None, filters)
-        text = (f"SELECT TOP @n {_FIELDS} FROM c" + self._clause(conditions + parts)
+        text = (f"SELECT TOP @n {_FIELDS} FROM c" + sql_where(conditions + parts)
                 + f" ORDER BY RANK FullTextScore(c.terms, {want})")
         return text, params + filter_params
 
@@ -174,8 +163,7 @@ class CosmosDb(VectorDb):
         self.database = _check_name(database, "database")
         super().__init__(**options)
         self.label = f"vector container {self.database}/{self.container_name}"
-        if (url is None) == (client is None):
-            raise InvalidInputError("give either url= (and credential=) or client= (a CosmosClient)")
+        check_one_given((url, client), "give either url= (and credential=) or client= (a CosmosClient)")
         if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
             raise InvalidInputError(f"url must be the account's https:// endpoint, got {url!r}")
         self._url, self._credential = url, credential
@@ -237,15 +225,11 @@ class CosmosDb(VectorDb):
     def _drop_store(self) -> None:
         from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-        try:
+        with contextlib.suppress(CosmosResourceNotFoundError):
             self._client.get_database_client(self.database).delete_container(self.container_name)
-        except CosmosResourceNotFoundError:
-            pass
 
     def write_plan(self, chunks: Iterable[Chunk], content_id: str | None = None) -> list[dict[str, Any]]:
         """The items `upsert` (or `replace(content_id, ...)`) writes, checked as they would be."""
-        if content_id is not None:
-            check_id(content_id, "content_id")
         return [self.queries.item(c) for c in self._checked(chunks, content_id)]
 
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
@@ -264,11 +248,9 @@ class CosmosDb(VectorDb):
 
         container, deleted = self._container, 0
         for id_ in ids:
-            try:
+            with contextlib.suppress(CosmosResourceNotFoundError):  # deleted meanwhile
                 container.delete_item(item=id_, partition_key=id_)
                 deleted += 1
-            except CosmosResourceNotFoundError:
-                pass  # deleted meanwhile
         return deleted
 
     def _delete(self, ids, content_id, filters) -> int:

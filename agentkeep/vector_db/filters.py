@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 from agentkeep.db.errors import InvalidInputError
 
-__all__ = ["INT64", "check_filters", "filter_scalar", "filter_term", "filter_terms", "filter_token", "matches",
-           "number_forms", "tagged_value", "typed_scalar"]
+__all__ = ["INT64", "all_of", "check_filters", "filter_scalar", "filter_term", "filter_terms", "filter_token",
+           "matches", "number_forms", "sql_where", "tagged_value", "typed_scalar"]
 
 _LONG_VALUE = 256  # longer tagged values and filter terms are replaced by their SHA-256
 _LONG_TERM = 512
@@ -49,6 +50,19 @@ def _same(stored: Any, wanted: Any) -> bool:
 def matches(metadata: dict[str, Any], filters: dict[str, Any]) -> bool:
     """The reference semantics of a (checked) metadata filter."""
     return all(key in metadata and _same(metadata[key], value) for key, value in filters.items())
+
+
+def all_of(parts: list[Any], join: Callable[[list[Any]], Any] = lambda parts: {"$and": parts}) -> Any:
+    """The AND of filter conditions as a query document: None for none, a lone condition as it
+    is, else `join(parts)` (by default MongoDB's `{"$and": parts}`, which Chroma and Pinecone read)."""
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else join(parts)
+
+
+def sql_where(parts: list[str]) -> str:
+    """The AND of SQL-like conditions as a WHERE clause (with its leading space); "" for none."""
+    return " WHERE " + " AND ".join(parts) if parts else ""
 
 
 def filter_token(value: Any) -> str | None:

@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from typing import Unpack
 
-from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_id, matches
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_id, l2_score, matches
 from agentkeep.vector_db.text import STOPWORDS, bm25, idf, query_terms, stem, terms  # noqa: F401  (re-exported)
 
 
@@ -111,7 +111,7 @@ class InMemoryVectorDb(VectorDb):
                 continue
             e = c.embedding
             if self.distance == "l2":
-                score = 1.0 / (1.0 + math.sqrt(sum((a - b) ** 2 for a, b in zip(e, q))))
+                score = l2_score(sum((a - b) ** 2 for a, b in zip(e, q)))
             else:
                 dot = sum(a * b for a, b in zip(e, q))
                 if self.distance == "inner_product":

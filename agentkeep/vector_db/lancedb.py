@@ -9,6 +9,7 @@ docs/vector_db/lancedb.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,15 +19,12 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
-from agentkeep.vector_db.base import check_name, check_number, chunk_of, filter_token, hit_of
+from agentkeep.vector_db.base import check_name, check_number, chunk_of, distance_score, filter_token, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DISTANCES = {  # distance -> (Lance distance type, score from Lance's distance d)
-    "cosine": ("cosine", lambda d: 1.0 - d),
-    "l2": ("l2", lambda d: 1.0 / (1.0 + math.sqrt(max(d, 0.0)))),  # Lance's l2 is squared
-    "inner_product": ("dot", lambda d: 1.0 - d),  # Lance's dot distance is 1 - a.b
-}
+# distance -> Lance's distance type (its l2 is squared, its dot 1 - a.b: see distance_score)
+_DISTANCES = {"cosine": "cosine", "l2": "l2", "inner_product": "dot"}
 INDEXES = ("ivf_hnsw_sq", "ivf_pq", "ivf_flat", None)
 _RESULT_COLUMNS = ["id", "content_id", "content", "metadata", "position"]
 _META_KEY = b"agentkeep"
@@ -154,10 +152,8 @@ class LanceDb(VectorDb):
         return schema.field("embedding").type.list_size
 
     def _create_store(self, dimensions: int) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # created meanwhile by another process
             self._connection().create_table(self.table_name, schema=self._schema(dimensions))
-        except ValueError:  # created meanwhile by another process
-            pass
 
     def _complete_store(self) -> None:
         """The scalar and full-text indexes (built empty at creation; `optimize()` grows them)."""
@@ -178,10 +174,8 @@ class LanceDb(VectorDb):
     def _drop_store(self) -> None:
         self._table = None
         self._has_vector_index = False
-        try:
+        with contextlib.suppress(ValueError):  # not there
             self._connection().drop_table(self.table_name)
-        except ValueError:
-            pass  # not there
 
     def create_vector_index(self) -> None:
         """Build (or rebuild) the vector index now, whatever the table's size."""
@@ -189,7 +183,7 @@ class LanceDb(VectorDb):
 
         if self.index is None:
             return
-        common = {"distance_type": _DISTANCES[self.distance][0], "num_partitions": self.num_partitions}
+        common = {"distance_type": _DISTANCES[self.distance], "num_partitions": self.num_partitions}
         config = (HnswSq(m=self.hnsw_m, ef_construction=self.hnsw_ef_construction, **common)
                   if self.index == "ivf_hnsw_sq" else IvfPq(**common) if self.index == "ivf_pq" else IvfFlat(**common))
         with self._translated():
@@ -268,9 +262,8 @@ class LanceDb(VectorDb):
         return self._table.count_rows(self._where(None, content_id, filters))
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
-        metric, score = _DISTANCES[self.distance]
         q = (self._table.search(embedding, vector_column_name="embedding", query_type="vector")
-             .distance_type(metric).select(_RESULT_COLUMNS + ["_distance"]).limit(n))
+             .distance_type(_DISTANCES[self.distance]).select(_RESULT_COLUMNS + ["_distance"]).limit(n))
         if filters:
             q = q.where(self._where(None, None, filters), prefilter=True)
         if self._has_vector_index:
@@ -280,7 +273,7 @@ class LanceDb(VectorDb):
                 q = q.ef(max(self.ef, n))
             if self.refine_factor is not None:
                 q = q.refine_factor(self.refine_factor)
-        return [hit_of(r, score(r["_distance"])) for r in q.to_arrow().to_pylist()]
+        return [hit_of(r, distance_score(self.distance, r["_distance"])) for r in q.to_arrow().to_pylist()]
 
     def _keyword_search(self, text: str, n: int, filters: dict) -> list[SearchHit]:
         """An AND of the query's terms, minus its `-term`s, ranked by Lance's BM25."""

@@ -11,7 +11,6 @@ between Milvus Lite and a server: docs/vector_db/milvus.md.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from typing import Any, Unpack
 
@@ -19,7 +18,8 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.messages import shorten
 from agentkeep.vector_db import text
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
-from agentkeep.vector_db.base import check_json_integers, check_name, chunk_of, filter_token, hit_of
+from agentkeep.vector_db.base import check_json_integers, check_name, check_one_given, chunk_of, filter_token, hit_of
+from agentkeep.vector_db.base import l2_score
 from agentkeep.vector_db.text import terms
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -102,11 +102,11 @@ class MilvusDb(VectorDb):
         self.label = f"Milvus collection {collection}"
         self.ef_search = check_int(ef_search, "ef_search", 1, 32768)
         self.nprobe = check_int(nprobe, "nprobe", 1, 65536)
-        if (uri is None) == (client is None):
-            raise InvalidInputError("give either uri= (a Milvus Lite file or a server URL) or client= (a MilvusClient)")
+        check_one_given((uri, client),
+                        "give either uri= (a Milvus Lite file or a server URL) or client= (a MilvusClient)")
         if uri is not None and not isinstance(uri, str):
             raise InvalidInputError(f"uri must be a string, got {type(uri).__name__}")
-        self.uri = uri
+        self.uri = self._address = uri
         local = uri is not None and not re.match(r"^(https?|tcp|unix)://", uri)
         if index is None:  # Milvus Lite is for small data: exact search; a server picks its own index
             index = "FLAT" if local else "AUTOINDEX"
@@ -121,9 +121,6 @@ class MilvusDb(VectorDb):
     def describe(self) -> str:
         server = self._client.get_server_version()
         return f"MilvusDb {self.collection} ({self.index}, {self.distance}) on {self.uri or 'a client'}, {server}"
-
-    def _location(self) -> str:
-        return self.uri or "the client's server"
 
     def _store_gone(self, exc: Exception) -> bool:
         from agentkeep.db.connection import raised_as
@@ -254,7 +251,7 @@ class MilvusDb(VectorDb):
 
     def _score(self, distance: float) -> float:
         if self.distance == "l2":  # Milvus reports the squared L2 distance
-            return 1.0 / (1.0 + math.sqrt(max(distance, 0.0)))
+            return l2_score(distance)
         return float(distance)  # COSINE: the similarity; IP: the inner product
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:

@@ -11,17 +11,16 @@ pipelines, and why `$rankFusion` is not used: docs/vector_db/mongodb_atlas.md.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 import time
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError, UnsupportedError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
-from agentkeep.vector_db.base import chunk_of, filter_term, filter_terms, hit_of
-from agentkeep.vector_db.base import tagged_value  # noqa: F401  (part of this module's API)
+from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, filter_term, hit_of, json_document
+from agentkeep.vector_db.base import filter_terms, tagged_value  # noqa: F401  (part of this module's API)
 from agentkeep.vector_db.text import query_terms as split_query
-from agentkeep.vector_db.text import terms
 
 SIMILARITIES = {"cosine": "cosine", "l2": "euclidean", "inner_product": "dotProduct"}
 MAX_DIMENSIONS = 8192  # Atlas Vector Search's numDimensions limit
@@ -77,15 +76,7 @@ class AtlasRequests:
     # documents
     @staticmethod
     def document(chunk: Chunk) -> dict[str, Any]:
-        doc = {
-            "_id": chunk.id, "content_id": chunk.content_id, "content": chunk.content,
-            "metadata_json": json.dumps(chunk.metadata, ensure_ascii=False, allow_nan=False),
-            "position": chunk.position,
-            "keywords": " ".join(terms(chunk.content)), "filter_terms": filter_terms(chunk.metadata),
-        }
-        if chunk.embedding is not None:
-            doc["embedding"] = chunk.embedding
-        return doc
+        return json_document(chunk, id_key="_id", terms_key="keywords")
 
     @staticmethod
     def chunk(doc: dict[str, Any]) -> Chunk:
@@ -113,10 +104,7 @@ class AtlasRequests:
     @staticmethod
     def vector_filter(filters: dict[str, Any]) -> dict[str, Any] | None:
         """`$vectorSearch.filter` takes $eq/$in/$and/... but not $all: one equality per term."""
-        conditions = [{"filter_terms": {"$eq": filter_term(k, v)}} for k, v in filters.items()]
-        if not conditions:
-            return None
-        return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+        return all_of([{"filter_terms": {"$eq": filter_term(k, v)}} for k, v in filters.items()])
 
     def num_candidates(self, limit: int) -> int:
         return min(MAX_NUM_CANDIDATES, max(limit * self.num_candidates_factor, self.min_num_candidates, limit))
@@ -204,8 +192,7 @@ class MongoAtlasVectorDb(VectorDb):
         self.index_timeout = float(index_timeout)
         self.transactions = bool(transactions)
         self._wait = True
-        if (db_url is None) == (client is None):
-            raise InvalidInputError("give either db_url= or client= (a pymongo MongoClient)")
+        check_one_given((db_url, client), "give either db_url= or client= (a pymongo MongoClient)")
         if db_url is not None and not isinstance(db_url, str):
             raise InvalidInputError(f"db_url must be a string, got {type(db_url).__name__}")
         self._db_url = db_url
@@ -279,10 +266,8 @@ class MongoAtlasVectorDb(VectorDb):
     def _create_store(self, dimensions: int) -> None:
         from pymongo.errors import CollectionInvalid
 
-        try:
+        with contextlib.suppress(CollectionInvalid):  # created meanwhile by another process
             self._db.create_collection(self.collection_name)
-        except CollectionInvalid:
-            pass  # created meanwhile by another process
         if self.manage_search_indexes:
             self._create_search_indexes(dimensions)
 

@@ -21,6 +21,7 @@ from agentkeep.db.connection import CONNECT_TIMEOUT_S
 from agentkeep.db.errors import InvalidInputError, UnsupportedError
 from agentkeep.db.messages import shorten
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
+from agentkeep.vector_db.base import check_one_given
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPS = {  # distance -> (operator, operator class, score from distance d)
@@ -116,8 +117,7 @@ class PgVector(VectorDb):
         self._pgvector: tuple[int, ...] | None = None
         self._pool = None
         self._db = None
-        if (db_url is None) == (db is None):
-            raise InvalidInputError("give either db_url= or db= (a PostgresDb)")
+        check_one_given((db_url, db), "give either db_url= or db= (a PostgresDb)")
         if db is not None:
             from agentkeep.db.postgres import PostgresKernel
 
@@ -374,9 +374,7 @@ class PgVector(VectorDb):
 
     def search_sql(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None):
         """The statement and parameters `search` runs (for EXPLAIN)."""
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        return self._build(kind, query, embedding, limit, filters)
+        return self._shown(self._build, query, embedding, limit, filters, search_type)
 
     def _build(self, kind: str, query, embedding, limit: int, filters: dict):
         sql = self._sql()

@@ -9,6 +9,7 @@ records, the sparse BM25 keyword vectors and filters: docs/vector_db/pinecone.md
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -19,7 +20,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_name, check_number
-from agentkeep.vector_db.base import chunk_of, filter_scalar, hit_of
+from agentkeep.vector_db.base import all_of, chunk_of, filter_scalar, hit_of, l2_score
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -82,7 +83,7 @@ def score(raw: float, distance: str, query: Sequence[float]) -> float:
     """The index's dot product -> the suite's score."""
     if distance == "l2":
         squared = math.fsum(x * x for x in query) - 2 * raw
-        return 1.0 / (1.0 + math.sqrt(max(squared, 0.0)))
+        return l2_score(squared)
     return float(raw)
 
 
@@ -167,10 +168,7 @@ def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str,
         if flat is None:
             return NOTHING
         parts.append({flat[0]: {"$eq": flat[1]}})
-    parts.extend(extra)
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    return all_of(parts + list(extra))
 
 
 def query_requests(kind: str, query: str | None, embedding: list[float] | None, limit: int, filters: dict, *,
@@ -262,26 +260,20 @@ class PineconeDb(VectorDb):
         """The index, unless it exists (with any dimensions: they are checked after), and the namespace."""
         from pinecone import ConflictError, ServerlessSpec
 
-        try:
+        with contextlib.suppress(ConflictError):  # created meanwhile by another process
             if not self._client.has_index(self.index_name):
                 self._client.create_index(name=self.index_name, dimension=dimensions + 1, metric="dotproduct",
                                           spec=ServerlessSpec(cloud=self.cloud, region=self.region))
-        except ConflictError:  # created meanwhile by another process
-            pass
-        try:
+        with contextlib.suppress(ConflictError):
             self._idx().create_namespace(name=self.namespace)
-        except ConflictError:
-            pass
 
     def _drop_store(self) -> None:
         from pinecone import NotFoundError as PineconeNotFound
 
         if not self._client.has_index(self.index_name):
             return
-        try:
+        with contextlib.suppress(PineconeNotFound):
             self._idx().delete_namespace(name=self.namespace)
-        except PineconeNotFound:
-            pass
 
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
         """`replace` upserts the new chunks, then deletes the content's others by filter
@@ -330,9 +322,7 @@ class PineconeDb(VectorDb):
 
     def query_requests(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[dict]:
         """The `Index.query` keyword arguments `search` sends (each with its "list" name)."""
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        return self._requests(kind, query, embedding, limit, filters)
+        return self._shown(self._requests, query, embedding, limit, filters, search_type)
 
     def _requests(self, kind, query, embedding, limit, filters):
         return query_requests(kind, query, embedding, limit, filters, namespace=self.namespace,

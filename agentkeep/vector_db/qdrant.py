@@ -19,7 +19,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import StoreOptions, VectorDb, batches, check_name, chunk_of, hit_of, number_forms
-from agentkeep.vector_db.base import Chunk, typed_scalar
+from agentkeep.vector_db.base import Chunk, check_one_given, typed_scalar
 from agentkeep.vector_db.text import query_terms, terms
 
 VECTOR = "dense"
@@ -88,11 +88,10 @@ class QdrantDb(VectorDb):
         self.collection = check_name(collection, "collection", _NAME, "1..255 letters, digits, _ or -")
         super().__init__(**options)
         self.label = f"Qdrant collection {collection}"
-        if sum(x is not None for x in (path, location, url, client)) != 1:
-            raise InvalidInputError("give exactly one of path=, location=, url= or client=")
+        check_one_given((path, location, url, client), "give exactly one of path=, location=, url= or client=")
         from qdrant_client import QdrantClient
 
-        self.url = url
+        self.url = self._address = url
         self._owns_client = client is None
         if path is not None:
             # the async twins call from worker threads; self._lock serializes local mode
@@ -108,9 +107,6 @@ class QdrantDb(VectorDb):
     def describe(self) -> str:
         where = "local mode (exact search)" if self._local else "a Qdrant server"
         return f"QdrantDb collection {self.collection} on {where}"
-
-    def _location(self) -> str:
-        return self.url or "the client's server"
 
     def _run(self, fn):
         """Run fn(client) under the local-mode lock."""

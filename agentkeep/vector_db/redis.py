@@ -17,7 +17,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
-from agentkeep.vector_db.base import chunk_of, dimension_mismatch, filter_token, hit_of
+from agentkeep.vector_db.base import batches, chunk_of, dimension_mismatch, distance_score, filter_token, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -314,7 +314,7 @@ class RedisVectorDb(VectorDb):
     def _delete(self, ids, content_id, filters) -> int:
         where = condition(content_id, filters)
         if ids is not None and where and len(ids) > 1000:
-            return sum(self._delete(ids[i:i + 1000], content_id, filters) for i in range(0, len(ids), 1000))
+            return sum(self._delete(part, content_id, filters) for part in batches(ids, 1000))
         keys = [self._marker] + [self._key(i) for i in ids or ()]
         return int(self._call(self._delete_script, keys=keys, args=[self.index_name, where]))
 
@@ -368,9 +368,7 @@ class RedisVectorDb(VectorDb):
     def _score(self, dist: float) -> float:
         if math.isnan(dist):  # a zero query vector under cosine: no direction, no similarity
             return 0.0
-        if self.distance == "l2":
-            return 1.0 / (1.0 + max(dist, 0.0) ** 0.5)  # L2 reports the squared distance
-        return 1.0 - dist  # cosine: 1 - cos; RediSearch's IP distance is 1 - dot
+        return distance_score(self.distance, dist)  # L2 is squared; cosine 1 - cos; IP 1 - dot
 
     @staticmethod
     def _hits(reply: list[Any], score) -> list[SearchHit]:

@@ -324,9 +324,7 @@ class SurrealDb(VectorDb):
 
     def search_statement(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None):
         """The request `search` sends: (SurrealQL, parameters, result names)."""
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        return self._statement(kind, query, embedding, limit, filters)
+        return self._shown(self._statement, query, embedding, limit, filters, search_type)
 
     def _statement(self, kind, query, embedding, limit, filters):
         return search_statement(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -20,7 +19,8 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
-from agentkeep.vector_db.base import check_name, check_number, chunk_of, filter_scalar, hit_of, ranked
+from agentkeep.vector_db.base import check_name, check_number, check_one_given, chunk_of, filter_scalar, hit_of
+from agentkeep.vector_db.base import all_of, distance_score, ranked
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -107,10 +107,7 @@ def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str,
         if found is None or found[0] not in known:
             return NOTHING
         parts.append({"op": "equal", "path": found[0], "value": found[2]})
-    parts.extend(extra)
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else {"op": "and", "filters": parts}
+    return all_of(parts + list(extra), lambda parts: {"op": "and", "filters": parts})
 
 
 def search_requests(kind: str, query: str | None, embedding: list[float] | None, limit: int,
@@ -140,11 +137,7 @@ def search_requests(kind: str, query: str | None, embedding: list[float] | None,
 def score_from_distance(distance: str, value: float) -> float:
     """Weaviate's distance -> the suite's score: cosine 1 - d, l2 1 / (1 + sqrt(d)) (Weaviate
     reports the squared distance), inner product -d (Weaviate's dot distance is the negated dot)."""
-    if distance == "cosine":
-        return 1.0 - value
-    if distance == "l2":
-        return 1.0 / (1.0 + math.sqrt(max(value, 0.0)))
-    return -value
+    return -value if distance == "inner_product" else distance_score(distance, value)
 
 
 def describe_store(dimensions: int, distance: str) -> str:
@@ -230,9 +223,8 @@ class WeaviateDb(VectorDb):
         self.bm25_k1 = check_number(bm25_k1, "bm25_k1", 0, 10)
         self.bm25_b = check_number(bm25_b, "bm25_b", 0, 10)
         self._properties: set[str] | None = None  # property names in the schema
-        if (client is None) == (url is None):
-            raise InvalidInputError("give either url= or client= (a connected weaviate.WeaviateClient)")
-        self._url = url
+        check_one_given((client, url), "give either url= or client= (a connected weaviate.WeaviateClient)")
+        self._address = url
         self._owns_client = client is None
         self._client = client if client is not None else _connect(url, grpc_port, api_key)
 
@@ -274,9 +266,6 @@ class WeaviateDb(VectorDb):
         except Exception:  # noqa: BLE001 - a description must not fail
             version = "?"
         return f"WeaviateDb {self.collection} on Weaviate {version}"
-
-    def _location(self) -> str:
-        return self._url or "the client's server"
 
     def _stored_dimensions(self) -> int | None:
         """The dimensions in the collection's description; the schema's property names too."""
@@ -354,9 +343,7 @@ class WeaviateDb(VectorDb):
 
     def search_requests(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> list[dict]:
         """The query documents `search` sends."""
-        self._ready()
-        kind, query, embedding, limit, filters = self._search_args(query, embedding, limit, filters, search_type)
-        return self._requests(kind, query, embedding, limit, filters)
+        return self._shown(self._requests, query, embedding, limit, filters, search_type)
 
     def _requests(self, kind, query, embedding, limit, filters):
         return search_requests(kind, query, embedding, limit, filters, known=self._known_for(filters),
