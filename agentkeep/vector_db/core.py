@@ -157,14 +157,14 @@ class VectorDb(abc.ABC):
     def _check_dimensions(cls, dimensions: Any) -> int:
         return check_dimensions(dimensions, cls.MAX_DIMENSIONS, cls.DIMENSIONS_LIMIT)
 
-    # -- primitives (see the module docstring); not abstract: a subclass may instead override the
-    # public methods themselves ------------------------------------------------------------------
+    # -- primitives (see the module docstring); the two searches are needed only by the base's
+    # `_candidates`, which a store that asks for both lists at once overrides instead ----------
 
-    def _stored_dimensions(self) -> int | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _stored_dimensions(self) -> int | None: ...
 
-    def _create_store(self, dimensions: int) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _create_store(self, dimensions: int) -> None: ...
 
     def _complete_store(self) -> None:
         """Add what an existing store lacks (indexes, markers), idempotently."""
@@ -172,20 +172,20 @@ class VectorDb(abc.ABC):
     def _exists(self) -> bool:
         return self._stored_dimensions() is not None
 
-    def _drop_store(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _drop_store(self) -> None: ...
 
-    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None: ...
 
-    def _get(self, ids: list[str]) -> Iterable[Chunk]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _get(self, ids: list[str]) -> Iterable[Chunk]: ...
 
-    def _delete(self, ids: list[str] | None, content_id: str | None, filters: dict[str, Any]) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _delete(self, ids: list[str] | None, content_id: str | None, filters: dict[str, Any]) -> int: ...
 
-    def _count(self, content_id: str | None, filters: dict[str, Any]) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _count(self, content_id: str | None, filters: dict[str, Any]) -> int: ...
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict[str, Any]) -> list[SearchHit]:
         raise NotImplementedError
