@@ -1,6 +1,10 @@
 """Shared fixtures: the `db` fixture runs every test once per backend.
 
-- `db`: a fresh, isolated db of one backend (pytest id = backend name), closed afterwards.
+- `db`: an isolated db of one backend (pytest id = backend name): a new db object over a
+  store no other test uses at the same time, emptied after the test before it (see
+  `pooled_store`), closed afterwards.
+- Tests that need a server or an emulator are marked `server`: `-m "not server"` is the
+  quick run.
 - `db_url` / `db_opener`: how a child process opens the same db (None when it cannot).
 - `make_db`: build further fresh dbs of the same backend (the test closes them).
 - AGENTKEEP_REQUIRE_ALL=1 turns "backend unavailable" skips into failures.
@@ -61,8 +65,8 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 # Stores a test has finished with, emptied and ready for the next test of this process:
-# building a store costs its tables and indexes (0.4 s on PostgreSQL, 1 s on MariaDB or
-# DynamoDB on moto per test), emptying one a few deletes. Each test still gets a new db
+# building a store costs its tables and indexes (0.4 s on PostgreSQL, 1 s on DynamoDB on
+# moto or on a stock MariaDB, per test), emptying one a few deletes. Each test still gets a new db
 # object; a test marked `fresh_store` gets a store without tables.
 _idle: dict[str, list[Handle]] = {}
 
