@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from agentkeep.db import planner
 from agentkeep.db.backends.dynamo.codec import component, decode_value, encode_value
@@ -173,20 +173,7 @@ class Reads:
         elif projection is not None:
             args["ProjectionExpression"] = ", ".join(ke.n(a) for a in projection)
         args.update(ke.kwargs())
-        size = page
-        while True:
-            if size is not None:
-                args["Limit"] = size
-                size = min(size * 2, 1000)
-            resp = self.client.query(**args)
-            if count:
-                yield {"Count": resp["Count"]}
-            else:
-                yield from resp["Items"]
-            start = resp.get("LastEvaluatedKey")
-            if not start:
-                return
-            args["ExclusiveStartKey"] = start
+        yield from self._pages(self.client.query, args, count, page)
 
     def _scan(self, t: Table, filters: list[str], e: _Expr, projection: list[str] | None,
               count: bool = False) -> Iterator[dict]:
@@ -198,8 +185,17 @@ class Reads:
         elif projection is not None:
             args["ProjectionExpression"] = ", ".join(e.n(a) for a in projection)
         args.update(e.kwargs())
+        yield from self._pages(self.client.scan, args, count)
+
+    @staticmethod
+    def _pages(request: Any, args: dict, count: bool, page: int | None = None) -> Iterator[dict]:
+        """The items of every page of a Query or Scan ({"Count": n} per page with `count`);
+        a `page` size doubles from page to page, up to 1,000."""
         while True:
-            resp = self.client.scan(**args)
+            if page is not None:
+                args["Limit"] = page
+                page = min(page * 2, 1000)
+            resp = request(**args)
             if count:
                 yield {"Count": resp["Count"]}
             else:
