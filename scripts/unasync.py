@@ -1,6 +1,7 @@
 """Generate the sync twins (domain layer, kernels) from their async sources, so the twins
 cannot drift: every `_async/` folder under agentkeep/db (the domain's, and each backend
-family's that has one) has a `_sync/` sibling generated from it.
+family's that has one) and under agentkeep/agent (the run loop) has a `_sync/` sibling
+generated from it.
 
     python scripts/unasync.py          # rewrite every _sync/*.py
     python scripts/unasync.py --check  # exit 1 when a generated file is stale (CI)
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "agentkeep/db"
+PACKAGES = (ROOT / "agentkeep/db", ROOT / "agentkeep/agent")
 HAND_WRITTEN = {"__init__.py", "util.py"}
 OWN_RENAME = re.compile(r"^# unasync: (\S+) -> (\S+)\n", re.MULTILINE)
 REPLACEMENTS = [
@@ -32,7 +33,7 @@ REPLACEMENTS = [
     (r"\bAsyncSqlKernel\b", "SqlKernel"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\bAsyncIterator\b", "Iterator"),
-    (r"\b(agentkeep\.db(?:\.\w+)*?)\._async\.", r"\1._sync."),
+    (r"\b(agentkeep\.(?:db|agent)(?:\.\w+)*?)\._async\.", r"\1._sync."),
     (r"^import asyncio$", "import time"),
     (r"\basyncio\.sleep\(", "time.sleep("),
     (r"task \(thread, in the sync twin\)", "thread"),
@@ -53,7 +54,8 @@ def pairs() -> list[tuple[Path, Path]]:
     """(async source, generated twin) of every source."""
     return [
         (src, src.parent.parent / "_sync" / src.name)
-        for folder in sorted(PACKAGE.rglob("_async"))
+        for package in PACKAGES
+        for folder in sorted(package.rglob("_async"))
         for src in sorted(folder.glob("*.py"))
         if src.name not in HAND_WRITTEN
     ]

@@ -231,6 +231,7 @@ RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     "lease_seconds": lambda p, own: _lease,
     "order": lambda p, own: _choice(own["order"], "order"),
     "status": lambda p, own: (_choice if p.default is inspect.Parameter.empty else _opt_choice)(own["status"], "status"),
+    "expected_status": lambda p, own: _opt_choice(m.RunStatus, "expected_status"),
     "session_type": lambda p, own: _opt_choice(m.SessionType, "session_type"),
     "eval_type": lambda p, own: _opt_choice(m.EvalType, "eval_type"),
     "group_by": lambda p, own: _choice(own["group_by"], "group_by"),

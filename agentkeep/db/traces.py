@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
+# where a trace's session, user, agent... come from: agentkeep's own attributes, the plain
+# names, the OpenTelemetry and GenAI semantic conventions' names
+_CONVENTIONS = {
+    "session_id": ("gen_ai.conversation.id",), "user_id": ("enduser.id",), "agent_id": ("gen_ai.agent.id",),
+}
 ATTRIBUTE_KEYS = {
-    field: (f"agentkeep.{field}", field, f"{field[:-3]}.id")
+    field: (f"agentkeep.{field}", field, f"{field[:-3]}.id", *_CONVENTIONS.get(field, ()))
     for field in ("run_id", "session_id", "user_id", "agent_id", "team_id", "workflow_id")
 }
 

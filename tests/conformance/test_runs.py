@@ -193,3 +193,25 @@ def test_runs_of_other_sessions_stay_apart(db, sid):
     b = db.append_run(Run(session_id=other))
     assert [r.run_id for r in db.list_runs(sid).items] == [a.run_id]
     assert [r.run_id for r in db.list_runs(other).items] == [b.run_id]
+
+
+def test_update_run_with_expected_status_is_a_compare_and_set(db, sid):
+    r = db.append_run(Run(session_id=sid, status="paused", content="waiting"))
+    r.status = "running"
+    moved = db.update_run(r, expected_status="paused")
+    assert moved.status == "running"
+    before = dump(db.get_run(r.run_id))
+    r.content = "second resumer"
+    with pytest.raises(ConflictError):
+        db.update_run(r, expected_status="paused")
+    assert dump(db.get_run(r.run_id)) == before
+
+
+def test_update_run_expected_status_is_checked(db, sid):
+    from agentkeep.db import InvalidInputError
+
+    r = db.append_run(Run(session_id=sid, status="paused"))
+    with pytest.raises(InvalidInputError):
+        db.update_run(r, expected_status="sleeping")
+    with pytest.raises(NotFoundError):
+        db.update_run(Run(session_id=sid), expected_status="paused")

@@ -87,8 +87,10 @@ def test_any_error_span_marks_the_trace(db):
     [
         {"run_id": "r", "session_id": "s", "user_id": "u", "agent_id": "a", "team_id": "t", "workflow_id": "w"},
         {"run.id": "r", "session.id": "s", "user.id": "u", "agent.id": "a", "team.id": "t", "workflow.id": "w"},
+        {"agentkeep.run_id": "r", "gen_ai.conversation.id": "s", "enduser.id": "u", "gen_ai.agent.id": "a",
+         "team_id": "t", "workflow_id": "w"},
     ],
-    ids=["plain", "dotted"],
+    ids=["plain", "dotted", "semantic-conventions"],
 )
 def test_trace_ids_from_attribute_spellings(db, attrs):
     db.write_spans([span("t1", "root", T0, 10, attributes=attrs)])

@@ -449,15 +449,22 @@ class Db:
         return ConflictError(f"run {run_id!r} already exists; use update_run to change it")
 
     @api
-    def update_run(self, run: m.Run) -> m.Run:
+    def update_run(self, run: m.Run, *, expected_status: str | None = None) -> m.Run:
         row = run
         session_id, run_id = row["session_id"], row["run_id"]
         cur = self._get_visible("runs", (run_id,), row["user_id"])
         if cur is None or cur["session_id"] != session_id:
             raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
+        if expected_status is not None and cur["status"] != expected_status:
+            raise ConflictError(f"run {run_id!r} is {cur['status']}, not {expected_status}")
         row.update(seq=cur["seq"], user_id=cur["user_id"], created_at=cur["created_at"], updated_at=_now())
         values = {k: val for k, val in row.items() if k != "run_id"}
-        if self.kernel.update("runs", (run_id,), set=values, where=(eq("user_id", cur["user_id"]),)) is None:
+        where = [eq("user_id", cur["user_id"])]
+        if expected_status is not None:  # compare-and-set: one writer moves the run on
+            where.append(eq("status", expected_status))
+        if self.kernel.update("runs", (run_id,), set=values, where=tuple(where)) is None:
+            if expected_status is not None and self.kernel.get("runs", (run_id,)) is not None:
+                raise ConflictError(f"run {run_id!r} left status {expected_status} concurrently")
             raise NotFoundError(f"run {run_id!r} not found")
         return self._model("runs", row)
 
