@@ -14,7 +14,7 @@ from agentkeep.agent import events as ev
 from agentkeep.agent._async.runner import Runner as AsyncRunner
 from agentkeep.agent._async.util import ThreadedDb
 from agentkeep.agent._sync.runner import Runner
-from agentkeep.agent.builtin_tools import knowledge_tools, memory_tools
+from agentkeep.agent.builtin_tools import MEMORY_TOOLS, knowledge_tools, memory_tools
 from agentkeep.agent.errors import AgentRunError, ModelBehaviorError
 from agentkeep.agent.tools import Tool, as_tool
 from agentkeep.agent.tracing import NoTracing, tracing_for
@@ -108,6 +108,9 @@ class Agent:
                 raise InvalidInputError(f"two tools are named {t.name!r}")
             self.tools_by_name[t.name] = t
         self.tool_definitions = [t.definition for t in own] or None
+        # a run without a user is offered no memory tools (memories are kept per user)
+        userless = [t for t in own if t.name not in MEMORY_TOOLS]
+        self._userless = ([t.definition for t in userless] or None, {t.name: t for t in userless})
         self.response_format = None
         if output_schema is not None:
             self.response_format = {"type": "json_schema", "json_schema": {
@@ -170,6 +173,12 @@ class Agent:
         v.check_id(run_id, "run_id")
         with self._lock:
             self._cancelled.add(run_id)
+
+    def offered_tools(self, user_id: str | None) -> tuple[list[dict] | None, dict[str, Tool]]:
+        """The tool definitions a run's model call offers, and the tools it may call."""
+        if user_id is None:
+            return self._userless
+        return self.tool_definitions, self.tools_by_name
 
     def is_cancelled(self, run_id: str) -> bool:
         return run_id in self._cancelled

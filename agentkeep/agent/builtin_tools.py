@@ -42,6 +42,9 @@ def search_knowledge(query: str) -> list:
     """
 
 
+MEMORY_TOOLS = ("remember", "update_memory", "forget")
+
+
 def memory_tools() -> list[Tool]:
     return [Tool(fn, fn.__name__, _doc(fn), builtin=True) for fn in (remember, update_memory, forget)]
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from agentkeep.db.models import Run, UserMemory
 
 
-def system_message(agent: Any, *, memories: Sequence[UserMemory], dependencies: dict, state: dict,
+def system_message(agent: Any, *, memories: Sequence[UserMemory] | None, dependencies: dict, state: dict,
                    references: Sequence[dict]) -> dict | None:
     parts: list[str] = []
     if agent.instructions:
@@ -20,7 +20,7 @@ def system_message(agent: Any, *, memories: Sequence[UserMemory], dependencies: 
     if memories:
         lines = "\n".join(f"- [{m.memory_id}] {m.memory}" for m in memories)
         parts.append(f"What you remember about the user (ids in brackets, for update_memory and forget):\n{lines}")
-    elif agent.enable_user_memories:
+    elif memories is not None:  # memories are on for this run (it has a user)
         parts.append("You remember nothing about the user yet.")
     if agent.add_dependencies_to_context and dependencies:
         parts.append(f"<dependencies>\n{_json(dependencies)}\n</dependencies>")

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 
 @dataclass
@@ -52,6 +52,7 @@ class ScriptedServer:
 
             self._next = next_reply
         self.requests: list[dict] = []
+        self.call_ids = itertools.count()
         self._httpd = ThreadingHTTPServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -107,7 +108,7 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             elif body.get("stream"):
                 self._stream(reply, body)
             else:
-                self._json(200, _completion(reply, body.get("model", "scripted")))
+                self._json(200, _completion(reply, body.get("model", "scripted"), server.call_ids))
 
         def _json(self, status: int, payload: dict) -> None:
             data = json.dumps(payload).encode()
@@ -123,7 +124,7 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             usage = (body.get("stream_options") or {}).get("include_usage")
-            for chunk in _chunks(reply, body.get("model", "scripted"), bool(usage)):
+            for chunk in _chunks(reply, body.get("model", "scripted"), bool(usage), server.call_ids):
                 self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")
@@ -135,10 +136,11 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _calls(reply: Reply) -> list[dict]:
-    return [{"id": f"call_{i}", "type": "function",
+def _calls(reply: Reply, ids: Iterator[int]) -> list[dict]:
+    # ids unique across the server's replies, as real servers give them
+    return [{"id": f"call_{next(ids)}", "type": "function",
              "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
-            for i, (name, args) in enumerate(reply.tool_calls)]
+            for name, args in reply.tool_calls]
 
 
 def _usage(reply: Reply) -> dict | None:
@@ -148,8 +150,8 @@ def _usage(reply: Reply) -> dict | None:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion(reply: Reply, model: str) -> dict:
-    calls = _calls(reply)
+def _completion(reply: Reply, model: str, ids: Iterator[int]) -> dict:
+    calls = _calls(reply, ids)
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if calls:
         message["tool_calls"] = calls
@@ -160,7 +162,7 @@ def _completion(reply: Reply, model: str) -> dict:
     }
 
 
-def _chunks(reply: Reply, model: str, usage: bool) -> list[dict]:
+def _chunks(reply: Reply, model: str, usage: bool, ids: Iterator[int]) -> list[dict]:
     def chunk(delta: dict, finish: str | None = None) -> dict:
         return {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -168,7 +170,7 @@ def _chunks(reply: Reply, model: str, usage: bool) -> list[dict]:
     out = [chunk({"role": "assistant", "content": ""})]
     text = reply.content or ""
     out += [chunk({"content": text[i:i + reply.chunk_chars]}) for i in range(0, len(text), reply.chunk_chars)]
-    calls = _calls(reply)
+    calls = _calls(reply, ids)
     for i, call in enumerate(calls):
         out.append(chunk({"tool_calls": [{"index": i, **call}]}))
     out.append(chunk({}, "tool_calls" if calls else "stop"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentkeep.agent.builtin_tools import MEMORY_TOOLS
 from agentkeep.agent.tools import reference
 from agentkeep.db import models as m
 from agentkeep.db.errors import NotFoundError
@@ -20,6 +21,8 @@ class Builtins:
         self.db = db
 
     def call(self, name: str, args: dict, turn: Any) -> Any:
+        if name in MEMORY_TOOLS and turn.run.user_id is None:
+            raise PermissionError("memories are kept per user: this run has no user_id")
         return getattr(self, name)(turn, **args)
 
     def remember(self, turn: Any, memory: str, topics: list[str] | None = None) -> str:

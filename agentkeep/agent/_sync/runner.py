@@ -103,7 +103,7 @@ class Runner:
 
     def _prepare(self, turn: Turn, history: list[m.Run], own: list[dict]) -> None:
         a = self.agent
-        memories = []
+        memories = None
         if a.enable_user_memories and turn.run.user_id is not None and self.db is not None:
             memories = (self.db.list_memories(user_id=turn.run.user_id, limit=a.memory_limit)).items
         system = system_message(a, memories=memories, dependencies=turn.dependencies, state=turn.state,
@@ -177,6 +177,7 @@ class Runner:
         note = (approval.resolution or {}).get("reason") or (approval.resolution or {}).get("note")
         text = REJECTED.format(status=approval.status) + (f" Reason: {note}" if note else "")
         record.update(status="rejected", result=text)
+        _keep(turn.run, record)
         turn.messages.append({"role": "tool", "tool_call_id": record["tool_call_id"], "content": text})
 
     # -- the model and tool loop -------------------------------------------------------------
@@ -188,7 +189,9 @@ class Runner:
                 for event in self._cancelled(turn):
                     yield event
                 return
-            offer = a.tool_definitions if turn.tool_calls < a.tool_call_limit else None
+            limited = turn.tool_calls >= a.tool_call_limit
+            offer, known = a.offered_tools(run.user_id)
+            offer = None if limited else offer
             # a forced choice holds for the run's first call only (else it would loop)
             choice = a.tool_choice if offer and turn.model_calls == 0 else None
             turn.model_calls += 1
@@ -208,12 +211,12 @@ class Runner:
                 for event in self._complete(turn, response):
                     yield event
                 return
-            if offer is None:
+            if limited:
                 raise ModelBehaviorError(f"the model called a tool after the limit of {a.tool_call_limit} calls")
             waiting = []
             for call in response.tool_calls:
                 turn.tool_calls += 1
-                tool = a.tools_by_name.get(call.name)
+                tool = known.get(call.name)
                 if tool is None:
                     raise ModelBehaviorError(f"the model called an unknown tool {call.name!r}")
                 try:
@@ -391,9 +394,9 @@ _MISSING = object()
 
 
 def _keep(run: m.Run, record: dict) -> None:
-    """Put a tool call's record on the run, replacing the one with the same call id."""
+    """Put a tool call's record on the run (in place of its paused record, once approved)."""
     for i, old in enumerate(run.tools):
-        if old.get("tool_call_id") == record["tool_call_id"]:
+        if old.get("tool_call_id") == record["tool_call_id"] and old.get("status") == "paused":
             run.tools[i] = dict(record)
             return
     run.tools.append(dict(record))
