@@ -235,6 +235,8 @@ class DbSpanExporter:
         for (db, loop), records in batches.values():
             try:
                 if loop is not None:
+                    if loop.is_closed():
+                        raise RuntimeError("the event loop of the run's async db is closed")
                     asyncio.run_coroutine_threadsafe(db.write_spans(records), loop).result(timeout=30)
                 else:
                     db.write_spans(records)

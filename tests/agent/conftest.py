@@ -32,10 +32,10 @@ def scripted() -> Iterator[Callable[..., ScriptedServer]]:
         server.stop()
 
 
-@pytest.fixture(params=AGENT_BACKENDS)
+@pytest.fixture(params=[BY_NAME[name] for name in AGENT_BACKENDS], ids=AGENT_BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A handle on an empty db of each backend the agent tests run on (`.db`, `.opener`)."""
-    backend = BY_NAME[request.param]
+    backend = request.param
     require_backend(backend)
     with pooled_store(backend, tmp_path_factory) as handle:
         yield handle

@@ -10,6 +10,7 @@ import pytest
 from agentkeep.agent import tool
 from agentkeep.db import ConflictError, NotFoundError
 
+from tests.conformance.backends import BY_NAME
 from tests.processes import run_together
 
 from .conftest import Reply, make_agent
@@ -126,7 +127,7 @@ def _resume(opener, base_url, run_id, marker_dir, barrier):
         f.write(outcome)
 
 
-@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+@pytest.mark.parametrize("store", [BY_NAME["postgres"]], indirect=True, ids=["postgres"])
 def test_two_processes_resume_a_paused_run_exactly_once(scripted, db, store, tmp_path):
     server, agent, events = paused_run(scripted, db)
     db.resolve_approval(events[-1].approvals[0], status="approved", resolved_by="manager")

@@ -90,7 +90,7 @@ def test_the_tool_call_limit_ends_a_looping_model(scripted, db):
     assert len(server.requests) == 3
 
 
-def test_a_db_that_is_down_before_the_run_raises_and_calls_no_model(scripted, tmp_path):
+def test_a_db_that_is_down_before_the_run_raises_and_calls_no_model(scripted):
     server = scripted([Reply("never")])
     from agentkeep.db.postgres import PostgresDb
 
@@ -136,6 +136,7 @@ class Proxy:
             s.close()
 
 
+@pytest.mark.server
 def test_a_db_lost_during_the_run_loses_nothing_stored(scripted):
     from agentkeep.db.postgres import PostgresDb
     from tests.conformance.backends import BY_NAME, postgres_url
