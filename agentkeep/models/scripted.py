@@ -85,6 +85,7 @@ class ScriptedServer:
 def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connection
+        disable_nagle_algorithm = True  # else headers and body, sent apart, wait 40 ms for an ACK
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass
