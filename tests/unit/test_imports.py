@@ -11,6 +11,10 @@ CASES = {
     "agentkeep.db.in_memory": ["sqlalchemy", "fsspec"],
     "agentkeep.db.sqlite": ["fsspec", "filelock"],
     "agentkeep.db.json": ["sqlalchemy"],
+    # the agent runtime loads its model's client and OpenTelemetry when first used, and no db
+    "agentkeep.agent": ["sqlalchemy", "fsspec", "psycopg", "openai", "opentelemetry.sdk", "agentkeep.knowledge",
+                        "agentkeep.vector_db"],
+    "agentkeep.models": ["openai", "sqlalchemy"],
 }
 
 
