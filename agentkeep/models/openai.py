@@ -3,7 +3,9 @@ speaks its protocol (Ollama, vLLM, llama.cpp, LM Studio, OpenRouter: pass `base_
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 from agentkeep.db.errors import InvalidInputError
@@ -36,7 +38,8 @@ class OpenAIChat:
         self.params = {k: val for k, val in (("temperature", temperature), ("max_tokens", max_tokens)) if val is not None}
         self.params.update(request_params or {})
         self.streams_tool_choice = True  # set False once a server refuses it
-        self._client = self._aclient = None
+        self._client = None
+        self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"OpenAIChat(id={self.id!r}, base_url={self.base_url!r})"
@@ -57,11 +60,15 @@ class OpenAIChat:
 
     @property
     def aclient(self):
-        if self._aclient is None:
+        """The async client of the running event loop (its connections belong to that loop:
+        a script that calls `asyncio.run` twice gets a client for each)."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
             import openai
 
-            self._aclient = openai.AsyncOpenAI(**self._options())
-        return self._aclient
+            client = self._aclients[loop] = openai.AsyncOpenAI(**self._options())
+        return client
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -124,8 +131,7 @@ class OpenAIChat:
                 raise _model_error(exc) from exc
         if acc.refused(tools):
             self.streams_tool_choice = False
-            await self._aclient.close()  # the server cut the stream: its pooled connection is dead
-            self._aclient = None
+            await self._aclients.pop(asyncio.get_running_loop()).close()  # the server cut the stream
             async for item in self.astream(messages, tools=tools, tool_choice=tool_choice,
                                            response_format=response_format):
                 yield item

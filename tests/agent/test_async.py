@@ -16,8 +16,6 @@ from tests.conftest import require_backend
 
 from .conftest import Reply, make_agent
 
-pytestmark = pytest.mark.server
-
 
 @pytest.fixture
 def schema():
@@ -46,6 +44,7 @@ async def delete_account(name: str) -> str:
     return f"deleted {name}"
 
 
+@pytest.mark.server
 def test_arun_streams_calls_async_tools_and_stores_everything(scripted, schema):
     server = scripted([Reply(tool_calls=[("atimes", {"a": 6, "b": 7})]), Reply("It is 42."), Reply("Again 42.")])
 
@@ -70,6 +69,7 @@ def test_arun_streams_calls_async_tools_and_stores_everything(scripted, schema):
     assert {t.run_id for t in traces} == {r.run_id for r in stored.runs}
 
 
+@pytest.mark.server
 def test_acontinue_run_resumes_once(scripted, schema):
     server = scripted([Reply(tool_calls=[("delete_account", {"name": "old"})]), Reply("Deleted.")])
 
@@ -92,6 +92,7 @@ def test_acontinue_run_resumes_once(scripted, schema):
     assert len(server.requests) == 2
 
 
+@pytest.mark.server
 def test_arun_with_a_sync_db_and_run_with_an_async_db(scripted, schema):
     server = scripted([Reply("from a thread")])
     from agentkeep.db.postgres import PostgresDb
@@ -107,3 +108,10 @@ def test_arun_with_a_sync_db_and_run_with_an_async_db(scripted, schema):
 
     with pytest.raises(InvalidInputError, match="use arun"):
         asyncio.run(sync_run_on_async_db())
+
+
+def test_one_agent_serves_several_event_loops(scripted):
+    """A script may call asyncio.run more than once: each loop gets its own model client."""
+    server = scripted([Reply("again")], cycle=True)
+    agent = make_agent(server, None)
+    assert [asyncio.run(agent.arun("hi")).content for _ in range(3)] == ["again"] * 3
