@@ -215,3 +215,23 @@ def test_update_run_expected_status_is_checked(db, sid):
         db.update_run(r, expected_status="sleeping")
     with pytest.raises(NotFoundError):
         db.update_run(Run(session_id=sid), expected_status="paused")
+
+
+def test_last_runs_of_a_session_with_gaps_in_seq(db, sid, tmp_path):
+    """get_session(runs=N) reads the range above last_seq - N, and all of the tail when the
+    session's seqs have gaps (here: runs left out of an imported dump)."""
+    import json
+
+    for i in range(5):
+        db.append_run(Run(session_id=sid, content=i))
+    dump = tmp_path / "dump.jsonl"
+    db.export_jsonl(str(dump))
+    lines = [line for line in dump.read_text().splitlines()
+             if json.loads(line).get("record", {}).get("seq") not in (3, 4)]
+    db.delete_session(sid)
+    dump.write_text("\n".join(lines) + "\n")
+    db.import_jsonl(str(dump))
+    assert [r.seq for r in db.get_session(sid, runs=2).runs] == [2, 5]
+    assert [r.seq for r in db.get_session(sid, runs=3).runs] == [1, 2, 5]
+    assert [r.seq for r in db.get_session(sid, runs=10).runs] == [1, 2, 5]
+    assert [r.seq for r in db.get_session(sid, runs=1).runs] == [5]

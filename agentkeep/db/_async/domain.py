@@ -333,18 +333,26 @@ class AsyncDb:
         row = await self._get_visible("sessions", (session_id,), user_id)
         session = self._model("sessions", row)
         if session is not None and runs is not None:
-            session.runs = await self._runs_tail(session_id, runs)
+            session.runs = await self._runs_tail(session_id, runs, row.get("last_seq"))
         return session
 
-    async def _runs_tail(self, session_id: str, n: int) -> list[m.Run]:
+    async def _runs_tail(self, session_id: str, n: int, last_seq: int | None = None) -> list[m.Run]:
         if n == 0:
             return []
         fields, _ = RUN_ORDER["seq"]
         where = (eq("session_id", session_id),)
         if n < 0:
             rows = await self.kernel.find(Query("runs", where, fields, False))
-        else:
-            rows = (await self.kernel.find(Query("runs", where, fields, True, n)))[::-1]
+            return [self._model("runs", r) for r in rows]
+        if last_seq is not None and last_seq >= n:
+            # Without gaps in seq, the last n runs are those above last_seq - n: a range the
+            # (session_id, seq) index answers in O(n) whatever the store's planner estimates.
+            # PostgreSQL, with statistics not yet updated after a burst of appends, read and
+            # sorted every run of the session instead: 4.4 ms at 10,000 runs against 0.8 ms.
+            ranged = await self.kernel.find(Query("runs", where + (Cond("seq", "gt", last_seq - n),), fields, True, n))
+            if len(ranged) == n:
+                return [self._model("runs", r) for r in ranged[::-1]]
+        rows = (await self.kernel.find(Query("runs", where, fields, True, n)))[::-1]
         return [self._model("runs", r) for r in rows]
 
     @api(order=SESSION_ORDERS)
