@@ -136,16 +136,20 @@ class SqliteKernel(SqliteDialect, SqlKernel):
             holder = self._local.holder = _ThreadConnection(self.engine.raw_connection())
             with self._open_lock:
                 self._open.add(holder)
+        holder.lock.acquire()  # held while the thread uses it, so close() waits for that
         return holder.raw
 
     def release(self, raw) -> None:
-        pass  # stays with its thread
+        self._local.holder.lock.release()  # the connection stays with its thread
 
     def close(self) -> None:
         with self._open_lock:
             holders, self._open = list(self._open), weakref.WeakSet()
         for holder in holders:
-            holder.close()
+            # another thread may be in the middle of a statement on its connection (a
+            # tracing exporter's, say): closing it under that thread's feet crashes sqlite3
+            with holder.lock:
+                holder.close()
         self.engine.dispose()
 
 
@@ -229,6 +233,7 @@ class _ThreadConnection:
 
     def __init__(self, raw) -> None:
         self.raw = raw
+        self.lock = threading.RLock()
 
     def close(self) -> None:
         raw, self.raw = self.raw, None
