@@ -1,0 +1,170 @@
+"""`AgentOS`: a FastAPI app that serves agents and their records.
+
+    agent_os = AgentOS(agents=[agent], db=db)     # trace_db=..., eval_db=... optional
+    app = agent_os.get_app()
+    agent_os.serve(app="main:app", port=7777)
+
+On boot (the app's lifespan) every distinct db it was given or found on its agents gets its
+tables and pending additive migrations, under the db's schema lock, so replicas booting at
+once are safe; a db that cannot be reached fails the boot. On shutdown the spans still in the
+exporter are written and every db is closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from agentkeep.agent import Agent
+from agentkeep.agent._async.util import ThreadedDb
+from agentkeep.db.errors import (
+    ConflictError,
+    ConnectionFailedError,
+    DbError,
+    InvalidInputError,
+    NotFoundError,
+    OwnershipError,
+)
+
+log = logging.getLogger("agentkeep.os")
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class BootError(RuntimeError):
+    """A db the server needs could not be brought up: the server does not start."""
+
+
+class AgentOS:
+    def __init__(self, agents: Sequence[Agent] = (), db: Any = None, *, trace_db: Any = None, eval_db: Any = None,
+                 name: str = "agentkeep", cors_origins: Sequence[str] = (), max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        agents = list(agents)
+        if not all(isinstance(a, Agent) for a in agents):
+            raise InvalidInputError("agents must be agentkeep Agents")
+        ids = [a.id for a in agents]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError(f"two agents share an id: {sorted(i for i in ids if ids.count(i) > 1)}")
+        if db is None and not any(a.db is not None for a in agents):
+            raise InvalidInputError("AgentOS needs a db (or agents that have one)")
+        for agent in agents:
+            if agent.db is None:  # an agent without a db of its own keeps its records in the OS's
+                agent.db = db
+        self.agents = {a.id: a for a in agents}
+        self.db = db if db is not None else agents[0].db
+        self.trace_db = trace_db
+        self.eval_db = eval_db
+        self.name = name
+        self.cors_origins = list(cors_origins)
+        self.max_body_bytes = max_body_bytes
+        self._app: FastAPI | None = None
+
+    # -- the dbs ------------------------------------------------------------------------------
+
+    def dbs(self) -> list[Any]:
+        """Every distinct db: the OS's, each agent's (and trace db), the trace and eval dbs."""
+        found: dict[int, Any] = {}
+        for db in [self.db, self.trace_db, self.eval_db, *(a.db for a in self.agents.values()),
+                   *(a.trace_db for a in self.agents.values())]:
+            if db is not None:
+                found.setdefault(id(db), db)
+        return list(found.values())
+
+    def agent_db(self, agent: Agent) -> Any:
+        return as_async(agent.db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        for db in self.dbs():
+            try:
+                steps = await as_async(db).migrate()
+            except ConnectionFailedError as exc:
+                raise BootError(f"cannot reach {db!r}: {exc}") from exc
+            except DbError as exc:
+                raise BootError(f"cannot bring up the tables of {db!r}: {exc}") from exc
+            if steps:
+                log.info("%r: applied %d schema steps", db, len(steps))
+        try:
+            yield
+        finally:
+            from agentkeep.agent import tracing
+
+            await asyncio.to_thread(tracing.flush)
+            for db in self.dbs():
+                with contextlib.suppress(Exception):
+                    await as_async(db).close()
+
+    # -- the app ------------------------------------------------------------------------------
+
+    def get_app(self) -> FastAPI:
+        if self._app is not None:
+            return self._app
+        from agentkeep.os.routes import agents, health, sessions
+
+        app = FastAPI(title=self.name, lifespan=self.lifespan)
+        app.state.os = self
+        if self.cors_origins:
+            app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_methods=["*"],
+                               allow_headers=["*"], allow_credentials=True)
+        _add_body_limit(app, self.max_body_bytes)
+        _add_error_handlers(app)
+        for module in (health, agents, sessions):
+            app.include_router(module.router)
+        self._app = app
+        return app
+
+    def serve(self, app: Any = None, *, host: str = "127.0.0.1", port: int = 7777, reload: bool = False,
+              **options: Any) -> None:
+        """Run the app with uvicorn (`app`: the app, or "module:attribute" for `reload`)."""
+        import uvicorn
+
+        uvicorn.run(app if app is not None else self.get_app(), host=host, port=port, reload=reload, **options)
+
+
+def as_async(db: Any) -> Any:
+    """A db whose methods are awaited: async dbs as they are, sync ones in worker threads."""
+    import inspect
+
+    if db is None or inspect.iscoroutinefunction(getattr(db, "append_run", None)):
+        return db
+    return ThreadedDb(db)
+
+
+def _add_body_limit(app: FastAPI, limit: int) -> None:
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return JSONResponse({"detail": f"the request body is over {limit} bytes"}, status_code=413)
+        return await call_next(request)
+
+
+STATUS = ((InvalidInputError, 422), (NotFoundError, 404), (OwnershipError, 404), (ConflictError, 409),
+          (ConnectionFailedError, 503))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DbError)
+    async def db_error(request: Request, exc: DbError) -> JSONResponse:
+        for kind, status in STATUS:
+            if isinstance(exc, kind):
+                # another user's record is as missing as one that does not exist
+                detail = "not found" if isinstance(exc, OwnershipError) else str(exc)
+                return JSONResponse({"detail": detail}, status_code=status)
+        log.error("db error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the db failed; see the server's log"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "reason": e["msg"]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the server's log"}, status_code=500)

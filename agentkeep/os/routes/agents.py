@@ -1,0 +1,135 @@
+"""`/agents`: list and describe agents; start, continue and cancel runs (JSON or, for the
+reference's clients, form fields; `stream=true` answers with server-sent events named as
+the run's events)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from agentkeep.agent import AgentRunError
+from agentkeep.db.errors import InvalidInputError, NotFoundError
+from agentkeep.os.routes.common import agent_of, db_for, the_os
+
+router = APIRouter(tags=["agents"])
+
+
+class RunRequest(BaseModel):
+    message: str
+    stream: bool = False
+    session_id: Optional[str] = None
+    user_id: Optional[str] = None
+    session_state: Optional[dict] = None
+
+
+class ContinueRequest(BaseModel):
+    stream: bool = False
+    session_id: Optional[str] = None
+    user_id: Optional[str] = None
+
+
+def describe(agent: Any) -> dict:
+    return {
+        "id": agent.id, "name": agent.name,
+        "model": {"id": agent.model.id, "provider": agent.model.provider},
+        "tools": [{"name": t.name, "description": t.description, "requires_approval": t.requires_approval}
+                  for t in agent.tools_by_name.values()],
+        "instructions": agent.instructions,
+    }
+
+
+@router.get("/agents")
+async def list_agents(request: Request) -> list[dict]:
+    return [describe(a) for a in the_os(request).agents.values()]
+
+
+@router.get("/agents/{agent_id}")
+async def get_agent(agent_id: str, request: Request) -> dict:
+    return describe(agent_of(request, agent_id))
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    """The request's fields, from a JSON body or form fields."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            fields = await request.json()
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"the body is not JSON: {exc}") from None
+        if not isinstance(fields, dict):
+            raise InvalidInputError("the body must be a JSON object")
+    else:
+        form = await request.form()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        for key in ("session_state",):
+            if isinstance(fields.get(key), str):
+                try:
+                    fields[key] = json.loads(fields[key])
+                except json.JSONDecodeError:
+                    raise InvalidInputError(f"{key} must be a JSON object") from None
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v not in ("", None)})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise InvalidInputError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+
+
+async def _sse(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    yield _frame(first)
+    async for event in events:
+        yield _frame(event)
+
+
+def _frame(event: Any) -> bytes:
+    return f"event: {event.event}\ndata: {event.model_dump_json()}\n\n".encode()
+
+
+async def _respond(events: AsyncIterator[Any], stream: bool) -> Any:
+    # the first event is awaited here, so bad input or another user's session is a 4xx
+    # answer, not an error inside a stream already started
+    first = await anext(events)
+    if stream:
+        return StreamingResponse(_sse(first, events), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    final = first
+    async for event in events:
+        final = event
+    run = getattr(final, "run", None)
+    if run is None:
+        raise AgentRunError(getattr(final, "error", "the run ended without a result"))
+    return JSONResponse(run.model_dump(mode="json"))
+
+
+@router.post("/agents/{agent_id}/runs")
+async def create_run(agent_id: str, request: Request) -> Any:
+    agent = agent_of(request, agent_id)
+    body = await _body(request, RunRequest)
+    events = agent.arun(body.message, user_id=body.user_id, session_id=body.session_id, stream=True,
+                        session_state=body.session_state)
+    return await _respond(events, body.stream)
+
+
+@router.post("/agents/{agent_id}/runs/{run_id}/continue")
+async def continue_run(agent_id: str, run_id: str, request: Request) -> Any:
+    agent = agent_of(request, agent_id)
+    body = await _body(request, ContinueRequest)
+    events = agent.acontinue_run(run_id, user_id=body.user_id, session_id=body.session_id, stream=True)
+    return await _respond(events, body.stream)
+
+
+@router.post("/agents/{agent_id}/runs/{run_id}/cancel")
+async def cancel_run(agent_id: str, run_id: str, request: Request, user_id: Optional[str] = None) -> dict:
+    agent = agent_of(request, agent_id)
+    db = db_for(request, agent_id)
+    run = await db.get_run(run_id, user_id=user_id)
+    if run is None or run.agent_id != agent.id:
+        raise NotFoundError(f"run {run_id!r} not found")
+    agent.cancel_run(run_id)
+    if run.status in ("running", "paused"):
+        # a run of another replica ends as cancelled at its next write (a compare-and-set)
+        was, run.status = run.status, "cancelled"
+        run = await db.update_run(run, expected_status=was)
+    return {"run_id": run_id, "status": run.status}

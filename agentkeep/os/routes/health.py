@@ -1,0 +1,39 @@
+"""`/health`, `/info`, `/config`."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter, Request
+
+from agentkeep.os.routes.common import the_os
+
+router = APIRouter(tags=["server"])
+
+
+def _version() -> str:
+    try:
+        return version("agentkeep")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@router.get("/health")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/info")
+async def info(request: Request) -> dict:
+    os = the_os(request)
+    return {"name": os.name, "version": _version(), "agents": len(os.agents)}
+
+
+@router.get("/config")
+async def config(request: Request) -> dict:
+    os = the_os(request)
+    return {
+        "name": os.name,
+        "agents": [{"id": a.id, "name": a.name} for a in os.agents.values()],
+        "dbs": [type(db).__name__ for db in os.dbs()],
+    }

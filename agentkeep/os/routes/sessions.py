@@ -1,0 +1,101 @@
+"""`/sessions`: list (never loading runs), read, rename, delete; a session's runs. A list
+answers `{data, meta}` with the reference's page fields and `meta.next_cursor`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from agentkeep.db.errors import NotFoundError
+from agentkeep.os.routes.common import db_for, page_of
+
+router = APIRouter(tags=["sessions"])
+SORTS = {("updated_at", "desc"): "updated_desc", ("updated_at", "asc"): "updated_asc",
+         ("created_at", "desc"): "created_desc", ("created_at", "asc"): "created_asc"}
+
+
+def _json(record: Any) -> dict:
+    return record.model_dump(mode="json", exclude={"runs"} if hasattr(record, "runs") else None)
+
+
+async def _pages(fetch: Any, limit: int, page: int, cursor: Optional[str]) -> Any:
+    """The page asked for: by cursor, or by number (walking the cursors from the first)."""
+    result = await fetch(cursor)
+    for _ in range(page - 1 if cursor is None else 0):
+        if result.next_cursor is None:
+            return result.model_copy(update={"items": [], "next_cursor": None})
+        result = await fetch(result.next_cursor)
+    return result
+
+
+@router.get("/sessions")
+async def list_sessions(
+    request: Request,
+    user_id: Optional[str] = None,
+    component_id: Optional[str] = Query(None, description="an agent's id: its sessions, from its db"),
+    type: Literal["agent", "team", "workflow"] = "agent",
+    session_name: Optional[str] = None,
+    limit: int = Query(20, ge=1, le=100),
+    page: int = Query(1, ge=1),
+    cursor: Optional[str] = None,
+    sort_by: Literal["updated_at", "created_at"] = "updated_at",
+    sort_order: Literal["asc", "desc"] = "desc",
+    with_total: bool = True,
+) -> dict:
+    db = db_for(request, component_id)
+
+    async def fetch(after: Optional[str]) -> Any:
+        return await db.list_sessions(user_id=user_id, agent_id=component_id, session_type=type,
+                                      name_contains=session_name, order=SORTS[(sort_by, sort_order)], limit=limit,
+                                      cursor=after, with_total=with_total)
+
+    result = await _pages(fetch, limit, page, cursor)
+    return page_of([_json(s) for s in result.items], limit, page, result.next_cursor, result.total)
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: str, request: Request, user_id: Optional[str] = None,
+                      component_id: Optional[str] = None) -> dict:
+    session = await db_for(request, component_id).get_session(session_id, user_id=user_id)
+    if session is None:
+        raise NotFoundError(f"session {session_id!r} not found")
+    return _json(session)
+
+
+@router.get("/sessions/{session_id}/runs")
+async def list_runs(session_id: str, request: Request, user_id: Optional[str] = None,
+                    component_id: Optional[str] = None, limit: int = Query(20, ge=1, le=100),
+                    cursor: Optional[str] = None) -> dict:
+    db = db_for(request, component_id)
+    if await db.get_session(session_id, user_id=user_id) is None:
+        raise NotFoundError(f"session {session_id!r} not found")
+    result = await db.list_runs(session_id, user_id=user_id, limit=limit, cursor=cursor)
+    return page_of([r.model_dump(mode="json") for r in result.items], limit, 1, result.next_cursor, result.total)
+
+
+@router.get("/sessions/{session_id}/runs/{run_id}")
+async def get_run(session_id: str, run_id: str, request: Request, user_id: Optional[str] = None,
+                  component_id: Optional[str] = None) -> dict:
+    run = await db_for(request, component_id).get_run(run_id, user_id=user_id)
+    if run is None or run.session_id != session_id:
+        raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
+    return run.model_dump(mode="json")
+
+
+class Rename(BaseModel):
+    session_name: str
+
+
+@router.post("/sessions/{session_id}/rename")
+async def rename_session(session_id: str, body: Rename, request: Request, user_id: Optional[str] = None,
+                         component_id: Optional[str] = None) -> dict:
+    return _json(await db_for(request, component_id).rename_session(session_id, body.session_name, user_id=user_id))
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, request: Request, user_id: Optional[str] = None,
+                         component_id: Optional[str] = None) -> None:
+    if not await db_for(request, component_id).delete_session(session_id, user_id=user_id):
+        raise NotFoundError(f"session {session_id!r} not found")
