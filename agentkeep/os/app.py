@@ -103,7 +103,7 @@ class AgentOS:
     def get_app(self) -> FastAPI:
         if self._app is not None:
             return self._app
-        from agentkeep.os.routes import agents, health, sessions
+        from agentkeep.os.routes import agents, health, memories, sessions
 
         app = FastAPI(title=self.name, lifespan=self.lifespan)
         app.state.os = self
@@ -112,7 +112,7 @@ class AgentOS:
                                allow_headers=["*"], allow_credentials=True)
         _add_body_limit(app, self.max_body_bytes)
         _add_error_handlers(app)
-        for module in (health, agents, sessions):
+        for module in (health, agents, sessions, memories):
             app.include_router(module.router)
         self._app = app
         return app

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
+from agentkeep.db.models import Session
 from agentkeep.os.routes.common import db_for, page_of
 
 router = APIRouter(tags=["sessions"])
@@ -20,7 +21,7 @@ def _json(record: Any) -> dict:
     return record.model_dump(mode="json", exclude={"runs"} if hasattr(record, "runs") else None)
 
 
-async def _pages(fetch: Any, limit: int, page: int, cursor: Optional[str]) -> Any:
+async def paged(fetch: Any, page: int, cursor: Optional[str]) -> Any:
     """The page asked for: by cursor, or by number (walking the cursors from the first)."""
     result = await fetch(cursor)
     for _ in range(page - 1 if cursor is None else 0):
@@ -51,7 +52,7 @@ async def list_sessions(
                                       name_contains=session_name, order=SORTS[(sort_by, sort_order)], limit=limit,
                                       cursor=after, with_total=with_total)
 
-    result = await _pages(fetch, limit, page, cursor)
+    result = await paged(fetch, page, cursor)
     return page_of([_json(s) for s in result.items], limit, page, result.next_cursor, result.total)
 
 
@@ -82,6 +83,34 @@ async def get_run(session_id: str, run_id: str, request: Request, user_id: Optio
     if run is None or run.session_id != session_id:
         raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
     return run.model_dump(mode="json")
+
+
+class NewSession(BaseModel):
+    session_id: Optional[str] = None
+    session_name: Optional[str] = None
+    user_id: Optional[str] = None
+    agent_id: Optional[str] = None
+    session_state: dict = {}
+
+
+@router.post("/sessions", status_code=201)
+async def create_session(body: NewSession, request: Request) -> dict:
+    fields = {"name": body.session_name, "user_id": body.user_id, "agent_id": body.agent_id,
+              "state": body.session_state}
+    if body.session_id:
+        fields["session_id"] = body.session_id
+    created = await db_for(request, body.agent_id).upsert_session(Session(**fields), expected_revision=0)
+    return _json(created)
+
+
+class SessionIds(BaseModel):
+    session_ids: list[str]
+    user_id: Optional[str] = None
+
+
+@router.delete("/sessions")
+async def delete_sessions(body: SessionIds, request: Request, component_id: Optional[str] = None) -> dict:
+    return {"deleted": await db_for(request, component_id).delete_sessions(body.session_ids, user_id=body.user_id)}
 
 
 class Rename(BaseModel):

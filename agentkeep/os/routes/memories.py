@@ -1,0 +1,103 @@
+"""`/memories`: a user's memories (list with filters, create, update, delete one and many),
+their topics, and per-user counts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from agentkeep.db.errors import NotFoundError
+from agentkeep.db.models import UserMemory
+from agentkeep.os.routes.common import db_for, page_of
+from agentkeep.os.routes.sessions import paged
+
+router = APIRouter(tags=["memories"])
+
+
+class MemoryBody(BaseModel):
+    memory: str
+    topics: list[str] = []
+    user_id: Optional[str] = None
+    agent_id: Optional[str] = None
+
+
+class MemoryUpdate(BaseModel):
+    memory: Optional[str] = None
+    topics: Optional[list[str]] = None
+
+
+class Ids(BaseModel):
+    memory_ids: list[str]
+    user_id: Optional[str] = None
+
+
+@router.get("/memories")
+async def list_memories(
+    request: Request,
+    user_id: Optional[str] = None,
+    agent_id: Optional[str] = None,
+    topics: Optional[list[str]] = Query(None),
+    search_content: Optional[str] = None,
+    limit: int = Query(20, ge=1, le=100),
+    page: int = Query(1, ge=1),
+    cursor: Optional[str] = None,
+    sort_order: Literal["asc", "desc"] = "desc",
+    with_total: bool = True,
+) -> dict:
+    db = db_for(request)
+
+    async def fetch(after: Optional[str]) -> Any:
+        return await db.list_memories(user_id=user_id, agent_id=agent_id, topics=topics, search=search_content,
+                                      order=f"updated_{sort_order}", limit=limit, cursor=after, with_total=with_total)
+
+    result = await paged(fetch, page, cursor)
+    return page_of([m.model_dump(mode="json") for m in result.items], limit, page, result.next_cursor, result.total)
+
+
+@router.post("/memories", status_code=201)
+async def create_memory(body: MemoryBody, request: Request) -> dict:
+    memory = UserMemory(memory=body.memory, topics=body.topics, user_id=body.user_id, agent_id=body.agent_id)
+    return (await db_for(request).upsert_memory(memory)).model_dump(mode="json")
+
+
+async def _memory(request: Request, memory_id: str, user_id: Optional[str]) -> UserMemory:
+    memory = await db_for(request).get_memory(memory_id, user_id=user_id)
+    if memory is None or (user_id is not None and memory.user_id != user_id):
+        raise NotFoundError(f"memory {memory_id!r} not found")
+    return memory
+
+
+@router.get("/memories/{memory_id}")
+async def get_memory(memory_id: str, request: Request, user_id: Optional[str] = None) -> dict:
+    return (await _memory(request, memory_id, user_id)).model_dump(mode="json")
+
+
+@router.patch("/memories/{memory_id}")
+async def update_memory(memory_id: str, body: MemoryUpdate, request: Request, user_id: Optional[str] = None) -> dict:
+    memory = await _memory(request, memory_id, user_id)
+    changes = body.model_dump(exclude_none=True)
+    return (await db_for(request).upsert_memory(memory.model_copy(update=changes))).model_dump(mode="json")
+
+
+@router.delete("/memories/{memory_id}", status_code=204)
+async def delete_memory(memory_id: str, request: Request, user_id: Optional[str] = None) -> None:
+    if not await db_for(request).delete_memory(memory_id, user_id=user_id):
+        raise NotFoundError(f"memory {memory_id!r} not found")
+
+
+@router.delete("/memories")
+async def delete_memories(body: Ids, request: Request) -> dict:
+    return {"deleted": await db_for(request).delete_memories(body.memory_ids, user_id=body.user_id)}
+
+
+@router.get("/memory_topics")
+async def memory_topics(request: Request, user_id: Optional[str] = None) -> list[str]:
+    return await db_for(request).memory_topics(user_id=user_id)
+
+
+@router.get("/user_memory_stats")
+async def user_memory_stats(request: Request, limit: int = Query(20, ge=1, le=100), cursor: Optional[str] = None) -> dict:
+    result = await db_for(request).memory_stats(limit=limit, cursor=cursor)
+    return page_of([s.model_dump(mode="json") for s in result.items], limit, 1, result.next_cursor, result.total)
