@@ -1,0 +1,44 @@
+"""`agentkeep serve module:attribute`: run an AgentOS (or any ASGI app) with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Annotated
+
+import typer
+
+from agentkeep.cli.common import fail, user_errors
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    target: Annotated[str, typer.Argument(help="module:attribute of an AgentOS or an app, e.g. main:agent_os")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 7777,
+    reload: Annotated[bool, typer.Option("--reload", help="Restart when the code changes.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Bind a non-loopback address without auth.")] = False,
+) -> None:
+    """Serve an AgentOS over HTTP."""
+    import uvicorn
+
+    from agentkeep.os.target import TARGET_ENV, load
+
+    if not _loopback(host) and not insecure:
+        fail(f"refusing to serve on {host} without authentication: the server trusts the user_id of every "
+             "request; bind 127.0.0.1, or pass --insecure if something in front of it authenticates")
+    with user_errors():
+        app = load(target)
+    if reload:
+        os.environ[TARGET_ENV] = target
+        uvicorn.run("agentkeep.os.target:from_env", factory=True, host=host, port=port, reload=True)
+    else:
+        uvicorn.run(app, host=host, port=port)
