@@ -62,6 +62,7 @@ class AgentOS:
         self.cors_origins = list(cors_origins)
         self.max_body_bytes = max_body_bytes
         self._app: FastAPI | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     # -- the dbs ------------------------------------------------------------------------------
 
@@ -76,6 +77,12 @@ class AgentOS:
 
     def agent_db(self, agent: Agent) -> Any:
         return as_async(agent.db)
+
+    def in_background(self, work: Any) -> None:
+        """Run a coroutine after the response (a background run), kept until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +99,9 @@ class AgentOS:
             yield
         finally:
             from agentkeep.agent import tracing
+
+            if self._tasks:  # background runs still going: give them a moment to finish
+                await asyncio.wait(set(self._tasks), timeout=30)
 
             await asyncio.to_thread(tracing.flush)
             for db in self.dbs():

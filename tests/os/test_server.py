@@ -131,3 +131,22 @@ def test_a_db_that_cannot_be_reached_fails_the_boot(scripted):
 
     with pytest.raises(BootError, match="cannot reach"):
         asyncio.run(boot())
+
+
+def test_a_background_run_answers_202_and_is_polled(scripted, db, serve):
+    server = scripted([Reply("slow answer", delay=0.3)])
+    http = serve(AgentOS(agents=[make_agent(server, db)], db=db).get_app())
+    r = http.post("/agents/helper/runs", json={"message": "hi", "user_id": "alice", "session_id": "s1",
+                                               "background": True})
+    assert r.status_code == 202 and r.json()["status"] == "running"
+    run_id = r.json()["run_id"]
+    assert http.get(f"/sessions/s1/runs/{run_id}", params={"user_id": "alice"}).json()["status"] == "running"
+    import time
+
+    deadline = time.monotonic() + 10
+    while (status := http.get(f"/sessions/s1/runs/{run_id}").json()["status"]) == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert status == "completed" and db.get_run(run_id).content == "slow answer"
+    both = http.post("/agents/helper/runs", json={"message": "x", "background": True, "stream": True})
+    assert both.status_code == 422

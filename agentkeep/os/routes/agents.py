@@ -21,6 +21,7 @@ router = APIRouter(tags=["agents"])
 class RunRequest(BaseModel):
     message: str
     stream: bool = False
+    background: bool = False
     session_id: Optional[str] = None
     user_id: Optional[str] = None
     session_state: Optional[dict] = None
@@ -87,10 +88,14 @@ def _frame(event: Any) -> bytes:
     return f"event: {event.event}\ndata: {event.model_dump_json()}\n\n".encode()
 
 
-async def _respond(events: AsyncIterator[Any], stream: bool) -> Any:
+async def _respond(events: AsyncIterator[Any], stream: bool, background: Any = None) -> Any:
     # the first event is awaited here, so bad input or another user's session is a 4xx
     # answer, not an error inside a stream already started
     first = await anext(events)
+    if background is not None:  # the run goes on in this process; poll it by its id
+        background(_drain(events))
+        return JSONResponse({"run_id": first.run_id, "session_id": first.session_id, "status": "running"},
+                            status_code=202)
     if stream:
         return StreamingResponse(_sse(first, events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -103,13 +108,20 @@ async def _respond(events: AsyncIterator[Any], stream: bool) -> Any:
     return JSONResponse(run.model_dump(mode="json"))
 
 
+async def _drain(events: AsyncIterator[Any]) -> None:
+    async for _ in events:
+        pass
+
+
 @router.post("/agents/{agent_id}/runs")
 async def create_run(agent_id: str, request: Request) -> Any:
     agent = agent_of(request, agent_id)
     body = await _body(request, RunRequest)
+    if body.background and body.stream:
+        raise InvalidInputError("a run is either streamed or in the background, not both")
     events = agent.arun(body.message, user_id=body.user_id, session_id=body.session_id, stream=True,
                         session_state=body.session_state)
-    return await _respond(events, body.stream)
+    return await _respond(events, body.stream, the_os(request).in_background if body.background else None)
 
 
 @router.post("/agents/{agent_id}/runs/{run_id}/continue")
