@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_dimensions
-from agentkeep.vector_db.base import check_int, check_name, check_one_given, chunk_of, hit_of, l2_score, sql_where
-from agentkeep.vector_db.base import tagged_value
+from agentkeep.vector_db.base import Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb, batches, check_choice
+from agentkeep.vector_db.base import check_dimensions, check_int, check_name, check_one_given, chunk_of, hit_of
+from agentkeep.vector_db.base import l2_score, sql_where, tagged_value
 from agentkeep.vector_db.text import bm25, query_terms, terms
 
 SIMILARITY = {  # distance -> (SAI similarity_function, CQL function)
@@ -40,6 +40,10 @@ def _name(value: Any, what: str) -> str:
 def meta_entries(metadata: dict[str, Any]) -> dict[str, str]:
     """The `meta` map of a chunk: its top-level scalar values, type-tagged."""
     return {k: tagged_value(v) for k, v in metadata.items() if isinstance(v, (str, bool, int, float))}
+
+
+_WHERE = Dialect("id IN {}", "content_id = {}", lambda filters, p: [
+    f"meta[{p.add(k)}] = {p.add(tagged_value(v))}" for k, v in filters.items()])
 
 
 class CassandraStatements:
@@ -114,15 +118,8 @@ class CassandraStatements:
 
     @staticmethod
     def where(content_id: str | None, filters: dict[str, Any]) -> tuple[list[str], list[Any]]:
-        parts: list[str] = []
-        values: list[Any] = []
-        if content_id is not None:
-            parts.append("content_id = ?")
-            values.append(content_id)
-        for key, value in filters.items():
-            parts.append("meta[?] = ?")
-            values += [key, tagged_value(value)]
-        return parts, values
+        params = Params("?")
+        return _WHERE.where(params, None, content_id, filters), list(params.values.values())
 
     def select_ids(self, content_id: str | None, filters: dict[str, Any]) -> tuple[str, tuple]:
         parts, values = self.where(content_id, filters)
@@ -200,6 +197,7 @@ class CassandraDb(VectorDb):
                                            or not all(isinstance(p, str) for p in contact_points)):
             raise InvalidInputError("contact_points must be a list of host names or addresses")
         self._contact_points = None if contact_points is None else list(contact_points)
+        self._address = ", ".join(self._contact_points or ["the session's cluster"])
         self._port = check_int(port, "port", 1, 65_535)
         self._cluster_options = dict(cluster_options or {})
         self._session = session
@@ -236,9 +234,6 @@ class CassandraDb(VectorDb):
     def describe(self) -> str:
         row = self.session.execute("SELECT release_version FROM system.local").one()
         return f"CassandraDb {self.keyspace}.{self.table_name} on Cassandra {row.release_version if row else '?'}"
-
-    def _location(self) -> str:
-        return ", ".join(self._contact_points or ["the session's cluster"])
 
     def close(self) -> None:
         if self._cluster is not None:

@@ -13,10 +13,8 @@ from agentkeep.db.errors import InvalidInputError
 
 __all__ = [
     "FLOAT32_MAX", "MAX_CHUNK_ID_LENGTH", "MAX_LIMIT", "SEARCH_TYPES", "Chunk", "SearchHit", "SearchType",
-    "check_candidates", "check_choice", "check_chunks", "check_dimensions", "check_embedding", "check_id", "check_ids",
-    "check_int", "check_json_integers", "check_limit", "check_name", "check_number", "check_one_given",
-    "check_search_type",
-    "check_weights", "dimension_mismatch",
+    "check_choice", "check_chunks", "check_dimensions", "check_embedding", "check_id", "check_ids", "check_int",
+    "check_name", "check_number", "check_one_given", "check_search_type", "check_weights", "dimension_mismatch",
 ]
 
 SearchType = Literal["vector", "keyword", "hybrid"]
@@ -60,10 +58,6 @@ def check_ids(ids: Any) -> list[str]:
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
         raise InvalidInputError("ids must be a list of chunk ids")
     return list(dict.fromkeys(check_id(i, "chunk id") for i in ids))
-
-
-def check_limit(limit: Any) -> int:
-    return check_int(limit, "limit", 1, MAX_LIMIT)
 
 
 def check_search_type(value: Any) -> str:
@@ -111,7 +105,7 @@ def dimension_mismatch(store: str, stored: int, given: int, what: str | None = N
                              "or another table or collection for this one")
 
 
-def _check_json(value: Any, where: str, depth: int = 0) -> None:
+def _check_json(value: Any, where: str, integers: tuple[int, int, str] | None, depth: int = 0) -> None:
     if depth > 64:
         raise InvalidInputError(f"{where} is nested deeper than 64 levels")
     if isinstance(value, str):
@@ -124,17 +118,23 @@ def _check_json(value: Any, where: str, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInputError(f"{where} keys must be strings, got {k!r}")
-            _check_json(k, f"{where} key", depth + 1)
-            _check_json(v, f"{where}[{k!r}]", depth + 1)
+            _check_json(k, f"{where} key", integers, depth + 1)
+            _check_json(v, f"{where}[{k!r}]", integers, depth + 1)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            _check_json(v, where, depth + 1)
+            _check_json(v, where, integers, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and integers:
+        low, high, rule = integers
+        if not low <= value <= high:
+            raise InvalidInputError(f"{where}: {rule}, not {value}")
     elif value is not None and not isinstance(value, (bool, int)):
         raise InvalidInputError(f"{where} must be JSON (str, number, bool, None, list, dict), got {type(value).__name__}")
 
 
-def check_chunks(chunks: Any, dimensions: int | None, *, require_embedding: bool = False) -> list[Chunk]:
-    """Validate chunks; a later chunk with the same id wins, as two upserts in a row would."""
+def check_chunks(chunks: Any, dimensions: int | None,
+                 integers: tuple[int, int, str] | None = None) -> list[Chunk]:
+    """Validate chunks; a later chunk with the same id wins, as two upserts in a row would.
+    `integers`: (low, high, why) for an engine whose JSON holds only the integers low..high."""
     if isinstance(chunks, (str, bytes, dict, Chunk)) or not hasattr(chunks, "__iter__"):
         raise InvalidInputError("chunks must be a list of Chunk")
     out: dict[str, Chunk] = {}
@@ -153,12 +153,10 @@ def check_chunks(chunks: Any, dimensions: int | None, *, require_embedding: bool
             raise InvalidInputError(f"chunk {c.id!r}: content must be a string without NUL characters")
         if isinstance(c.position, bool) or not isinstance(c.position, int) or not 0 <= c.position < 2**31:
             raise InvalidInputError(f"chunk {c.id!r}: position must be an integer in 0..2**31-1")
-        _check_json(c.metadata, f"chunk {c.id!r} metadata")
+        _check_json(c.metadata, f"chunk {c.id!r} metadata", integers)
         embedding = None
         if c.embedding is not None:
             embedding = check_embedding(c.embedding, dimensions, f"chunk {c.id!r} embedding")
-        elif require_embedding:
-            raise InvalidInputError(f"chunk {c.id!r} has no embedding")
         out[c.id] = c.model_copy(update={"embedding": embedding})
     return list(out.values())
 
@@ -174,14 +172,11 @@ def check_weights(vector_weight: Any, keyword_weight: Any, rrf_k: Any) -> tuple[
     return float(vector_weight), float(keyword_weight), rrf_k
 
 
-def check_candidates(value: Any) -> int:
-    return check_int(value, "hybrid_candidates", 1, 10_000)
-
-
-def check_int(value: Any, what: str, low: int = 1, high: int = 2**31 - 1) -> int:
-    """An integer option in low..high (a bool is refused, though Python counts it an int)."""
+def check_int(value: Any, what: str, low: int = 1, high: int = 2**31 - 1, why: str = "") -> int:
+    """An integer option in low..high (a bool is refused, though Python counts it an int);
+    `why` names whose limit `high` is, for the message."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInputError(f"{what} must be an integer in {low}..{high}, got {value!r}")
+        raise InvalidInputError(f"{what} must be an integer in {low}..{high}{why}, got {value!r}")
     return value
 
 
@@ -193,10 +188,8 @@ def check_number(value: Any, what: str, low: float, high: float) -> float:
 
 
 def check_dimensions(value: Any, high: int = 65_535, why: str = "") -> int:
-    """A vector length in 1..high; `why` names whose limit `high` is, for the message."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise InvalidInputError(f"dimensions must be an integer in 1..{high}{why}, got {value!r}")
-    return value
+    """A vector length in 1..high."""
+    return check_int(value, "dimensions", 1, high, why)
 
 
 def check_one_given(values: Iterable[Any], message: str) -> None:
@@ -218,16 +211,3 @@ def check_name(value: Any, what: str, pattern: re.Pattern, rule: str) -> str:
     if not isinstance(value, str) or not pattern.match(value):
         raise InvalidInputError(f"{what} must be {rule}, got {value!r}")
     return value
-
-
-def check_json_integers(value: Any, where: str, low: int, high: int, rule: str) -> None:
-    """Refuse, before anything is written, an integer outside low..high anywhere in a JSON
-    value, for engines whose JSON holds 64-bit integers (`rule` says so in the message)."""
-    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
-        raise InvalidInputError(f"{where}: {rule}, not {value}")
-    if isinstance(value, dict):
-        for v in value.values():
-            check_json_integers(v, where, low, high, rule)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            check_json_integers(v, where, low, high, rule)

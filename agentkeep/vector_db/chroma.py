@@ -16,7 +16,8 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_int, check_name
-from agentkeep.vector_db.base import all_of, check_one_given, distance_score, number_forms, typed_scalar
+from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, distance_score, hit_of, number_forms
+from agentkeep.vector_db.base import typed_scalar
 from agentkeep.vector_db.text import bm25, idf, query_terms, terms
 
 SPACES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
@@ -30,9 +31,9 @@ def typed_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return {f"{t[0]}:{key}": t[1] for key, value in metadata.items() if (t := typed_scalar(value)) is not None}
 
 
-def where_clause(filters: dict[str, Any], *extra: dict[str, Any]) -> dict[str, Any] | None:
-    """A Chroma `where` for a checked metadata filter and any extra conditions, AND-ed."""
-    parts = list(extra)
+def where_clause(filters: dict[str, Any], *extra: dict[str, Any], content_id: str | None = None) -> dict | None:
+    """A Chroma `where` for a checked metadata filter, a content id and any extra conditions, AND-ed."""
+    parts = list(extra) + ([] if content_id is None else [{"_cid": {"$eq": content_id}}])
     for key, value in filters.items():
         if isinstance(value, bool):
             parts.append({"b:" + key: {"$eq": value}})
@@ -167,29 +168,17 @@ class ChromaDb(VectorDb):
 
         self._run(write)
 
-    @staticmethod
-    def _where(content_id: str | None, filters: dict) -> dict[str, Any] | None:
-        return where_clause(filters, *([{"_cid": {"$eq": content_id}}] if content_id is not None else []))
-
     def _delete(self, ids, content_id, filters) -> int:
-        where = self._where(content_id, filters)
+        where = where_clause(filters, content_id=content_id)
         return self._run(lambda col: col.delete(ids=ids, where=where)["deleted"])  # Chroma counts them
-
-    @staticmethod
-    def _chunk(id_: str, meta: dict[str, Any], embedding: Any = None) -> Chunk:
-        return Chunk(id=id_, content=meta["_content"], content_id=meta.get("_cid"), position=meta.get("_pos", 0),
-                     metadata=json.loads(meta.get("_meta") or "{}"),
-                     embedding=None if embedding is None or not meta.get("_v") else [float(x) for x in embedding])
-
-    def _hit(self, id_: str, meta: dict[str, Any], score: float) -> SearchHit:
-        return SearchHit(**self._chunk(id_, meta).model_dump(exclude={"embedding"}), score=score)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
         got = self._run(lambda col: col.get(ids=ids, include=["metadatas", "embeddings"]))
-        return [self._chunk(i, m, e) for i, m, e in zip(got["ids"], got["metadatas"], got["embeddings"])]
+        return [chunk_of(_row(i, m), [float(x) for x in e] if e is not None and m.get("_v") else None)
+                for i, m, e in zip(got["ids"], got["metadatas"], got["embeddings"])]
 
     def _count(self, content_id, filters) -> int:
-        where = self._where(content_id, filters)
+        where = where_clause(filters, content_id=content_id)
         if where is None:
             return self._run(lambda col: col.count())
         return self._run(lambda col: len(col.get(where=where, include=[])["ids"]))
@@ -206,7 +195,7 @@ class ChromaDb(VectorDb):
 
         got = self._run(query)
         # Chroma's distances: cosine 1 - cos, ip 1 - dot, l2 squared
-        return [self._hit(i, m, distance_score(self.distance, d))
+        return [hit_of(_row(i, m), distance_score(self.distance, d))
                 for i, m, d in zip(got["ids"][0], got["metadatas"][0], got["distances"][0])]
 
     def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
@@ -232,4 +221,10 @@ class ChromaDb(VectorDb):
         # the candidates were ranked without their metadata: only the best n fetch it
         got = self._run(lambda col: col.get(ids=[i for i, _ in top], include=["metadatas"]))
         metas = dict(zip(got["ids"], got["metadatas"]))
-        return [self._hit(i, metas[i], s) for i, s in top if i in metas]
+        return [hit_of(_row(i, metas[i]), s) for i, s in top if i in metas]
+
+
+def _row(id_: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A record's fields by the names `chunk_of` and `hit_of` read."""
+    return {"id": id_, "content": meta["_content"], "content_id": meta.get("_cid"), "position": meta.get("_pos"),
+            "metadata": meta.get("_meta")}

@@ -15,7 +15,7 @@ import re
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_json_integers
+from agentkeep.vector_db.base import INT64, Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb
 from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
@@ -26,27 +26,18 @@ _DISTANCES = {  # distance -> (SQL function, score of its value d: higher is clo
     "l2": ("L2Distance", "1 / (1 + {d})"),
     "inner_product": ("dotProduct", "{d}"),
 }
-ID_BATCH = 500  # ids per get() query: on a server they travel in the request URI
 _COLUMNS = "id, content_id, content, metadata, position"
 _NAMES = _COLUMNS.split(", ")
 _INSERT_COLUMNS = ("id", "content_id", "content", "embedding", "has_embedding", "metadata", "position", "terms")
-INT64 = (-(2**63), 2**63 - 1)
 
 
 def _ident(value: Any, what: str) -> str:
     return check_name(value, what, _IDENT, "a plain identifier (a letter or _, then letters, digits, _)")
 
 
-class Params:
+def params() -> Params:
     """Query parameters: `add(value, type)` gives the `{pN:Type}` placeholder to put in the SQL."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def add(self, value: Any, type_: str) -> str:
-        name = f"p{len(self.values)}"
-        self.values[name] = value
-        return "{" + name + ":" + type_ + "}"
+    return Params("{{{name}:{kind}}}")
 
 
 def filter_sql(filters: dict[str, Any], params: Params) -> list[str]:
@@ -73,19 +64,13 @@ def _number_sql(k: str, value: float, params: Params) -> list[str]:
     """Equal in Python's sense: an int and a float match when the float is exactly that integer."""
     alternatives = []
     as_int = value if isinstance(value, int) else int(value) if value.is_integer() else None
-    if as_int is not None and INT64[0] <= as_int <= INT64[1]:
+    if as_int is not None and -INT64 <= as_int < INT64:
         alternatives.append(_is(k, "Int64", "JSONExtractInt", params.add(as_int, "Int64")))
-    if as_int is not None and INT64[1] < as_int < 2**64:
+    if as_int is not None and INT64 <= as_int < 2 * INT64:
         alternatives.append(_is(k, "UInt64", "JSONExtractUInt", params.add(as_int, "UInt64")))
     if isinstance(value, float) or _exact_double(value):  # a stored double can equal it exactly
         alternatives.append(_is(k, "Double", "JSONExtractFloat", params.add(float(value), "Float64")))
     return alternatives or ["0"]
-
-
-def _check_integers(value: Any, where: str) -> None:
-    """ClickHouse's JSON functions read integers of 64 bits; a larger one they type as a String
-    (so a string filter could match it): refuse it before anything is written."""
-    check_json_integers(value, where, INT64[0], 2**64 - 1, "ClickHouse reads JSON integers of 64 bits")
 
 
 def _exact_double(value: int) -> bool:
@@ -93,6 +78,9 @@ def _exact_double(value: int) -> bool:
         return float(value) == value
     except OverflowError:
         return False
+
+
+_WHERE = Dialect("id IN {}", "content_id = {}", filter_sql, ("Array(String)", "String"))
 
 
 # -- connections: the same SQL and parameters, sent in process or to a server ------------------
@@ -175,6 +163,9 @@ class ClickHouseDb(VectorDb):
 
     DISTANCES = _DISTANCES
     ENGINE = "ClickHouse"
+    GET_BATCH = 500  # ids per get() query: on a server they travel in the request URI
+    # its JSON functions type a larger integer as a String, which a string filter could match
+    INTEGERS = (-INT64, 2 * INT64 - 1, "ClickHouse reads JSON integers of 64 bits")
     UNREACHABLE = ("clickhouse_connect.driver.exceptions.OperationalError",)
 
     def __init__(self, table_name: str, *, path: str | None = None, url: str | None = None, client: Any = None,
@@ -214,14 +205,8 @@ class ClickHouseDb(VectorDb):
     def _store_gone(self, exc: Exception) -> bool:
         return bool(_MISSING.search(str(exc)))
 
-    def _query(self, sql: str, params: Params | None = None) -> list[list[Any]]:
-        return self._conn.query(sql, params.values if params else {})
-
-    def _command(self, sql: str, params: Params | None = None, data: str | None = None) -> None:
-        self._conn.command(sql, params.values if params else {}, data)
-
     def _stored_dimensions(self) -> int | None:
-        p = Params()
+        p = params()
         rows = self._conn.query(
             f"SELECT comment FROM system.tables WHERE database = {p.add(self.database, 'String')}"
             f" AND name = {p.add(self.table_name, 'String')}", p.values)
@@ -257,8 +242,6 @@ class ClickHouseDb(VectorDb):
 
     def _rows(self, chunks: list[Chunk]) -> str:
         """The chunks as JSONEachRow data for `INSERT ... FORMAT JSONEachRow`."""
-        for c in chunks:
-            _check_integers(c.metadata, f"chunk {c.id!r} metadata")
         zero = [0.0] * self.dimensions
         return "\n".join(json.dumps({
             "id": c.id, "content_id": c.content_id or "", "content": c.content,
@@ -279,48 +262,37 @@ class ClickHouseDb(VectorDb):
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
         """`replace`: the new chunks, then tombstones for the content's others (not atomic)."""
         if chunks:
-            self._command(self.insert_sql(), data=self._rows(chunks))
+            self._conn.command(self.insert_sql(), {}, self._rows(chunks))
         if content_id is not None:
-            p = Params()
+            p = params()
             keep = p.add([c.id for c in chunks], "Array(String)")
-            self._command(self.tombstone_sql(f"content_id = {p.add(content_id, 'String')} AND id NOT IN {keep}"), p)
-
-    def where_sql(self, ids: list[str] | None, content_id: str | None, filters: dict, p: Params) -> str:
-        parts = []
-        if ids is not None:
-            parts.append(f"id IN {p.add(ids, 'Array(String)')}")
-        if content_id is not None:
-            parts.append(f"content_id = {p.add(content_id, 'String')}")
-        parts.extend(filter_sql(filters, p))
-        return " AND ".join(parts) or "1"
+            where = f"content_id = {p.add(content_id, 'String')} AND id NOT IN {keep}"
+            self._conn.command(self.tombstone_sql(where), p.values)
 
     def _delete(self, ids, content_id, filters) -> int:
-        p = Params()
-        where = self.where_sql(ids, content_id, filters, p)
+        p = params()
+        where = " AND ".join(_WHERE.where(p, ids, content_id, filters)) or "1"
         n = self._count_where(where, p)
         if n:
-            self._command(self.tombstone_sql(where), p)
+            self._conn.command(self.tombstone_sql(where), p.values)
         return n
 
     def _get(self, ids: list[str]) -> list[Chunk]:
-        found = []
-        for batch in batches(ids, ID_BATCH):
-            p = Params()
-            rows = self._query(f"SELECT {_COLUMNS}, has_embedding, embedding FROM {self.table} FINAL"
-                               f" WHERE id IN {p.add(batch, 'Array(String)')}", p)
-            found += [chunk_of(dict(zip(_NAMES, r)), [float(x) for x in r[6]] if int(r[5]) else None) for r in rows]
-        return found
+        p = params()
+        rows = self._conn.query(f"SELECT {_COLUMNS}, has_embedding, embedding FROM {self.table} FINAL"
+                                f" WHERE id IN {p.add(ids, 'Array(String)')}", p.values)
+        return [chunk_of(dict(zip(_NAMES, r)), [float(x) for x in r[6]] if int(r[5]) else None) for r in rows]
 
     def _count_where(self, where: str, p: Params) -> int:
-        return int(self._query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", p)[0][0])
+        return int(self._conn.query(f"SELECT count() FROM {self.table} FINAL WHERE {where}", p.values)[0][0])
 
     def _count(self, content_id, filters) -> int:
-        p = Params()
-        return self._count_where(self.where_sql(None, content_id, filters, p), p)
+        p = params()
+        return self._count_where(" AND ".join(_WHERE.where(p, None, content_id, filters)) or "1", p)
 
     def vector_sql(self, embedding: list[float], n: int, filters: dict) -> tuple[str, Params]:
         fn, score = _DISTANCES[self.distance]
-        p = Params()
+        p = params()
         where = " AND ".join(["has_embedding = 1"] + filter_sql(filters, p))
         d = f"{fn}(embedding, {p.add(embedding, 'Array(Float32)')})"
         sql = (f"SELECT {_COLUMNS}, toFloat64({score.format(d=d)}) AS score FROM {self.table} FINAL"
@@ -330,7 +302,7 @@ class ClickHouseDb(VectorDb):
     def keyword_sql(self, wanted: list[str], unwanted: list[str], n: int, filters: dict) -> tuple[str, Params]:
         """BM25 as in_memory computes it (k1 = 1.2, b = 0.75; idf, document count and average
         length over the whole table) for the rows holding every wanted term and no unwanted one."""
-        p = Params()
+        p = params()
         want = p.add(wanted, "Array(String)")
         where = [f"hasAll(terms, {want})"]
         if unwanted:
@@ -350,7 +322,7 @@ class ClickHouseDb(VectorDb):
         return sql, p
 
     def _hits(self, sql: str, p: Params) -> list[SearchHit]:
-        return [hit_of(dict(zip(_NAMES, r)), float(r[5])) for r in self._query(sql, p)]
+        return [hit_of(dict(zip(_NAMES, r)), float(r[5])) for r in self._conn.query(sql, p.values)]
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
         return self._hits(*self.vector_sql(embedding, n, filters))

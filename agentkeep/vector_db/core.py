@@ -6,23 +6,9 @@ check that the store exists before its first use), the argument checks of every 
 search dispatch and hybrid fusion (`rrf_fuse`, the only fusion), the awaitable twins, and
 error translation (a server that cannot be reached is `ConnectionFailedError`).
 
-A store supplies its connection or client, its record layout and these primitives:
-
-- `_stored_dimensions()`: the existing store's dimensions, None when there is none (raises
-  `InvalidInputError` for a store it did not make or one of another distance);
-  `_create_store(dimensions)`: make it, accepting that another process made it first;
-  `_complete_store()` (optional): add what an existing store lacks, e.g. its indexes;
-  `_drop_store()`; `_exists()` when cheaper than `_stored_dimensions()`;
-- `_write(chunks, content_id)`: upsert checked chunks; with `content_id`, also remove that
-  content's other chunks (`replace`); `_get(ids)`, `_delete(ids, content_id, filters)`,
-  `_count(content_id, filters)`, with checked arguments;
-- `_vector_search(embedding, n, filters)` and `_keyword_search(query, n, filters)`: the best
-  `n` hits of each kind (any order: the base sorts them, ties by id); a store that can send
-  both in one request overrides `_candidates` instead;
-- `label` ("Chroma collection kb"), for messages; `UNREACHABLE`, `ENGINE` and `_address` (or
-  `_location()`) for the errors of a server that cannot be reached; `GONE` (or `_store_gone(exc)`) for the
-  driver errors that say the store was dropped underneath; `_client` and `_owns_client` for
-  the default `close()`.
+A store supplies its connection or client, its record layout, the primitives below (each
+called with checked arguments; the table in docs/knowledge.md, "Vector stores: the shared
+core", says what each does) and the class attributes commented below.
 """
 
 from __future__ import annotations
@@ -30,16 +16,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 from agentkeep.db.errors import DbError, InvalidInputError, NotFoundError
-from agentkeep.vector_db.checks import Chunk, SearchHit, check_candidates, check_choice, check_chunks
-from agentkeep.vector_db.checks import check_dimensions, check_embedding, check_id, check_ids, check_limit
-from agentkeep.vector_db.checks import check_search_type, check_weights, dimension_mismatch
+from agentkeep.vector_db.checks import MAX_LIMIT, Chunk, SearchHit, check_choice, check_chunks, check_dimensions
+from agentkeep.vector_db.checks import check_embedding, check_id, check_ids, check_int, check_search_type
+from agentkeep.vector_db.checks import check_weights, dimension_mismatch
 from agentkeep.vector_db.filters import check_filters, filter_terms
 from agentkeep.vector_db.text import query_terms, terms
 
@@ -112,6 +99,20 @@ def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
 
+def _twin(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The awaitable twin of a `VectorDb` method: the store's own method (an override too) run
+    in a worker thread, an iterator argument (chunks as a generator) listed first, here."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def twin(self: VectorDb, *args: Any, **kwargs: Any) -> Any:
+        args = tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+        return await asyncio.to_thread(getattr(self, name), *args, **kwargs)
+
+    twin.__name__, twin.__qualname__ = "a" + name, "VectorDb.a" + name
+    return twin
+
+
 class StoreOptions(TypedDict, total=False):
     """The options every store takes, checked by `VectorDb.__init__` (defaults there)."""
 
@@ -133,10 +134,13 @@ class VectorDb(abc.ABC):
 
     DISTANCES: Iterable[str] = ("cosine", "l2", "inner_product")  # a dict: its keys
     MAX_DIMENSIONS = 65_535
+    GET_BATCH: int | None = None  # the most ids `_get` is given at once (None: all)
+    INTEGERS: tuple[int, int, str] | None = None  # (low, high, why): the only JSON integers it holds
     DIMENSIONS_LIMIT = ""  # whose limit MAX_DIMENSIONS is, for the message: " (pgvector's limit)"
     ENGINE = "the vector store"  # the server's name in "cannot connect to ..."
     UNREACHABLE: tuple[str, ...] = ()  # "module.Class" of driver errors: the server was not reached
-    GONE: tuple[str, ...] = ()  # "module.Class" of driver errors: the store is not there
+    GONE: tuple[str, ...] | None = ()  # "module.Class" of driver errors: the store is not there
+    # (None: a driver whose errors do not say so; after any error the store looks whether it is)
     label = "vector store"  # the store in messages: "Chroma collection my_kb"
     search_type: str = "vector"
     dimensions: int | None = None
@@ -148,7 +152,7 @@ class VectorDb(abc.ABC):
         self.search_type = check_search_type(search_type)
         self.distance = check_choice(distance, "distance", self.DISTANCES)
         self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
-        self.hybrid_candidates = check_candidates(hybrid_candidates)
+        self.hybrid_candidates = check_int(hybrid_candidates, "hybrid_candidates", 1, 10_000)
         self.dimensions = None if dimensions is None else self._check_dimensions(dimensions)
         self._known = False  # the store was seen to exist with self.dimensions
         self._lifecycle = threading.RLock()
@@ -280,7 +284,7 @@ class VectorDb(abc.ABC):
         checked, for a store's `write_plan`)."""
         if content_id is not None:
             check_id(content_id, "content_id")
-        checked = check_chunks(chunks, self.dimensions)
+        checked = check_chunks(chunks, self.dimensions, self.INTEGERS)
         return checked if content_id is None else [c.model_copy(update={"content_id": content_id}) for c in checked]
 
     def get(self, ids: Sequence[str]) -> list[Chunk]:
@@ -290,7 +294,8 @@ class VectorDb(abc.ABC):
             self._ready()
             if not ids:
                 return []
-            found = {c.id: c for c in self._get(ids)}
+            parts = batches(ids, self.GET_BATCH or len(ids))
+            found = {c.id: c for part in parts for c in self._get(list(part))}
             return [found[i] for i in ids if i in found]
 
     def delete(self, *, ids: Sequence[str] | None = None, content_id: str | None = None,
@@ -374,6 +379,8 @@ class VectorDb(abc.ABC):
         """Whether a driver error says the store is not there (dropped by another process)."""
         from agentkeep.db.connection import raised_as
 
+        if self.GONE is None:
+            return not self._exists()
         return bool(self.GONE) and raised_as(exc, *self.GONE)
 
     def _connection_error(self, exc: Exception) -> Exception | None:
@@ -414,43 +421,16 @@ class VectorDb(abc.ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # awaitable twins: the sync call in a worker thread
-    async def acreate(self, dimensions: int | None = None) -> None:
-        await asyncio.to_thread(self.create, dimensions)
-
-    async def aexists(self) -> bool:
-        return await asyncio.to_thread(self.exists)
-
-    async def adrop(self) -> None:
-        await asyncio.to_thread(self.drop)
-
-    async def aupsert(self, chunks: Iterable[Chunk]) -> int:
-        return await asyncio.to_thread(self.upsert, list(chunks))
-
-    async def areplace(self, content_id: str, chunks: Iterable[Chunk]) -> int:
-        return await asyncio.to_thread(self.replace, content_id, list(chunks))
-
-    async def aget(self, ids: Sequence[str]) -> list[Chunk]:
-        return await asyncio.to_thread(self.get, ids)
-
-    async def adelete(self, **conditions: Any) -> int:
-        return await asyncio.to_thread(lambda: self.delete(**conditions))
-
-    async def asearch(self, query: str | None = None, **kwargs: Any) -> list[SearchHit]:
-        return await asyncio.to_thread(lambda: self.search(query, **kwargs))
-
-    async def acount(self, **kwargs: Any) -> int:
-        return await asyncio.to_thread(lambda: self.count(**kwargs))
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+    # the awaitable twins (see the class docstring)
+    acreate, aexists, adrop, aupsert, areplace, aget, adelete, asearch, acount, aclose = map(
+        _twin, (create, exists, drop, upsert, replace, get, delete, search, count, close))
 
     # -- argument checks ----------------------------------------------------------------------
 
     def _search_args(self, query: Any, embedding: Any, limit: Any, filters: Any,
                      search_type: Any) -> tuple[str, str | None, list[float] | None, int, dict[str, Any]]:
         kind = check_search_type(self.search_type if search_type is None else search_type)
-        limit = check_limit(limit)
+        limit = check_int(limit, "limit", 1, MAX_LIMIT)
         filters = check_filters(filters)
         if query is not None and not isinstance(query, str):
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}")

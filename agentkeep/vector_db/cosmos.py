@@ -167,6 +167,7 @@ class CosmosDb(VectorDb):
         if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
             raise InvalidInputError(f"url must be the account's https:// endpoint, got {url!r}")
         self._url, self._credential = url, credential
+        self._address = url or "the client's account"
         self._owns_client = client is None
         self._given_client = client
 
@@ -190,9 +191,6 @@ class CosmosDb(VectorDb):
 
     def describe(self) -> str:
         return f"CosmosDb {self.database}/{self.container_name} ({self.queries.index_type} vector index)"
-
-    def _location(self) -> str:
-        return self._url or "the client's account"
 
     def close(self) -> None:
         if self._owns_client and self._given_client is not None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentkeep.db.errors import InvalidInputError
 
-__all__ = ["INT64", "all_of", "check_filters", "filter_scalar", "filter_term", "filter_terms", "filter_token",
-           "matches", "number_forms", "sql_where", "tagged_value", "typed_scalar"]
+__all__ = ["INT64", "Dialect", "Params", "all_of", "check_filters", "filter_scalar", "filter_term", "filter_terms",
+           "filter_token", "matches", "number_forms", "sql_where", "tagged_value", "typed_scalar"]
 
 _LONG_VALUE = 256  # longer tagged values and filter terms are replaced by their SHA-256
 _LONG_TERM = 512
@@ -63,6 +63,41 @@ def all_of(parts: list[Any], join: Callable[[list[Any]], Any] = lambda parts: {"
 def sql_where(parts: list[str]) -> str:
     """The AND of SQL-like conditions as a WHERE clause (with its leading space); "" for none."""
     return " WHERE " + " AND ".join(parts) if parts else ""
+
+
+class Params:
+    """The values bound to one statement. `add(value)` keeps a value under the next name (p0,
+    p1, ...) and gives its placeholder: `style` with that name and the `kind` given, such as
+    "%({name})s" (psycopg), "{{{name}:{kind}}}" (ClickHouse) or "?" (CQL, bound in order).
+    No value is ever written into a statement."""
+
+    def __init__(self, style: str, **values: Any) -> None:
+        self.style = style
+        self.values: dict[str, Any] = values
+
+    def add(self, value: Any, kind: str = "") -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return self.style.format(name=name, kind=kind)
+
+
+class Dialect(NamedTuple):
+    """How a query language writes the conditions of a delete, a count or a search: `ids` and
+    `content_id` are templates around their bound value's placeholder (`{}`), of the `kinds`
+    given; `filter(filters, params)` gives the conditions of a (checked) metadata filter."""
+
+    ids: str
+    content_id: str
+    filter: Callable[[dict[str, Any], Params], list[str]]
+    kinds: tuple[str, str] = ("", "")
+
+    def where(self, params: Params, ids: list[str] | None = None, content_id: str | None = None,
+              filters: dict[str, Any] | None = None) -> list[str]:
+        """The conditions (to AND) of the ids, content id and metadata filter given."""
+        parts = [] if ids is None else [self.ids.format(params.add(ids, self.kinds[0]))]
+        if content_id is not None:
+            parts.append(self.content_id.format(params.add(content_id, self.kinds[1])))
+        return parts + (self.filter(filters, params) if filters else [])
 
 
 def filter_token(value: Any) -> str | None:

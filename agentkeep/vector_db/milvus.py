@@ -18,8 +18,7 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.messages import shorten
 from agentkeep.vector_db import text
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
-from agentkeep.vector_db.base import check_json_integers, check_name, check_one_given, chunk_of, filter_token, hit_of
-from agentkeep.vector_db.base import l2_score
+from agentkeep.vector_db.base import INT64, check_name, check_one_given, chunk_of, filter_token, hit_of, l2_score
 from agentkeep.vector_db.text import terms
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -90,6 +89,8 @@ class MilvusDb(VectorDb):
 
     DISTANCES = _METRICS
     MAX_DIMENSIONS = 32768  # Milvus' limit for FLOAT_VECTOR
+    INTEGERS = (-INT64, INT64 - 1, "Milvus stores JSON integers of 64 bits")
+    GET_BATCH = 1000
     ENGINE = "Milvus"
     UNREACHABLE = ("pymilvus.exceptions.MilvusUnavailableException",)
 
@@ -199,8 +200,6 @@ class MilvusDb(VectorDb):
                 f"chunk {c.id!r} has {len(distinct)} distinct terms; Milvus holds at most {MAX_TERMS}: split it")
         terms_text = " ".join(keys)
         _bytes(terms_text, MAX_TEXT_BYTES, f"chunk {c.id!r}: its terms")
-        check_json_integers(c.metadata, f"chunk {c.id!r} metadata", -(2**63), 2**63 - 1,
-                            "Milvus stores JSON integers of 64 bits")
         return {
             "id": c.id, "content_id": c.content_id or "", "content": c.content, "position": c.position,
             "metadata": c.metadata, "filter_meta": filter_meta(c.metadata), "terms": distinct, "terms_text": terms_text,
@@ -228,10 +227,8 @@ class MilvusDb(VectorDb):
         return n
 
     def _get(self, ids: list[str]) -> list[Chunk]:
-        rows = []
-        for batch in batches(ids, 1000):
-            rows += self._client.query(self.collection, filter=where(ids=batch),
-                                       output_fields=_FIELDS + ["has_vector", "vector"], limit=len(batch))
+        rows = self._client.query(self.collection, filter=where(ids=ids), limit=len(ids),
+                                  output_fields=_FIELDS + ["has_vector", "vector"])
         return [chunk_of(r, [float(x) for x in r["vector"]] if r["has_vector"] else None) for r in rows]
 
     def _count_where(self, expr: str) -> int:

@@ -17,6 +17,7 @@ import time
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError, UnsupportedError
+from agentkeep.db.messages import shorten
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
 from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, filter_term, hit_of, json_document
 from agentkeep.vector_db.base import filter_terms, tagged_value  # noqa: F401  (part of this module's API)
@@ -101,11 +102,6 @@ class AtlasRequests:
         return {"$project": {"_id": 1, "content_id": 1, "content": 1, "metadata_json": 1, "position": 1,
                              "score": {"$meta": meta}}}
 
-    @staticmethod
-    def vector_filter(filters: dict[str, Any]) -> dict[str, Any] | None:
-        """`$vectorSearch.filter` takes $eq/$in/$and/... but not $all: one equality per term."""
-        return all_of([{"filter_terms": {"$eq": filter_term(k, v)}} for k, v in filters.items()])
-
     def num_candidates(self, limit: int) -> int:
         return min(MAX_NUM_CANDIDATES, max(limit * self.num_candidates_factor, self.min_num_candidates, limit))
 
@@ -116,7 +112,8 @@ class AtlasRequests:
             stage["exact"] = True
         else:
             stage["numCandidates"] = self.num_candidates(limit)
-        where = self.vector_filter(filters)
+        # `$vectorSearch.filter` takes $eq/$in/$and/... but not $all: one equality per term
+        where = all_of([{"filter_terms": {"$eq": filter_term(k, v)}} for k, v in filters.items()])
         if where is not None:
             stage["filter"] = where
         return [{"$vectorSearch": stage}, self._projection("vectorSearchScore")]
@@ -196,6 +193,7 @@ class MongoAtlasVectorDb(VectorDb):
         if db_url is not None and not isinstance(db_url, str):
             raise InvalidInputError(f"db_url must be a string, got {type(db_url).__name__}")
         self._db_url = db_url
+        self._address = db_url and shorten(db_url.split("@")[-1], 80)  # no user or password
         self._owns_client = client is None
         self._given_client = client
 
@@ -227,11 +225,6 @@ class MongoAtlasVectorDb(VectorDb):
     def describe(self) -> str:
         version = self._client.server_info().get("version", "?")
         return f"MongoAtlasVectorDb {self.database}.{self.collection_name} on MongoDB {version}"
-
-    def _location(self) -> str:
-        from agentkeep.db.messages import shorten
-
-        return shorten(self._db_url.split("@")[-1], 80) if self._db_url else "the client's server"
 
     def close(self) -> None:
         if self._owns_client and self._given_client is not None:

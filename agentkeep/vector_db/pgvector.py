@@ -13,15 +13,15 @@ import hashlib
 import json
 import re
 import struct
-from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Unpack
 
 from agentkeep.db.connection import CONNECT_TIMEOUT_S
 from agentkeep.db.errors import InvalidInputError, UnsupportedError
 from agentkeep.db.messages import shorten
-from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
-from agentkeep.vector_db.base import check_one_given
+from agentkeep.vector_db.base import Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb, check_choice
+from agentkeep.vector_db.base import check_int, check_name, check_one_given
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPS = {  # distance -> (operator, operator class, score from distance d)
@@ -49,6 +49,16 @@ def _conninfo(db_url: str) -> str:
 
 def _literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(map(repr, vector)) + "]"
+
+
+def _contains(filters: dict[str, Any], params: Params) -> list[str]:
+    """`metadata @> filters`, the filter in the PostgresDb codec (numbers round-trip exactly)."""
+    from agentkeep.db.postgres import _json_param
+
+    return [f"metadata @> {params.add(_json_param(filters))}"]
+
+
+_WHERE = Dialect("id = ANY({})", "content_id = {}", _contains)
 
 
 class _Binary:
@@ -272,23 +282,17 @@ class PgVector(VectorDb):
         """The indexes, when missing (also the vector index of a table loaded with index=None)."""
         sql = self._sql()
         self._check_indexable(self.dimensions)
+        vector = f"(embedding vector_{_OPS[self.distance][1]}_ops) WITH "  # the options are checked integers
+        indexes = {"cid": "(content_id, position)", "fts": "USING gin (fts)",
+                   "meta": "USING gin (metadata jsonb_path_ops)",
+                   "vec": None if self.index is None else f"USING {self.index} {vector}" + (
+                       f"(m = {self.hnsw_m}, ef_construction = {self.hnsw_ef_construction})"
+                       if self.index == "hnsw" else f"(lists = {self.ivfflat_lists})")}
         with self._locked() as conn:
-            for suffix, how in (("cid", "(content_id, position)"), ("fts", "USING gin (fts)"),
-                                ("meta", "USING gin (metadata jsonb_path_ops)")):
-                conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + how).format(self._name(suffix), self._table))
-            if self.index is not None:
-                conn.execute(self._vector_index_sql())
-
-    def _vector_index_sql(self):
-        sql = self._sql()
-        opclass = sql.SQL(f"vector_{_OPS[self.distance][1]}_ops")
-        if self.index == "hnsw":
-            return sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {})"
-            ).format(self._name("vec"), self._table, opclass, sql.Literal(self.hnsw_m),
-                     sql.Literal(self.hnsw_ef_construction))
-        return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING ivfflat (embedding {}) WITH (lists = {})").format(
-            self._name("vec"), self._table, opclass, sql.Literal(self.ivfflat_lists))
+            for suffix, how in indexes.items():
+                if how is not None:
+                    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + how).format(
+                        self._name(suffix), self._table))
 
     def rebuild_index(self) -> None:
         """Rebuild the vector index (an IVFFlat index learns its lists from the rows present
@@ -304,59 +308,38 @@ class PgVector(VectorDb):
             conn.execute(self._sql().SQL("DROP TABLE IF EXISTS {}").format(self._table))
         self._pgvector = None
 
-    def _insert_sql(self):
-        return self._sql().SQL(
+    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
+        """One transaction: `replace` deletes the content's chunks and inserts the new ones."""
+        from agentkeep.db.postgres import _json_param  # the PostgresDb codec: numbers round-trip exactly
+
+        sql = self._sql()
+        insert = sql.SQL(
             "INSERT INTO {} (id, content_id, content, embedding, metadata, position)"
             " VALUES (%s, %s, %s, %s::vector, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET content_id = EXCLUDED.content_id, content = EXCLUDED.content,"
             " embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, position = EXCLUDED.position,"
             " updated_at = now()"
         ).format(self._table)
-
-    @staticmethod
-    def _params(chunks: list[Chunk]) -> list[tuple]:
-        from agentkeep.db.postgres import _json_param  # the PostgresDb codec: numbers round-trip exactly
-
-        return [
-            (c.id, c.content_id, c.content, None if c.embedding is None else _Binary(c.embedding),
-             _json_param(c.metadata), c.position)
-            for c in chunks
-        ]
-
-    def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
-        """One transaction: `replace` deletes the content's chunks and inserts the new ones."""
-        sql = self._sql()
+        rows = [(c.id, c.content_id, c.content, None if c.embedding is None else _Binary(c.embedding),
+                 _json_param(c.metadata), c.position) for c in chunks]
 
         def write(conn):
             with conn.transaction(), _cursor(conn) as cur:
                 if content_id is not None:
                     cur.execute(sql.SQL("DELETE FROM {} WHERE content_id = %s").format(self._table), (content_id,))
-                if chunks:
-                    cur.executemany(self._insert_sql(), self._params(chunks))
+                if rows:
+                    cur.executemany(insert, rows)
 
         self._run(write)
 
-    def _where(self, ids: list[str] | None, content_id: str | None, filters: dict, params: dict):
-        sql = self._sql()
-        parts = []
-        if ids is not None:
-            parts.append(sql.SQL("id = ANY(%(ids)s)"))
-            params["ids"] = ids
-        if content_id is not None:
-            parts.append(sql.SQL("content_id = %(content_id)s"))
-            params["content_id"] = content_id
-        if filters:
-            from agentkeep.db.postgres import _json_param
-
-            parts.append(sql.SQL("metadata @> %(filters)s"))
-            params["filters"] = _json_param(filters)
-        return sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
+    def _where(self, ids: list[str] | None, content_id: str | None, filters: dict, params: Params):
+        return self._sql().SQL(" AND ".join(_WHERE.where(params, ids, content_id, filters)) or "TRUE")
 
     def _delete(self, ids, content_id, filters) -> int:
-        params: dict = {}
+        params = Params("%({name})s")
         where = self._where(ids, content_id, filters, params)
         stmt = self._sql().SQL("DELETE FROM {} WHERE {}").format(self._table, where)
-        return self._run(lambda conn: conn.execute(stmt, params).rowcount)
+        return self._run(lambda conn: conn.execute(stmt, params.values).rowcount)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
         stmt = self._sql().SQL(
@@ -367,10 +350,10 @@ class PgVector(VectorDb):
                       metadata=r[4], position=r[5]) for r in rows]
 
     def _count(self, content_id, filters) -> int:
-        params: dict = {}
+        params = Params("%({name})s")
         stmt = self._sql().SQL("SELECT count(*) FROM {} WHERE {}").format(
             self._table, self._where(None, content_id, filters, params))
-        return self._run(lambda conn: conn.execute(stmt, params).fetchone()[0])
+        return self._run(lambda conn: conn.execute(stmt, params.values).fetchone()[0])
 
     def search_sql(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None):
         """The statement and parameters `search` runs (for EXPLAIN)."""
@@ -379,44 +362,36 @@ class PgVector(VectorDb):
     def _build(self, kind: str, query, embedding, limit: int, filters: dict):
         sql = self._sql()
         op, _, score = _OPS[self.distance]
-        params: dict = {"n": limit, "lang": self.language}
+        params = Params("%({name})s", n=limit, lang=self.language, text=query,
+                        q=None if kind == "keyword" else _literal(embedding))
         where = self._where(None, None, filters, params)
-        cols = sql.SQL("t.id, t.content_id, t.content, t.metadata, t.position")
+        # the two candidate lists, of {cols} and at most {n} rows (a hybrid search ranks ids only)
+        nearest = ("SELECT {cols}, t.embedding {op} %(q)s::vector AS d FROM {t} t"
+                   " WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT {n}")
+        matching = ("SELECT {cols}, ts_rank_cd(t.fts, q) AS score"
+                    " FROM {t} t, websearch_to_tsquery(%(lang)s::regconfig, %(text)s) q"
+                    " WHERE t.fts @@ q AND {where} ORDER BY score DESC, t.id LIMIT {n}")
+        cols = "t.id, t.content_id, t.content, t.metadata, t.position"
+        lists = {"cols": sql.SQL(cols), "n": sql.SQL("%(n)s")}
         if kind == "vector":
-            params["q"] = _literal(embedding)
-            stmt = sql.SQL(
-                "SELECT id, content_id, content, metadata, position, {score} FROM ("
-                " SELECT {cols}, t.embedding {op} %(q)s::vector AS d FROM {t} t"
-                " WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT %(n)s) s"
-                " ORDER BY d, id"
-            ).format(score=sql.SQL(score.format(d="d")), cols=cols, op=sql.SQL(op), t=self._table, where=where)
+            text = (f"SELECT id, content_id, content, metadata, position, {score.format(d='d')}"
+                    f" FROM ({nearest}) s ORDER BY d, id")
         elif kind == "keyword":
-            params["text"] = query
-            stmt = sql.SQL(
-                "SELECT {cols}, ts_rank_cd(t.fts, q) AS score"
-                " FROM {t} t, websearch_to_tsquery(%(lang)s::regconfig, %(text)s) q"
-                " WHERE t.fts @@ q AND {where} ORDER BY score DESC, t.id LIMIT %(n)s"
-            ).format(cols=cols, t=self._table, where=where)
+            text = matching
         else:
-            params.update(q=_literal(embedding), text=query, pool=max(limit, self.hybrid_candidates),
-                          wv=self.vector_weight, wk=self.keyword_weight, k=self.rrf_k)
-            stmt = sql.SQL(
-                "WITH v AS ("
-                "  SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM ("
-                "   SELECT t.id, t.embedding {op} %(q)s::vector AS d FROM {t} t"
-                "   WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT %(pool)s) s),"
-                " k AS ("
-                "  SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS r FROM ("
-                "   SELECT t.id, ts_rank_cd(t.fts, q) AS rank"
-                "   FROM {t} t, websearch_to_tsquery(%(lang)s::regconfig, %(text)s) q"
-                "   WHERE t.fts @@ q AND {where} ORDER BY rank DESC, t.id LIMIT %(pool)s) s),"
-                " f AS ("
-                "  SELECT coalesce(v.id, k.id) AS id,"
-                "   coalesce(%(wv)s::float8 / (%(k)s + v.r), 0) + coalesce(%(wk)s::float8 / (%(k)s + k.r), 0) AS score"
-                "  FROM v FULL JOIN k ON v.id = k.id)"
-                " SELECT {cols}, f.score FROM f JOIN {t} t ON t.id = f.id ORDER BY f.score DESC, t.id LIMIT %(n)s"
-            ).format(op=sql.SQL(op), t=self._table, where=where, cols=cols)
-        return stmt, params
+            params.values.update(pool=max(limit, self.hybrid_candidates), wv=self.vector_weight,
+                                 wk=self.keyword_weight, k=self.rrf_k)
+            text = (
+                f"WITH v AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM ({nearest}) s),"
+                f" k AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM ({matching}) s),"
+                " f AS (SELECT coalesce(v.id, k.id) AS id,"
+                " coalesce(%(wv)s::float8 / (%(k)s + v.r), 0) + coalesce(%(wk)s::float8 / (%(k)s + k.r), 0) AS score"
+                " FROM v FULL JOIN k ON v.id = k.id)"
+                f" SELECT {cols}, f.score FROM f JOIN {{t}} t ON t.id = f.id ORDER BY f.score DESC, t.id LIMIT %(n)s"
+            )
+            lists = {"cols": sql.SQL("t.id"), "n": sql.SQL("%(pool)s")}
+        stmt = sql.SQL(text).format(**lists, op=sql.SQL(op), t=self._table, where=where)
+        return stmt, params.values
 
     def _settings(self, kind: str, limit: int, filtered: bool) -> list[tuple[str, str]]:
         """Per-query index settings, applied with SET LOCAL inside the search's transaction."""

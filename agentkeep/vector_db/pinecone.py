@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
@@ -91,27 +91,26 @@ def term_index(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "big")
 
 
+def _sparse(weights: Iterable[tuple[str, float]]) -> dict[str, list]:
+    """A sparse vector of term weights, each at its term's index (colliding hashes add up)."""
+    by_index: dict[int, float] = {}
+    for term, weight in weights:
+        i = term_index(term)
+        by_index[i] = by_index.get(i, 0.0) + weight
+    indices = sorted(by_index)
+    return {"indices": indices, "values": [by_index[i] for i in indices]}
+
+
 def sparse_document(terms: Sequence[str], *, k1: float, b: float, avg_length: float) -> dict[str, list] | None:
-    """BM25's saturated term frequencies of a chunk's terms (colliding hashes add up)."""
+    """BM25's saturated term frequencies of a chunk's terms."""
     if not terms:
         return None
-    tf = Counter(terms)
     norm = k1 * (1 - b + b * len(terms) / avg_length)
-    weights: dict[int, float] = {}
-    for term, count in tf.items():
-        i = term_index(term)
-        weights[i] = weights.get(i, 0.0) + count * (k1 + 1) / (count + norm)
-    indices = sorted(weights)
-    return {"indices": indices, "values": [weights[i] for i in indices]}
+    return _sparse((term, count * (k1 + 1) / (count + norm)) for term, count in Counter(terms).items())
 
 
 def sparse_query(wanted: Sequence[str]) -> dict[str, list]:
-    weights: dict[int, float] = {}
-    for term in dict.fromkeys(wanted):
-        i = term_index(term)
-        weights[i] = weights.get(i, 0.0) + 1.0
-    indices = sorted(weights)
-    return {"indices": indices, "values": [weights[i] for i in indices]}
+    return _sparse((term, 1.0) for term in dict.fromkeys(wanted))
 
 
 def _flat_key(key: str, value: Any) -> tuple[str, Any] | None:
@@ -130,10 +129,7 @@ def record(chunk: Chunk, *, distance: str, dimensions: int, k1: float = 1.2, b: 
         "terms": list(dict.fromkeys(terms)), "has_embedding": chunk.embedding is not None}
     if chunk.content_id is not None:
         metadata["content_id"] = chunk.content_id
-    for key, value in chunk.metadata.items():
-        flat = _flat_key(key, value)
-        if flat is not None:
-            metadata[flat[0]] = flat[1]
+    metadata.update(flat for key, value in chunk.metadata.items() if (flat := _flat_key(key, value)) is not None)
     if chunk.embedding is not None:
         values, extra = dense_values(chunk.embedding, distance)
         metadata.update(extra)
@@ -205,6 +201,7 @@ class PineconeDb(VectorDb):
     noticed, and a write would recreate it."""
 
     MAX_DIMENSIONS = 19_999  # Pinecone's 20,000, less the keyword dimension
+    GET_BATCH = 100
     ENGINE = "Pinecone"
     UNREACHABLE = ("urllib3.exceptions.MaxRetryError", "urllib3.exceptions.NewConnectionError")
 
@@ -214,6 +211,7 @@ class PineconeDb(VectorDb):
         check_name(namespace, "namespace", _NAMESPACE, "1..100 of letters, digits, _ . -")
         check_name(index_name, "index_name", _INDEX_NAME, "1..45 lowercase letters, digits and -")
         self.namespace, self.index_name, self.cloud, self.region = namespace, index_name, cloud, region
+        self._address = f"index {index_name}"
         super().__init__(**options)
         self.label = f"Pinecone namespace {index_name}/{namespace}"
         self.bm25_k1 = check_number(bm25_k1, "bm25_k1", 0, 10)
@@ -233,9 +231,6 @@ class PineconeDb(VectorDb):
 
     def describe(self) -> str:
         return f"PineconeDb {self.index_name}/{self.namespace} (serverless {self.cloud} {self.region})"
-
-    def _location(self) -> str:
-        return f"index {self.index_name}"
 
     def close(self) -> None:
         if self._index is not None and hasattr(self._index, "close"):
@@ -306,13 +301,10 @@ class PineconeDb(VectorDb):
         return total
 
     def _get(self, ids: list[str]) -> list[Chunk]:
-        found = []
-        for batch in batches(ids, 100):
-            result = self._idx().fetch(ids=[vector_id(i) for i in batch], namespace=self.namespace)
-            for vector in result.vectors.values():
-                meta = dict(vector.metadata or {})
-                found.append(_chunk(meta, restore_embedding(vector.values, meta, self.distance)))
-        return found
+        result = self._idx().fetch(ids=[vector_id(i) for i in ids], namespace=self.namespace)
+        metas = [(v, dict(v.metadata or {})) for v in result.vectors.values()]
+        return [chunk_of(m, restore_embedding(v.values, m, self.distance), id_key="chunk_id",
+                         metadata_key="metadata_json") for v, m in metas]
 
     def _count(self, content_id, filters) -> int:
         doc = filter_doc(None, content_id, filters)
@@ -333,16 +325,9 @@ class PineconeDb(VectorDb):
         for request in self._requests(kind, query, embedding, n, filters):
             name = request.pop("list")
             lists[name] = [
-                _hit(dict(m.metadata or {}),
-                     score(m.score, self.distance, embedding) if name == "vector" else float(m.score))
+                hit_of(dict(m.metadata or {}),
+                       score(m.score, self.distance, embedding) if name == "vector" else float(m.score),
+                       id_key="chunk_id", metadata_key="metadata_json")
                 for m in self._idx().query(**request).matches
             ]
         return lists["vector"], lists["keyword"]
-
-
-def _chunk(meta: dict[str, Any], embedding: list[float] | None) -> Chunk:
-    return chunk_of(meta, embedding, id_key="chunk_id", metadata_key="metadata_json")
-
-
-def _hit(meta: dict[str, Any], s: float) -> SearchHit:
-    return hit_of(meta, s, id_key="chunk_id", metadata_key="metadata_json")

@@ -78,6 +78,7 @@ class QdrantDb(VectorDb):
     """A Qdrant collection. Give exactly one of `path`, `location`, `url` or `client`."""
 
     DISTANCES = DISTANCES
+    GONE = None  # its errors do not say that the store was dropped underneath
     MAX_DIMENSIONS = 65_536  # Qdrant's limit for a dense vector
     ENGINE = "Qdrant"
     UNREACHABLE = ("qdrant_client.http.exceptions.ResponseHandlingException",)
@@ -112,9 +113,6 @@ class QdrantDb(VectorDb):
         """Run fn(client) under the local-mode lock."""
         with self._lock:
             return fn(self._client)
-
-    def _store_gone(self, exc: Exception) -> bool:
-        return not self._exists()  # dropped underneath, by another process
 
     def _stored_dimensions(self) -> int | None:
         if not self._client.collection_exists(self.collection):
@@ -182,11 +180,10 @@ class QdrantDb(VectorDb):
 
         points = [self._point(c) for c in chunks]
         if content_id is None:
-            def write(client):
+            with self._lock:
                 for batch in batches(points, _BATCH):
-                    client.upsert(self.collection, points=batch, wait=True)
-
-            return self._run(write)
+                    self._client.upsert(self.collection, points=batch, wait=True)
+            return
         stale = self._filter(None, content_id, {})
         stale.must_not = [models.HasIdCondition(has_id=[p.id for p in points])] if points else None
         ops = [models.UpsertOperation(upsert=models.PointsList(points=points))] if points else []
@@ -209,25 +206,18 @@ class QdrantDb(VectorDb):
         from qdrant_client import models
 
         selector = self._filter(ids, content_id, filters)
-
-        def run(client):
-            n = client.count(self.collection, count_filter=selector, exact=True).count
+        with self._lock:
+            n = self._client.count(self.collection, count_filter=selector, exact=True).count
             if n:
-                client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
-            return n
-
-        return self._run(run)
+                self._client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+        return n
 
     def _get(self, ids: list[str]) -> list[Chunk]:
         records = self._run(lambda client: client.retrieve(
             self.collection, ids=[point_id(i) for i in ids], with_payload=_FIELDS, with_vectors=[VECTOR]))
-        chunks = []
-        for r in records:
-            embedding = (r.vector or {}).get(VECTOR)
-            if embedding is not None:
-                embedding = [float(x) * r.payload.get("norm", 1.0) for x in embedding]  # no norm: as stored
-            chunks.append(chunk_of(r.payload, embedding, id_key="chunk_id"))
-        return chunks
+        found = [((r.vector or {}).get(VECTOR), r.payload) for r in records]
+        return [chunk_of(p, None if v is None else [float(x) * p.get("norm", 1.0) for x in v], id_key="chunk_id")
+                for v, p in found]  # no norm: as stored
 
     def _count(self, content_id, filters) -> int:
         selector = self._filter(None, content_id, filters)

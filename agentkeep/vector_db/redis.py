@@ -165,6 +165,7 @@ class RedisVectorDb(VectorDb):
         self.ef_runtime = check_int(ef_runtime, "ef_runtime", 1, 10_000)
         self.timeout_ms = None if timeout_ms is None else check_int(timeout_ms, "timeout_ms", 1, 3_600_000)
         self.url, self.location = parse_url(db_url)
+        self._address = self.location
         self.index_name = f"{prefix}:vdb:{name}"
         self.label = f"vector store {self.index_name}"
         self._marker = self.index_name.encode()
@@ -237,9 +238,6 @@ class RedisVectorDb(VectorDb):
         v = int(search.get(b"ver", 0))
         return (f"RedisVectorDb {self.index_name} on Redis {server}, RediSearch "
                 f"{v // 10000}.{v // 100 % 100}.{v % 100} at {self.location}")
-
-    def _location(self) -> str:
-        return self.location
 
     def _create_args(self, dims: int) -> list[Any]:
         if self.index == "hnsw":

@@ -17,8 +17,8 @@ import weakref
 from typing import Any, Unpack
 
 from agentkeep.db.errors import DbError, InvalidInputError
-from agentkeep.vector_db.base import Chunk, StoreOptions, VectorDb, check_choice, check_int, check_name, check_number
-from agentkeep.vector_db.base import chunk_of, hit_of, typed_scalar
+from agentkeep.vector_db.base import Chunk, StoreOptions, VectorDb, check_choice, check_int, check_name
+from agentkeep.vector_db.base import check_number, chunk_of, hit_of, typed_scalar
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -97,22 +97,18 @@ def write_statement(table: str, chunks: list[Chunk], replace_content_id: str | N
     return f"BEGIN TRANSACTION;\n{guard()}\n{body}COMMIT TRANSACTION;", params
 
 
-def where(content_id: str | None, filters: dict[str, Any], params: dict[str, Any]) -> list[str]:
-    """Conditions for content_id and a metadata filter. SurrealDB's `=` already has the suite's
-    type rules: 1 = 1.0, true != 1, "1" != 1, and a list or object never equals a scalar."""
+def where(content_id: str | None, filters: dict[str, Any], params: dict[str, Any]) -> str:
+    """The condition of a content id and a metadata filter ("true" for neither). SurrealDB's `=`
+    already has the suite's type rules: 1 = 1.0, true != 1, "1" != 1, and a list or object
+    never equals a scalar."""
     parts = []
     if content_id is not None:
         parts.append("content_id = $content_id")
         params["content_id"] = content_id
     for i, (key, value) in enumerate(filters.items()):
         parts.append(f"meta[$fk{i}] = $fv{i}")
-        params[f"fk{i}"] = key
-        params[f"fv{i}"] = typed_scalar(value)[1]
-    return parts
-
-
-def _and(parts: list[str]) -> str:
-    return " AND ".join(parts) if parts else "true"
+        params.update({f"fk{i}": key, f"fv{i}": typed_scalar(value)[1]})
+    return " AND ".join(parts) or "true"
 
 
 def get_statement(table: str, ids: list[str]) -> tuple[str, dict]:
@@ -125,21 +121,20 @@ def get_statement(table: str, ids: list[str]) -> tuple[str, dict]:
 
 def count_statement(table: str, content_id: str | None, filters: dict) -> tuple[str, dict]:
     params = base_params(table)
-    cond = _and(where(content_id, filters, params))
+    cond = where(content_id, filters, params)
     return f"{guard()}\nSELECT count() AS n FROM type::table($table) WHERE {cond} GROUP ALL;", params
 
 
 def delete_statement(table: str, ids: list[str] | None, content_id: str | None, filters: dict) -> tuple[str, dict]:
     """Select the doomed record ids (by key when ids are given), delete them, return how many."""
     params = base_params(table)
-    cond = _and(where(content_id, filters, params))
+    cond = where(content_id, filters, params)
+    source = "type::table($table)"
     if ids is not None:
         from surrealdb import RecordID
 
         params["records"] = [RecordID(table, i) for i in ids]
         source = "$records"
-    else:
-        source = "type::table($table)"
     return (
         "BEGIN TRANSACTION;\n"
         f"{guard()}\n"
@@ -189,23 +184,21 @@ def search_statement(
 ) -> tuple[str, dict, list[str]]:
     """The request for one search and the names of its result statements ("vector", "keyword")."""
     params = base_params(table)
-    cond = _and(where(None, filters, params))
-    selects: list[str] = []
-    names: list[str] = []
+    cond = where(None, filters, params)
+    selects: dict[str, str] = {}
     n = limit if kind != "hybrid" else max(limit, candidates)
     if kind in ("vector", "hybrid"):
         params.update(vector=embedding, limit=n)
-        selects.append(vector_select(distance, indexed, n, max(ef_search, n), cond))
-        names.append("vector")
+        selects["vector"] = vector_select(distance, indexed, n, max(ef_search, n), cond)
     if kind in ("keyword", "hybrid"):
         wanted, unwanted = query_terms(query or "")
         if wanted:
             params.update(terms=" ".join(wanted), limit=n)
             if unwanted:
                 params["exclude"] = unwanted
-            selects.append(keyword_select(cond, bool(unwanted)))
-            names.append("keyword")
-    return guard() + "\n" + ";\n".join(selects) + (";" if selects else ""), params, names
+            selects["keyword"] = keyword_select(cond, bool(unwanted))
+    text = guard() + "\n" + ";\n".join(selects.values()) + (";" if selects else "")
+    return text, params, list(selects)
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -257,6 +250,7 @@ class SurrealDb(VectorDb):
             self._owns_client = True
         self._client = client
         self._url = url if self._owns_client else None
+        self._address = self._url or "a shared connection"
         self._lock = _lock_for(client)
 
     @property
@@ -289,9 +283,6 @@ class SurrealDb(VectorDb):
         where_ = self._url or "a shared SurrealDB connection"
         return f"SurrealDb {self.table_name} on {where_} ({'HNSW' if self.indexed else 'exact'} vector search)"
 
-    def _location(self) -> str:
-        return self._url or "a shared connection"
-
     def _create_store(self, dimensions: int) -> None:
         """The table and its indexes, then its registry record (what says the store exists)."""
         self._query(ddl(self.table_name, dimensions, self.distance, self.index, hnsw_m=self.hnsw_m,
@@ -316,7 +307,8 @@ class SurrealDb(VectorDb):
         return int(self._query(*delete_statement(self.table_name, ids, content_id, filters))[-1] or 0)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
-        return [_chunk(r) for r in self._query(*get_statement(self.table_name, ids))[-1] or []]
+        rows = self._query(*get_statement(self.table_name, ids))[-1] or []
+        return [chunk_of(r, r.get("embedding") and [float(x) for x in r["embedding"]]) for r in rows]
 
     def _count(self, content_id, filters) -> int:
         rows = self._query(*count_statement(self.table_name, content_id, filters))[-1] or []
@@ -338,8 +330,3 @@ class SurrealDb(VectorDb):
         lists = {name: rows or [] for name, rows in zip(names, self._query(statement, params)[1:])}
         return ([hit_of(r, float(r["score"])) for r in lists.get("vector", [])],
                 [hit_of(r, float(r["score"])) for r in lists.get("keyword", [])])
-
-
-def _chunk(row: dict[str, Any]) -> Chunk:
-    embedding = row.get("embedding")
-    return chunk_of(row, None if embedding is None else [float(x) for x in embedding])

@@ -61,14 +61,6 @@ def _db_url(url: str) -> dict[str, Any]:
     return {"db_url": url}
 
 
-def _nothing(url: str) -> dict[str, Any]:
-    return {}
-
-
-def _lancedb(url: str) -> dict[str, Any]:
-    return {"uri": _path(url)}
-
-
 def _path_or_url(url: str) -> dict[str, Any]:
     """Qdrant's and ClickHouse's: a local path or a server URL."""
     return {"path": _path(url)} if _local(url) else {"url": _server(url)}
@@ -84,24 +76,17 @@ def _chroma(url: str) -> dict[str, Any]:
                                           ssl=server.scheme == "https")}
 
 
-def _milvus(url: str) -> dict[str, Any]:
-    return {"uri": _path(url) if _local(url) else _server(url)}
-
-
-def _surrealdb(url: str) -> dict[str, Any]:
-    return {"url": url if _local(url) else _server(url)}
-
-
 STORES = (
     Store(("postgresql", "postgres", "postgresql+psycopg"), "agentkeep.vector_db.pgvector:PgVector", _db_url,
           "PgVector: postgresql://user@host:5432/db (also postgres://, postgresql+psycopg://)"),
-    Store(("lancedb",), "agentkeep.vector_db.lancedb:LanceDb", _lancedb,
+    Store(("lancedb",), "agentkeep.vector_db.lancedb:LanceDb", lambda url: {"uri": _path(url)},
           "LanceDb: lancedb:///abs/dir, lancedb://./rel/dir (embedded)"),
     Store(("qdrant", "qdrant+http", "qdrant+https"), "agentkeep.vector_db.qdrant:QdrantDb", _path_or_url,
           "QdrantDb: qdrant:///dir (local mode), qdrant+http://host:6333 (a server; also qdrant+https://)"),
     Store(("chroma", "chroma+http", "chroma+https"), "agentkeep.vector_db.chroma:ChromaDb", _chroma,
           "ChromaDb: chroma:///dir (PersistentClient), chroma+http://host:8000 (a server; also chroma+https://)"),
-    Store(("milvus", "milvus+http", "milvus+https"), "agentkeep.vector_db.milvus:MilvusDb", _milvus,
+    Store(("milvus", "milvus+http", "milvus+https"), "agentkeep.vector_db.milvus:MilvusDb",
+          lambda url: {"uri": _path(url) if _local(url) else _server(url)},
           "MilvusDb: milvus:///file.db (Milvus Lite), milvus+http://host:19530 (a server; also milvus+https://)"),
     Store(("chdb", "clickhouse+http", "clickhouse+https"), "agentkeep.vector_db.clickhouse:ClickHouseDb",
           _path_or_url,
@@ -109,10 +94,10 @@ STORES = (
     Store(("redis", "rediss"), "agentkeep.vector_db.redis:RedisVectorDb", _db_url,
           "RedisVectorDb: redis://host:6379/0 (a server with RediSearch; also rediss://)"),
     Store(("surrealkv", "surrealdb+ws", "surrealdb+wss", "surrealdb+http", "surrealdb+https"),
-          "agentkeep.vector_db.surrealdb:SurrealDb", _surrealdb,
+          "agentkeep.vector_db.surrealdb:SurrealDb", lambda url: {"url": url if _local(url) else _server(url)},
           "SurrealDb: surrealkv:///dir (embedded), surrealdb+ws://host:8000 (a server; also surrealdb+wss://, "
           "surrealdb+http://, surrealdb+https://)"),
-    Store(("memory",), "agentkeep.vector_db.in_memory:InMemoryVectorDb", _nothing,
+    Store(("memory",), "agentkeep.vector_db.in_memory:InMemoryVectorDb", lambda url: {},
           "InMemoryVectorDb: memory:// (this process only)", keeps_data=False),
 )
 SCHEMES = {scheme: store for store in STORES for scheme in store.schemes}

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Unpack
 
 from agentkeep.db.errors import DbError, InvalidInputError
-from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
+from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int
 from agentkeep.vector_db.base import check_name, check_number, check_one_given, chunk_of, filter_scalar, hit_of
 from agentkeep.vector_db.base import all_of, distance_score, ranked
 from agentkeep.vector_db.text import query_terms
@@ -38,25 +38,19 @@ _PROPERTY_TYPES = {"b": ("boolean", None), "n": ("number", None), "s": ("text", 
 # -- translation: request documents (no client needed) ----------------------------------------
 
 
-def collection_name(value: Any) -> str:
-    return check_name(value, "collection", _NAME,
-                      "a Weaviate class name (an upper-case letter, then letters, digits, _)")
-
-
 def object_uuid(chunk_id: str) -> str:
     return str(uuid.uuid5(UUID_NAMESPACE, chunk_id))
 
 
-def base_properties() -> list[dict[str, Any]]:
-    """The fixed schema, as property specs: name, data_type, tokenization, filterable, searchable."""
-    return [
-        {"name": "chunk_id", "data_type": "text", "tokenization": "field", "filterable": True, "searchable": False},
-        {"name": "content_id", "data_type": "text", "tokenization": "field", "filterable": True, "searchable": False},
-        {"name": "content", "data_type": "text", "tokenization": None, "filterable": False, "searchable": False},
-        {"name": "position", "data_type": "int", "tokenization": None, "filterable": False, "searchable": False},
-        {"name": "metadata", "data_type": "text", "tokenization": None, "filterable": False, "searchable": False},
-        {"name": "terms", "data_type": "text", "tokenization": "whitespace", "filterable": True, "searchable": True},
-    ]
+# the fixed schema, as property specs: name, data_type, tokenization, filterable, searchable
+BASE_PROPERTIES = [
+    {"name": "chunk_id", "data_type": "text", "tokenization": "field", "filterable": True, "searchable": False},
+    {"name": "content_id", "data_type": "text", "tokenization": "field", "filterable": True, "searchable": False},
+    {"name": "content", "data_type": "text", "tokenization": None, "filterable": False, "searchable": False},
+    {"name": "position", "data_type": "int", "tokenization": None, "filterable": False, "searchable": False},
+    {"name": "metadata", "data_type": "text", "tokenization": None, "filterable": False, "searchable": False},
+    {"name": "terms", "data_type": "text", "tokenization": "whitespace", "filterable": True, "searchable": True},
+]
 
 
 def meta_property(key: str, value: Any) -> tuple[str, dict[str, Any], Any] | None:
@@ -140,10 +134,6 @@ def score_from_distance(distance: str, value: float) -> float:
     return -value if distance == "inner_product" else distance_score(distance, value)
 
 
-def describe_store(dimensions: int, distance: str) -> str:
-    return f"agentkeep vector store: dimensions={dimensions} distance={distance}"
-
-
 def parse_description(text: str | None) -> tuple[int, str] | None:
     found = _DESCRIPTION.search(text or "")
     return (int(found.group(1)), found.group(2)) if found else None
@@ -188,13 +178,13 @@ def collection_config(name: str, dimensions: int, distance: str, *, ef: int, ef_
 
     return {
         "name": name,
-        "description": describe_store(dimensions, distance),
+        "description": f"agentkeep vector store: dimensions={dimensions} distance={distance}",  # _DESCRIPTION
         "vector_config": Configure.Vectors.self_provided(vector_index_config=Configure.VectorIndex.hnsw(
             distance_metric=VectorDistances(DISTANCES[distance]), ef=ef, ef_construction=ef_construction,
             max_connections=max_connections)),
         "inverted_index_config": Configure.inverted_index(bm25_b=bm25_b, bm25_k1=bm25_k1,
                                                           stopwords_preset=StopwordsPreset.NONE),
-        "properties": [to_property(p) for p in base_properties()],
+        "properties": [to_property(p) for p in BASE_PROPERTIES],
     }
 
 
@@ -207,13 +197,15 @@ class WeaviateDb(VectorDb):
 
     DISTANCES = DISTANCES
     ENGINE = "Weaviate"
+    GET_BATCH = 1000
     UNREACHABLE = ("weaviate.exceptions.WeaviateConnectionError",)
 
     def __init__(self, collection: str, url: str | None = None, *, client: Any = None, grpc_port: int = 50051,
                  api_key: str | None = None, ef: int = -1, ef_construction: int = 128, max_connections: int = 32,
                  bm25_k1: float = 1.2, bm25_b: float = 0.75, fusion: str | None = None,
                  **options: Unpack[StoreOptions]) -> None:
-        self.collection = collection_name(collection)
+        self.collection = check_name(collection, "collection", _NAME,
+                                     "a Weaviate class name (an upper-case letter, then letters, digits, _)")
         super().__init__(**options)
         self.label = f"Weaviate collection {self.collection}"
         self.fusion = check_choice(fusion, "fusion", FUSIONS)
@@ -327,13 +319,10 @@ class WeaviateDb(VectorDb):
         return 0 if doc == NOTHING else self._delete_where(doc)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
-        found = []
-        for batch in batches(ids, 1000):
-            result = self._handle().query.fetch_objects(
-                filters=to_filter(filter_doc(batch, None, {})), limit=len(batch), include_vector=True,
-                return_properties=RETURN_PROPERTIES)
-            found += [chunk_of(obj.properties, _vector(obj.vector), id_key="chunk_id") for obj in result.objects]
-        return found
+        result = self._handle().query.fetch_objects(
+            filters=to_filter(filter_doc(ids, None, {})), limit=len(ids), include_vector=True,
+            return_properties=RETURN_PROPERTIES)
+        return [chunk_of(obj.properties, _vector(obj.vector), id_key="chunk_id") for obj in result.objects]
 
     def _count(self, content_id, filters) -> int:
         doc = filter_doc(None, content_id, filters, self._known_for(filters))
@@ -358,7 +347,8 @@ class WeaviateDb(VectorDb):
             result = self._handle().query.near_vector(
                 near_vector=request["vector"], limit=request["limit"], filters=where,
                 return_metadata=MetadataQuery(distance=True), return_properties=RETURN_PROPERTIES)
-            return [_hit(o.properties, score_from_distance(self.distance, o.metadata.distance)) for o in result.objects]
+            return [hit_of(o.properties, score_from_distance(self.distance, o.metadata.distance), id_key="chunk_id")
+                    for o in result.objects]
         if request["kind"] == "bm25":
             result = self._handle().query.bm25(
                 query=request["query"], query_properties=request["properties"], operator=BM25Operator.and_(),
@@ -370,7 +360,7 @@ class WeaviateDb(VectorDb):
                 query=request["query"], vector=request["vector"], alpha=request["alpha"], fusion_type=fusion,
                 query_properties=request["properties"], bm25_operator=BM25Operator.and_(), limit=request["limit"],
                 filters=where, return_metadata=MetadataQuery(score=True), return_properties=RETURN_PROPERTIES)
-        return [_hit(o.properties, float(o.metadata.score)) for o in result.objects]
+        return [hit_of(o.properties, float(o.metadata.score), id_key="chunk_id") for o in result.objects]
 
     def _search(self, kind, query, embedding, limit, filters):
         """With `fusion=`, a hybrid search is Weaviate's own (one request, its fusion)."""
@@ -407,7 +397,3 @@ def _vector(value: Any) -> list[float] | None:
     if isinstance(value, dict):
         value = value.get("default") or next(iter(value.values()), None)
     return None if not value else [float(x) for x in value]
-
-
-def _hit(props: dict[str, Any], score: float) -> SearchHit:
-    return hit_of(props, score, id_key="chunk_id")

@@ -45,9 +45,9 @@ def c(id_, content="text", emb=(1.0, 0.0), **kw):
 
 
 def test_filters_are_parameters_never_sql_text():
-    from agentkeep.vector_db.clickhouse import Params, filter_sql
+    from agentkeep.vector_db.clickhouse import filter_sql, params
 
-    p = Params()
+    p = params()
     parts = filter_sql({"team": "' OR 1=1 --", "flag": True, "n": 2, "x": 0.5}, p)
     text = " AND ".join(parts)
     assert "OR 1=1" not in text and "team" not in text and "0.5" not in text
@@ -62,15 +62,15 @@ def test_filters_are_parameters_never_sql_text():
 
 
 def test_numbers_beyond_a_double_or_int64():
-    from agentkeep.vector_db.clickhouse import Params, filter_sql
+    from agentkeep.vector_db.clickhouse import filter_sql, params
 
-    p = Params()
+    p = params()
     [exact_int] = filter_sql({"k": 2**62 + 1}, p)  # no double equals it
     assert "'Double'" not in exact_int and p.values["p1"] == 2**62 + 1
-    p = Params()
+    p = params()
     [big] = filter_sql({"k": 2**63 + 2}, p)
     assert "'UInt64'" in big and "'Int64'" not in big
-    p = Params()
+    p = params()
     assert filter_sql({"k": 10**400}, p) == ["(0)"]  # fits nothing JSON can hold here
 
 

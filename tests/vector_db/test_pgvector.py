@@ -11,6 +11,7 @@ import pytest
 
 from agentkeep.db.errors import InvalidInputError, NotFoundError, UnsupportedError
 from agentkeep.vector_db import Chunk
+from agentkeep.vector_db.base import Params
 from tests.vector_db.conftest import require
 from tests.vector_db.stores import STORES
 
@@ -110,10 +111,10 @@ def test_the_indexes_serve_the_searches(stores, url):
     assert f"Bitmap Index Scan on {fts}" in plan(url, *s.search_sql("tag7", search_type="keyword"), "SET enable_seqscan = off")
     hybrid = plan(url, *s.search_sql("tag7", embedding=q), "SET enable_seqscan = off")
     assert f"Index Scan using {vec}" in hybrid and f"Bitmap Index Scan on {fts}" in hybrid
-    params: dict = {}
+    params = Params("%({name})s")
     stmt = psycopg.sql.SQL("SELECT count(*) FROM {} WHERE {}").format(s._table, s._where(None, None, {"bucket": 3}, params))
     meta = s._name("meta").as_string(None).strip('"')
-    assert f"Bitmap Index Scan on {meta}" in plan(url, stmt, params, "SET enable_seqscan = off")
+    assert f"Bitmap Index Scan on {meta}" in plan(url, stmt, params.values, "SET enable_seqscan = off")
 
 
 def test_ef_search_grows_with_the_limit(stores):
