@@ -37,7 +37,9 @@ def test_boot_health_agents_and_a_run(scripted, db, serve):
     agent = make_agent(server, db, tools=[add])
     http = serve(AgentOS(agents=[agent], db=db).get_app())
     assert http.get("/health").json() == {"status": "ok"}
-    assert http.get("/config").json()["agents"] == [{"id": "helper", "name": "Helper"}]
+    config = http.get("/config").json()
+    assert [(a["id"], a["name"], a["model"]["id"]) for a in config["agents"]] == [("helper", "Helper", "scripted")]
+    assert config["agents"][0]["db_id"] == config["os_database"] and config["databases"] == [config["os_database"]]
     listed = http.get("/agents").json()
     assert [a["id"] for a in listed] == ["helper"] and listed[0]["tools"][0]["name"] == "add"
     r = http.post("/agents/helper/runs", json={"message": "2+3?", "user_id": "alice", "session_id": "s1"})
@@ -73,10 +75,14 @@ def test_sessions_list_get_runs_rename_delete(scripted, db, serve):
     second = http.get("/sessions", params={"user_id": "alice", "limit": 1, "page": 2}).json()
     by_cursor = http.get("/sessions", params={"user_id": "alice", "limit": 1, "cursor": page["meta"]["next_cursor"]}).json()
     assert [s["session_id"] for s in second["data"]] == [s["session_id"] for s in by_cursor["data"]] == ["s1"]
-    runs = http.get("/sessions/s1/runs", params={"user_id": "alice"}).json()["data"]
+    runs = http.get("/sessions/s1/runs", params={"user_id": "alice"}).json()
     assert [r["content"] for r in runs] == ["answer 0", "answer 1"]
+    first = http.get("/sessions/s1/runs", params={"user_id": "alice", "limit": 1})
+    assert [r["content"] for r in first.json()] == ["answer 0"]
+    following = first.headers["link"].split(">")[0].lstrip("<")
+    assert [r["content"] for r in http.get(following).json()] == ["answer 1"]
     one = http.get(f"/sessions/s1/runs/{runs[0]['run_id']}", params={"user_id": "alice"}).json()
-    assert one["input"] == "q0"
+    assert one["input"] == {"input_content": "q0"} and one["run_input"] == "q0"
     renamed = http.post("/sessions/s1/rename", params={"user_id": "alice"}, json={"session_name": "Plans"})
     assert renamed.json()["name"] == "Plans"
     assert http.delete("/sessions/s2", params={"user_id": "alice"}).status_code == 204

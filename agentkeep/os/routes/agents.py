@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from agentkeep.agent import AgentRunError
 from agentkeep.db.errors import InvalidInputError, NotFoundError
+from agentkeep.os.compat import run_json
 from agentkeep.os.routes.common import agent_of, db_for, the_os
 
 router = APIRouter(tags=["agents"])
@@ -105,7 +106,7 @@ async def _respond(events: AsyncIterator[Any], stream: bool, background: Any = N
     run = getattr(final, "run", None)
     if run is None:
         raise AgentRunError(getattr(final, "error", "the run ended without a result"))
-    return JSONResponse(run.model_dump(mode="json"))
+    return JSONResponse(run_json(run))
 
 
 async def _drain(events: AsyncIterator[Any]) -> None:

@@ -33,13 +33,14 @@ def db_for(request: Request, agent_id: Optional[str] = None) -> Any:
 class Meta(BaseModel):
     page: int = 1
     limit: int
-    total_pages: Optional[int] = None
-    total_count: Optional[int] = None
+    total_pages: int = 0  # 0 with total_count 0 when the total was not asked for (with_total=false)
+    total_count: int = 0
     next_cursor: Optional[str] = None
 
 
 def page_of(items: list, limit: int, page: int, next_cursor: Optional[str], total: Optional[int]) -> dict:
     """A list response: `{data, meta}` with page fields and the cursor of the next page."""
-    pages = None if total is None else max(1, -(-total // limit))
+    pages = 0 if total is None else max(1, -(-total // limit))
+    total = total or 0
     return {"data": items, "meta": Meta(page=page, limit=limit, total_pages=pages, total_count=total,
                                         next_cursor=next_cursor).model_dump()}

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Request
 
+from agentkeep.os.compat import db_ids
 from agentkeep.os.routes.common import the_os
 
 router = APIRouter(tags=["server"])
@@ -32,8 +33,11 @@ async def info(request: Request) -> dict:
 @router.get("/config")
 async def config(request: Request) -> dict:
     os = the_os(request)
+    ids = db_ids(os.dbs())
     return {
-        "name": os.name,
-        "agents": [{"id": a.id, "name": a.name} for a in os.agents.values()],
-        "dbs": [type(db).__name__ for db in os.dbs()],
+        "os_id": os.name, "name": os.name, "os_database": ids[id(os.db)],
+        "databases": list(ids.values()),
+        "agents": [{"id": a.id, "name": a.name, "db_id": ids.get(id(a.db)),
+                    "model": {"id": a.model.id, "provider": a.model.provider}} for a in os.agents.values()],
+        "teams": [], "workflows": [], "interfaces": [],
     }

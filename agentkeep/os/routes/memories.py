@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
 from agentkeep.db.models import UserMemory
+from agentkeep.os.compat import memory_stats_json
 from agentkeep.os.routes.common import db_for, page_of
 from agentkeep.os.routes.sessions import paged
 
@@ -100,4 +101,4 @@ async def memory_topics(request: Request, user_id: Optional[str] = None) -> list
 @router.get("/user_memory_stats")
 async def user_memory_stats(request: Request, limit: int = Query(20, ge=1, le=100), cursor: Optional[str] = None) -> dict:
     result = await db_for(request).memory_stats(limit=limit, cursor=cursor)
-    return page_of([s.model_dump(mode="json") for s in result.items], limit, 1, result.next_cursor, result.total)
+    return page_of([memory_stats_json(s) for s in result.items], limit, 1, result.next_cursor, result.total)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
 from agentkeep.db.models import Session
+from agentkeep.os.compat import run_json, session_json
 from agentkeep.os.routes.common import db_for, page_of
 
 router = APIRouter(tags=["sessions"])
@@ -17,8 +18,7 @@ SORTS = {("updated_at", "desc"): "updated_desc", ("updated_at", "asc"): "updated
          ("created_at", "desc"): "created_desc", ("created_at", "asc"): "created_asc"}
 
 
-def _json(record: Any) -> dict:
-    return record.model_dump(mode="json", exclude={"runs"} if hasattr(record, "runs") else None)
+_json = session_json
 
 
 async def paged(fetch: Any, page: int, cursor: Optional[str]) -> Any:
@@ -66,14 +66,19 @@ async def get_session(session_id: str, request: Request, user_id: Optional[str] 
 
 
 @router.get("/sessions/{session_id}/runs")
-async def list_runs(session_id: str, request: Request, user_id: Optional[str] = None,
-                    component_id: Optional[str] = None, limit: int = Query(20, ge=1, le=100),
-                    cursor: Optional[str] = None) -> dict:
+async def list_runs(session_id: str, request: Request, response: Response, user_id: Optional[str] = None,
+                    component_id: Optional[str] = None, limit: int = Query(100, ge=1, le=1000),
+                    cursor: Optional[str] = None) -> list[dict]:
+    """The session's runs, oldest first, a page at a time: a list (as the reference's clients
+    read it), and the next page's address in the `Link` header (rel="next")."""
     db = db_for(request, component_id)
     if await db.get_session(session_id, user_id=user_id) is None:
         raise NotFoundError(f"session {session_id!r} not found")
     result = await db.list_runs(session_id, user_id=user_id, limit=limit, cursor=cursor)
-    return page_of([r.model_dump(mode="json") for r in result.items], limit, 1, result.next_cursor, result.total)
+    if result.next_cursor is not None:
+        following = request.url.include_query_params(cursor=result.next_cursor, limit=limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return [run_json(r) for r in result.items]
 
 
 @router.get("/sessions/{session_id}/runs/{run_id}")
@@ -82,7 +87,7 @@ async def get_run(session_id: str, run_id: str, request: Request, user_id: Optio
     run = await db_for(request, component_id).get_run(run_id, user_id=user_id)
     if run is None or run.session_id != session_id:
         raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
-    return run.model_dump(mode="json")
+    return run_json(run)
 
 
 class NewSession(BaseModel):
