@@ -75,9 +75,6 @@ class AgentOS:
                 found.setdefault(id(db), db)
         return list(found.values())
 
-    def agent_db(self, agent: Agent) -> Any:
-        return as_async(agent.db)
-
     def in_background(self, work: Any) -> None:
         """Run a coroutine after the response (a background run), kept until it ends."""
         task = asyncio.get_running_loop().create_task(work)
