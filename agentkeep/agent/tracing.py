@@ -15,12 +15,14 @@ import atexit
 import contextlib
 import datetime as dt
 import json
+import logging
 import threading
 from typing import Any, Sequence
 
 from agentkeep.db import models as m
 
 SCOPE = "agentkeep"
+log = logging.getLogger("agentkeep.tracing")
 _UTC = dt.timezone.utc
 
 
@@ -243,6 +245,7 @@ class DbSpanExporter:
             except Exception as exc:  # a tracing failure must never break the application
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("agentkeep: %d spans not stored in %r: %s", len(records), db, self.last_error)
                 result = SpanExportResult.FAILURE
         return result
 
@@ -298,8 +301,3 @@ def flush(timeout_millis: int = 30000) -> bool:
     with _lock:
         processors = [p for _, _, p in _processors.values()]
     return all(p.force_flush(timeout_millis) for p in processors)
-
-
-def exporters() -> list[DbSpanExporter]:
-    with _lock:
-        return [e for _, e, _ in _processors.values()]

@@ -191,11 +191,13 @@ class VectorDb(abc.ABC):
     @abc.abstractmethod
     def _count(self, content_id: str | None, filters: dict[str, Any]) -> int: ...
 
+    # A store supplies these two, or overrides `_search` whole (one statement for both lists,
+    # as PgVector and Weaviate do); then they are never called.
     def _vector_search(self, embedding: list[float], n: int, filters: dict[str, Any]) -> list[SearchHit]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} searches in its own _search")
 
     def _keyword_search(self, query: str, n: int, filters: dict[str, Any]) -> list[SearchHit]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} searches in its own _search")
 
     def _candidates(self, kind: str, query: str | None, embedding: list[float] | None, n: int,
                     filters: dict[str, Any]) -> tuple[list[SearchHit], list[SearchHit]]:
