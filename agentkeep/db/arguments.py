@@ -212,7 +212,8 @@ RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     **{name: (lambda n: lambda p, own: _id(n, p.default is inspect.Parameter.empty))(name) for name in (
         "session_id", "run_id", "memory_id", "content_id", "trace_id", "approval_id", "schedule_id",
         "eval_run_id", "worker_id", "user_id", "agent_id", "team_id", "workflow_id", "linked_to")},
-    **{name: (lambda n: lambda p, own: _ids(n))(name) for name in ("session_ids", "memory_ids", "eval_run_ids")},
+    **{name: (lambda n: lambda p, own: _ids(n))(name) for name in ("session_ids", "memory_ids", "eval_run_ids",
+                                                                              "alive")},
     "session": lambda p, own: _record(m.Session, "session"),
     "run": lambda p, own: _record(own.get("run", m.Run), "run"),
     "memory": lambda p, own: _record(m.UserMemory, "memory"),
@@ -225,6 +226,7 @@ RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     "expected_revision": lambda p, own: _optional(lambda x, n: v.check_int(x, n, 0), "expected_revision"),
     "after_seq": lambda p, own: _optional(v.check_int, "after_seq"),
     "limit": lambda p, own: _limit,
+    "offset": lambda p, own: v.check_offset,
     "last": lambda p, own: _last,
     "runs": lambda p, own: _runs,
     "cursor": lambda p, own: _cursor,

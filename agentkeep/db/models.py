@@ -95,6 +95,9 @@ class Run(Record):
     metadata: JsonDict = Field(default_factory=dict)
     created_at: Optional[Timestamp] = None
     updated_at: Optional[Timestamp] = None
+    # while `running`: the time its process must renew by, or the run counts as dead
+    # (`fail_expired_runs`); None for a run no process owns
+    lease_until: Optional[Timestamp] = None
 
 
 class Session(Record):

@@ -1,14 +1,18 @@
 """The query description every kernel compiles natively, and a reference evaluator for it.
 
 A `Query` is a conjunction of conditions, one order (a tuple of fields, all ascending or
-all descending, ending with the table key so the order is total), a limit and a keyset
-position (`after`: the order values of the last row of the previous page).
+all descending, ending with the table key so the order is total), a limit, a keyset
+position (`after`: the order values of the last row of the previous page) and an offset
+(rows past that position skipped before the first row returned).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 OPS = ("eq", "in", "lt", "lte", "gt", "gte", "icontains", "contains_all")
 
@@ -36,6 +40,7 @@ class Query:
     limit: int | None = None
     after: tuple | None = None
     fields: tuple[str, ...] | None = None  # projection; None = every column
+    offset: int = 0
     extra: dict = field(default_factory=dict, compare=False)
 
 
@@ -116,3 +121,10 @@ def after_filter(rows: Iterable[dict], q: Query) -> Iterable[dict]:
     if q.desc:
         return (r for r in rows if row_key(r, q.order) < pos)
     return (r for r in rows if row_key(r, q.order) > pos)
+
+
+def window(rows: Iterable[T], q: Query) -> list[T]:
+    """Of rows in the query's order past its keyset position: `offset` skipped, then at
+    most `limit`."""
+    stop = None if q.limit is None else q.offset + q.limit
+    return list(itertools.islice(rows, q.offset, stop))

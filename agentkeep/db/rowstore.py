@@ -12,7 +12,18 @@ from bisect import bisect_left, insort
 from typing import Any, Iterable
 
 from agentkeep.db.planner import Plan, key_values, plan
-from agentkeep.db.query import HIGH, LOW, Cond, Query, after_filter, matches, matches_all, row_key, sort_key
+from agentkeep.db.query import (
+    HIGH,
+    LOW,
+    Cond,
+    Query,
+    after_filter,
+    matches,
+    matches_all,
+    row_key,
+    sort_key,
+    window,
+)
 from agentkeep.db.tables import TableSpec
 
 
@@ -94,12 +105,7 @@ class RowTable:
         return None if row is None else clone(row, self.json_cols)
 
     def find(self, q: Query) -> list[dict]:
-        rows = self._candidates(q)
-        out = []
-        for row in rows:
-            out.append(row)
-            if q.limit is not None and len(out) >= q.limit:
-                break
+        out = window(self._candidates(q), q)
         if q.fields is not None:
             return [{f: r.get(f) for f in q.fields} for r in out]
         return [clone(r, self.json_cols) for r in out]

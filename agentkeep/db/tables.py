@@ -160,8 +160,9 @@ def default_specs() -> dict[str, TableSpec]:
         ),
         _spec(
             "runs", m.Run, ("run_id",),
-            [Index(("session_id", "seq"), unique=True), ("created_at",), ("updated_at",)],
-            parent=("sessions", "session_id"),
+            [Index(("session_id", "seq"), unique=True), ("created_at",), ("updated_at",),
+             ("status", "lease_until")],
+            parent=("sessions", "session_id"), version=2,
         ),
         _spec(
             "memories", m.UserMemory, ("memory_id",),

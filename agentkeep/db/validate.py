@@ -19,6 +19,7 @@ MAX_ID_LENGTH = 255
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 256
 MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000  # an offset costs O(offset) on every store: page deep with cursors
 INT64 = (-(2**63), 2**63 - 1)  # integer fields and arguments: what every store's integers hold
 # Python refuses to print an int of more digits (sys.set_int_max_str_digits), so JSON cannot
 # hold one; a bit length under this bound always has fewer digits
@@ -113,6 +114,12 @@ def check_limit(limit: Any) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInputError(f"limit must be an integer in 1..{MAX_LIMIT}, got {shown(limit)}")
     return limit
+
+
+def check_offset(offset: Any) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInputError(f"offset must be an integer in 0..{MAX_OFFSET}, got {shown(offset)}")
+    return offset
 
 
 def check_bool(value: Any, what: str) -> bool | None:

@@ -115,6 +115,7 @@ class World:
             "status": lambda: "approved",
             "resolved_by": lambda: "ops",
             "next_run_at": lambda: T0,
+            "lease_seconds": lambda: 30,
             "fp_or_path": lambda: (io.StringIO() if method == "export_jsonl"
                                    else io.StringIO('{"format": "agentkeep-export", "version": 1}\n')),
         }

@@ -4,7 +4,8 @@ Each listing is described once (how to make a record with a given sort slot, how
 the record key, the sort value per order); the same checks run over all of them:
 pages neither skip nor repeat a record while records are inserted between pages, pages
 come in order, limits and orders are validated, cursors are opaque and checked, and
-with_total counts only the matching records.
+with_total counts only the matching records. Offsets give the same pages as the cursor
+walk, from the start or from a cursor, with or without filters.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agentkeep.db import (
     UserMemory,
 )
 
-from ._helpers import at, schedule, span
+from ._helpers import at, schedule, snapshot, span
 
 OWNER = "pager"
 
@@ -337,3 +338,139 @@ def test_cursor_of_another_order_is_invalid(db, listing):
     ctx, cursor = _a_cursor(db, listing, first)
     with pytest.raises(InvalidInputError):
         listing.call(db, ctx, limit=1, cursor=cursor, order=second)
+
+
+# -- offsets: page numbers beside cursors ---------------------------------------------------
+
+OFFSET_LISTINGS = [l for l in LISTINGS if l.name != "memory_stats"]  # it pages over users: no offset
+OFFSET_ORDERED = [(l, o) for l in OFFSET_LISTINGS for o in l.orders]
+
+
+def _walk(listing: Listing, db: Any, ctx: dict, order: str | None, **kw: Any) -> list[str]:
+    """The keys of every record, following cursors two at a time."""
+    keys: list[str] = []
+    cursor = None
+    for _ in range(100):
+        page = listing.call(db, ctx, **_kw(order, limit=2, cursor=cursor, **kw))
+        keys += [listing.key(x) for x in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            return keys
+    raise AssertionError("pagination did not terminate")
+
+
+def _filled(db: Any, listing: Listing, n: int = 7) -> dict:
+    ctx = listing.setup(db)
+    for i in range(n):
+        listing.make(db, ctx, i, (i // 2) * 2)  # pairs tie on the sort value: the key decides
+    if listing.noise:
+        for i in range(2):
+            listing.noise(db, ctx, i)
+    return ctx
+
+
+@pytest.mark.parametrize("listing,order", OFFSET_ORDERED, ids=[f"{l.name}-{o or 'default'}" for l, o in OFFSET_ORDERED])
+def test_offset_pages_are_slices_of_the_cursor_walk(db, listing, order):
+    ctx = _filled(db, listing)
+    full = _walk(listing, db, ctx, order)
+    assert len(full) == 7
+    for limit in (1, 3):
+        for offset in (0, 1, 2, 4, 6, 7, 9):
+            page = listing.call(db, ctx, **_kw(order, limit=limit, offset=offset))
+            assert [listing.key(x) for x in page.items] == full[offset : offset + limit], (limit, offset)
+            assert (page.next_cursor is not None) == (offset + limit < len(full)), (limit, offset)
+
+
+@pytest.mark.parametrize("listing", OFFSET_LISTINGS, ids=[l.name for l in OFFSET_LISTINGS])
+def test_offset_then_cursors_continue_after_the_page(db, listing):
+    ctx = _filled(db, listing)
+    full = _walk(listing, db, ctx, None)
+    page = listing.call(db, ctx, limit=2, offset=3)
+    assert [listing.key(x) for x in page.items] == full[3:5]
+    rest: list[str] = []
+    cursor = page.next_cursor
+    while cursor is not None:
+        nxt = listing.call(db, ctx, limit=2, cursor=cursor)
+        rest += [listing.key(x) for x in nxt.items]
+        cursor = nxt.next_cursor
+    assert rest == full[5:]
+
+
+@pytest.mark.parametrize("listing", OFFSET_LISTINGS, ids=[l.name for l in OFFSET_LISTINGS])
+def test_offset_counts_from_the_cursor(db, listing):
+    ctx = _filled(db, listing)
+    full = _walk(listing, db, ctx, None)
+    first = listing.call(db, ctx, limit=2)
+    page = listing.call(db, ctx, limit=2, cursor=first.next_cursor, offset=2)
+    assert [listing.key(x) for x in page.items] == full[4:6]
+    last = listing.call(db, ctx, limit=2, cursor=page.next_cursor, offset=0)
+    assert [listing.key(x) for x in last.items] == full[6:]
+    past = listing.call(db, ctx, limit=2, cursor=first.next_cursor, offset=5)
+    assert past.items == [] and past.next_cursor is None
+
+
+@pytest.mark.parametrize("listing", [l for l in OFFSET_LISTINGS if l.takes_total], ids=lambda l: l.name)
+def test_offset_past_the_end_and_total(db, listing):
+    ctx = _filled(db, listing)
+    page = listing.call(db, ctx, limit=2, offset=3, with_total=True)
+    assert len(page.items) == 2 and page.total == 7
+    for offset in (7, 8, 1_000_000):
+        empty = listing.call(db, ctx, limit=2, offset=offset, with_total=True)
+        assert empty.items == [] and empty.next_cursor is None and empty.total == 7
+
+
+def test_offset_with_filters(db):
+    """Filters a store may answer natively or only after reading (a substring, a topic, a
+    time range, a status): the offset counts matching records only."""
+    for i in range(9):
+        db.upsert_session(Session(session_id=f"f{i}", user_id=OWNER, agent_id="ab"[i % 2],
+                                  name=f"{'Alpha' if i % 3 else 'beta'} {i}", created_at=at(i // 2)))
+    db.upsert_session(Session(session_id="f-other", user_id="other", agent_id="a", name="alpha"))
+    for kw in ({"agent_id": "a"}, {"name_contains": "ALPHA"}, {"agent_id": "b", "name_contains": "alpha"},
+               {"updated_after": at(-1), "order": "created_asc"}):
+        full = [s.session_id for s in db.list_sessions(user_id=OWNER, limit=1000, **kw).items]
+        assert full
+        for offset in range(len(full) + 1):
+            page = db.list_sessions(user_id=OWNER, limit=2, offset=offset, **kw)
+            assert [s.session_id for s in page.items] == full[offset : offset + 2], (kw, offset)
+            assert (page.next_cursor is not None) == (offset + 2 < len(full))
+
+    for i in range(8):
+        db.upsert_memory(UserMemory(memory_id=f"fm{i}", user_id=OWNER, memory=f"tea {i}" if i % 2 else "coffee",
+                                    topics=["drinks", "hot"] if i % 3 else ["drinks"]))
+    for kw in ({"topics": ["drinks", "hot"]}, {"search": "TEA"}, {"topics": ["drinks"], "search": "tea"}):
+        full = [m.memory_id for m in db.list_memories(user_id=OWNER, limit=1000, **kw).items]
+        assert full
+        for offset in range(len(full) + 1):
+            page = db.list_memories(user_id=OWNER, limit=2, offset=offset, **kw)
+            assert [m.memory_id for m in page.items] == full[offset : offset + 2], (kw, offset)
+
+    for i in range(6):
+        db.create_approval(Approval(id=f"fa{i}", user_id=OWNER, created_at=at(i)))
+    for i in range(0, 6, 2):
+        db.resolve_approval(f"fa{i}", status="approved", resolved_by="ops")
+    full = [a.id for a in db.list_approvals(user_id=OWNER, status="pending", limit=1000).items]
+    assert full == ["fa5", "fa3", "fa1"]
+    for offset in range(4):
+        page = db.list_approvals(user_id=OWNER, status="pending", limit=1, offset=offset, with_total=True)
+        assert [a.id for a in page.items] == full[offset : offset + 1] and page.total == 3
+
+
+@pytest.mark.parametrize("bad", [-1, True, False, 1_000_001, 2**63, "3", 2.0, None], ids=repr)
+@pytest.mark.parametrize("listing", OFFSET_LISTINGS, ids=[l.name for l in OFFSET_LISTINGS])
+def test_bad_offset_is_invalid(db, listing, bad):
+    ctx = listing.setup(db)
+    listing.make(db, ctx, 0, 0)
+    before = snapshot(db)
+    with pytest.raises(InvalidInputError, match="offset"):
+        listing.call(db, ctx, offset=bad)
+    assert snapshot(db) == before
+
+
+def test_offset_does_not_apply_with_last(db):
+    db.upsert_session(Session(session_id="lasts", user_id=OWNER))
+    for i in range(3):
+        db.append_run(Run(session_id="lasts", content=i))
+    with pytest.raises(InvalidInputError, match="offset"):
+        db.list_runs("lasts", last=2, offset=1)
+    assert [r.content for r in db.list_runs("lasts", last=2, offset=0).items] == [1, 2]

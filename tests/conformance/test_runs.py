@@ -235,3 +235,70 @@ def test_last_runs_of_a_session_with_gaps_in_seq(db, sid, tmp_path):
     assert [r.seq for r in db.get_session(sid, runs=3).runs] == [1, 2, 5]
     assert [r.seq for r in db.get_session(sid, runs=10).runs] == [1, 2, 5]
     assert [r.seq for r in db.get_session(sid, runs=1).runs] == [5]
+
+
+# -- run leases: a run whose process died ends as `error` -------------------------------
+
+
+def test_expired_running_runs_are_failed_once_and_the_rest_left_alone(db, sid):
+    now = dt.datetime.now(dt.timezone.utc)
+    dead = db.append_run(Run(session_id=sid, status="running", input="q", lease_until=now - dt.timedelta(seconds=5)))
+    alive = db.append_run(Run(session_id=sid, status="running", lease_until=now + dt.timedelta(seconds=60)))
+    unowned = db.append_run(Run(session_id=sid, status="running"))
+    done = db.append_run(Run(session_id=sid, status="completed", lease_until=now - dt.timedelta(seconds=5)))
+    failed = db.fail_expired_runs(now=now)
+    assert [r.run_id for r in failed] == [dead.run_id]
+    stored = db.get_run(dead.run_id)
+    assert stored.status == "error" and stored.input == "q" and stored.seq == dead.seq
+    assert stored.metadata["error"]["type"] == "RunLeaseExpired"
+    assert dump(failed[0]) == dump(stored)
+    for run, status in ((alive, "running"), (unowned, "running"), (done, "completed")):
+        assert db.get_run(run.run_id).status == status
+    assert db.fail_expired_runs(now=now) == []  # once
+
+
+def test_runs_the_caller_keeps_alive_are_not_failed(db, sid):
+    now = dt.datetime.now(dt.timezone.utc)
+    late = db.append_run(Run(session_id=sid, status="running", lease_until=now - dt.timedelta(seconds=5)))
+    dead = db.append_run(Run(session_id=sid, status="running", lease_until=now - dt.timedelta(seconds=3)))
+    assert [r.run_id for r in db.fail_expired_runs(now=now, alive=[late.run_id])] == [dead.run_id]
+    assert db.get_run(late.run_id).status == "running"
+
+
+def test_a_renewed_lease_keeps_the_run_alive(db, sid):
+    now = dt.datetime.now(dt.timezone.utc)
+    run = db.append_run(Run(session_id=sid, status="running", lease_until=now - dt.timedelta(seconds=1)))
+    assert db.renew_run_lease(run.run_id, lease_seconds=30) is True
+    assert db.get_run(run.run_id).lease_until > now + dt.timedelta(seconds=20)
+    assert db.fail_expired_runs(now=now) == []
+    assert db.get_run(run.run_id).status == "running"
+    later = now + dt.timedelta(seconds=60)
+    assert [r.run_id for r in db.fail_expired_runs(now=later)] == [run.run_id]
+    assert db.renew_run_lease(run.run_id, lease_seconds=30) is False  # too late: it is an error now
+    assert db.get_run(run.run_id).status == "error"
+
+
+def test_run_lease_arguments_are_checked(db, sid):
+    from agentkeep.db import InvalidInputError
+
+    run = db.append_run(Run(session_id=sid, status="running"))
+    for bad in (0, -1, "10", None):
+        with pytest.raises(InvalidInputError):
+            db.renew_run_lease(run.run_id, lease_seconds=bad)
+    with pytest.raises(InvalidInputError):
+        db.fail_expired_runs(limit=0)
+    with pytest.raises(InvalidInputError):
+        db.fail_expired_runs(now="yesterday")
+    assert db.get_run(run.run_id).lease_until is None
+    assert db.renew_run_lease("no-such-run", lease_seconds=10) is False
+
+
+def test_failing_expired_runs_pages_through_many(db, sid):
+    now = dt.datetime.now(dt.timezone.utc)
+    runs = [db.append_run(Run(session_id=sid, status="running", lease_until=now - dt.timedelta(seconds=i + 1)))
+            for i in range(7)]
+    first = db.fail_expired_runs(now=now, limit=3)
+    assert len(first) == 3
+    rest = db.fail_expired_runs(now=now, limit=10)
+    assert {r.run_id for r in first + rest} == {r.run_id for r in runs}
+    assert {db.get_run(r.run_id).status for r in runs} == {"error"}

@@ -1,5 +1,6 @@
 """Each kernel's query planner against the plain definition of a query: filter every row,
-sort, cut at the keyset position and the limit. Hypothesis draws the rows and queries."""
+sort, cut at the keyset position, skip the offset and cut at the limit. Hypothesis draws
+the rows and queries."""
 
 import datetime as dt
 import uuid
@@ -36,6 +37,7 @@ query_st = st.fixed_dictionaries({
     "desc": st.booleans(),
     "limit": st.integers(1, 7),
     "page_from": st.integers(0, 10),
+    "offset": st.sampled_from([0, 0, 1, 3, 8]),
 })
 
 
@@ -64,8 +66,8 @@ def build_query(q, rows):
     if expected and q["page_from"] < len(expected):
         pivot = expected[q["page_from"]]
         after = (pivot["updated_at"], pivot["memory_id"])
-    query = Query("memories", tuple(where), order, q["desc"], q["limit"], after)
-    return query, list(after_filter(expected, query))[: q["limit"]]
+    query = Query("memories", tuple(where), order, q["desc"], q["limit"], after, offset=q["offset"])
+    return query, list(after_filter(expected, query))[q["offset"] : q["offset"] + q["limit"]]
 
 
 def kernels(tmp_path):

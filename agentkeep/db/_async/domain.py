@@ -73,6 +73,36 @@ def _nested(model: type) -> tuple:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _assembles_plainly(model: type) -> bool:
+    """Whether a record of `model` with every field given is just its values (no aliases,
+    extras or post-init hooks for `model_construct` to apply)."""
+    return (model.model_config.get("extra") != "allow" and not model.__pydantic_post_init__
+            and not model.__private_attributes__
+            and all(f.alias is None and f.validation_alias is None for f in model.model_fields.values()))
+
+
+def _assemble(model: type, data: dict) -> Any:
+    """`model.model_construct(**data)` without its per-field walk: a row read back has every
+    field but those the table leaves out (a session's runs), which take their defaults. A
+    third of reading a page of records."""
+    if not _assembles_plainly(model):
+        return model.model_construct(**data)
+    given = set(data)
+    if len(data) != len(model.model_fields):
+        for name, field in model.model_fields.items():
+            if name not in data:
+                if field.is_required():
+                    return model.model_construct(**data)
+                data[name] = field.get_default(call_default_factory=True, validated_data=data)
+    record = model.__new__(model)
+    object.__setattr__(record, "__dict__", data)
+    object.__setattr__(record, "__pydantic_fields_set__", given)
+    object.__setattr__(record, "__pydantic_extra__", None)
+    object.__setattr__(record, "__pydantic_private__", None)
+    return record
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -150,7 +180,7 @@ class AsyncDb:
         for name, sub in _nested(spec.model):
             if isinstance(data.get(name), dict):
                 data[name] = sub.model_construct(**data[name])
-        return spec.model.model_construct(**data)
+        return _assemble(spec.model, data)
 
     async def _page(
         self,
@@ -161,12 +191,15 @@ class AsyncDb:
         limit: int,
         cursor: Any,
         with_total: bool,
+        offset: int = 0,
     ) -> m.Page:
+        """A page of `limit` rows in `order`: from the cursor's position (else the first
+        row), `offset` rows skipped first; next_cursor points after the last row returned."""
         fields, desc = orders[order]
         after = v.decode_cursor(cursor, order, len(fields))
         if after is not None:
             self._check_cursor_kinds(table, fields, after)
-        rows = await self.kernel.find(Query(table, tuple(where), fields, desc, limit + 1, after))
+        rows = await self.kernel.find(Query(table, tuple(where), fields, desc, limit + 1, after, offset=offset))
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = v.encode_cursor(order, [rows[-1][f] for f in fields]) if more else None
@@ -370,6 +403,7 @@ class AsyncDb:
         order: str = "updated_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.Session]:
         where: list[Cond] = []
@@ -382,7 +416,7 @@ class AsyncDb:
             where.append(Cond("updated_at", "gt", updated_after))
         if updated_before is not None:
             where.append(Cond("updated_at", "lt", updated_before))
-        return await self._page("sessions", where, SESSION_ORDERS, order, limit, cursor, with_total)
+        return await self._page("sessions", where, SESSION_ORDERS, order, limit, cursor, with_total, offset)
 
     @api
     async def rename_session(self, session_id: str, name: str, *, user_id: str | None = None) -> m.Session:
@@ -479,6 +513,43 @@ class AsyncDb:
         return self._model("runs", row)
 
     @api
+    async def renew_run_lease(self, run_id: str, *, lease_seconds: float) -> bool:
+        """Push a running run's `lease_until` to now + `lease_seconds` (its process's
+        heartbeat); False when the run is not running any more (ended, or failed as dead)."""
+        until = self._lease_end(_now(), lease_seconds)
+        got = await self.kernel.update("runs", (run_id,), set={"lease_until": until}, where=(eq("status", "running"),))
+        return got is not None
+
+    @api
+    async def fail_expired_runs(self, *, now: dt.datetime | None = None, limit: int = 100,
+                                alive: Sequence[str] = ()) -> list[m.Run]:
+        """Mark `error` the running runs whose lease ended before `now`: their process died
+        without finishing them. Each is a compare-and-set on status and lease, so a run
+        renewed or finished meanwhile is left alone; runs without a lease are never touched,
+        nor those in `alive` (the caller's own runs in progress, late with their renewal)."""
+        now = now or _now()
+        where = (eq("status", "running"), Cond("lease_until", "lt", now))
+        rows = await self.kernel.find(Query("runs", where, ("lease_until", "run_id"), False, limit))
+        failed = []
+        for row in rows:
+            if row["run_id"] in alive:
+                continue
+            error = {"type": "RunLeaseExpired", "message": "the process running it stopped before it ended "
+                                                          f"(its lease ended at {row['lease_until'].isoformat()})"}
+            values = {"status": "error", "metadata": {**(row["metadata"] or {}), "error": error}, "updated_at": now}
+            cas = (eq("status", "running"), eq("lease_until", row["lease_until"]))
+            if await self.kernel.update("runs", (row["run_id"],), set=values, where=cas) is not None:
+                failed.append(self._model("runs", {**row, **values}))
+        return failed
+
+    @staticmethod
+    def _lease_end(now: dt.datetime, seconds: float) -> dt.datetime:
+        try:
+            return now + dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise InvalidInputError(f"now + lease_seconds is past the year 9999: {now.isoformat()}") from None
+
+    @api
     async def get_run(self, run_id: str, *, user_id: str | None = None) -> m.Run | None:
         return self._model("runs", await self._get_visible("runs", (run_id,), user_id))
 
@@ -493,6 +564,7 @@ class AsyncDb:
         status: str | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.Run]:
         where = [eq("session_id", session_id)]
@@ -501,11 +573,13 @@ class AsyncDb:
             where.append(Cond("seq", "gt", after_seq))
         _scope(where, "status", status)
         if last is not None:
+            if offset:
+                raise InvalidInputError("offset does not apply with last= (which returns the last runs)")
             fields, _ = RUN_ORDER["seq"]
             rows = await self.kernel.find(Query("runs", tuple(where), fields, True, last))
             total = await self.kernel.count("runs", tuple(where)) if with_total else None
             return m.Page(items=[self._model("runs", r) for r in reversed(rows)], total=total)
-        return await self._page("runs", where, RUN_ORDER, "seq", limit, cursor, with_total)
+        return await self._page("runs", where, RUN_ORDER, "seq", limit, cursor, with_total, offset)
 
     # -- memories ----------------------------------------------------------------------
 
@@ -567,6 +641,7 @@ class AsyncDb:
         order: str = "updated_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.UserMemory]:
         where: list[Cond] = []
@@ -576,7 +651,7 @@ class AsyncDb:
             where.append(Cond("topics", "contains_all", topics))
         if search:
             where.append(Cond("memory", "icontains", search))
-        return await self._page("memories", where, MEMORY_ORDERS, order, limit, cursor, with_total)
+        return await self._page("memories", where, MEMORY_ORDERS, order, limit, cursor, with_total, offset)
 
     @api
     async def memory_topics(self, *, user_id: str | None = None) -> list[str]:
@@ -642,6 +717,7 @@ class AsyncDb:
         order: str = "updated_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.KnowledgeContent]:
         where: list[Cond] = []
@@ -649,7 +725,7 @@ class AsyncDb:
             where.append(Cond("user_id", "in", [user_id, None]))
         _scope(where, "linked_to", linked_to)
         _scope(where, "status", status)
-        return await self._page("knowledge", where, KNOWLEDGE_ORDERS, order, limit, cursor, with_total)
+        return await self._page("knowledge", where, KNOWLEDGE_ORDERS, order, limit, cursor, with_total, offset)
 
     @api
     async def delete_knowledge(self, content_id: str, *, user_id: str | None = None) -> bool:
@@ -737,6 +813,7 @@ class AsyncDb:
         order: str = "start_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.Trace]:
         where: list[Cond] = []
@@ -744,7 +821,7 @@ class AsyncDb:
                        ("team_id", team_id), ("workflow_id", workflow_id), ("status", status)):
             _scope(where, f, val)
         where += self._time_range("start_time", started_after, started_before)
-        return await self._page("traces", where, TRACE_ORDERS, order, limit, cursor, with_total)
+        return await self._page("traces", where, TRACE_ORDERS, order, limit, cursor, with_total, offset)
 
     @staticmethod
     def _time_range(field: str, after: Any, before: Any) -> list[Cond]:
@@ -818,13 +895,14 @@ class AsyncDb:
         order: str = "created_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.Approval]:
         where: list[Cond] = []
         for f, val in (("status", status), ("user_id", user_id), ("session_id", session_id), ("run_id", run_id),
                        ("agent_id", agent_id)):
             _scope(where, f, val)
-        return await self._page("approvals", where, CREATED_ORDERS, order, limit, cursor, with_total)
+        return await self._page("approvals", where, CREATED_ORDERS, order, limit, cursor, with_total, offset)
 
     @api(status=APPROVAL_RESOLUTIONS)
     async def resolve_approval(
@@ -891,12 +969,13 @@ class AsyncDb:
         order: str = "created_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.Schedule]:
         where: list[Cond] = []
         _scope(where, "user_id", user_id)
         _scope(where, "enabled", enabled)
-        return await self._page("schedules", where, CREATED_ORDERS, order, limit, cursor, with_total)
+        return await self._page("schedules", where, CREATED_ORDERS, order, limit, cursor, with_total, offset)
 
     @api
     async def delete_schedule(self, schedule_id: str, *, user_id: str | None = None) -> bool:
@@ -977,10 +1056,12 @@ class AsyncDb:
 
     @api
     async def list_schedule_runs(
-        self, schedule_id: str, *, limit: int = 20, cursor: str | None = None, with_total: bool = False
+        self, schedule_id: str, *, limit: int = 20, cursor: str | None = None, offset: int = 0,
+        with_total: bool = False,
     ) -> m.Page[m.ScheduleRun]:
         where = [eq("schedule_id", schedule_id)]
-        return await self._page("schedule_runs", where, SCHEDULE_RUN_ORDER, "started_desc", limit, cursor, with_total)
+        return await self._page("schedule_runs", where, SCHEDULE_RUN_ORDER, "started_desc", limit, cursor, with_total,
+                                offset)
 
     # -- metrics and evals -----------------------------------------------------------------
 
@@ -1048,13 +1129,14 @@ class AsyncDb:
         order: str = "created_desc",
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
         with_total: bool = False,
     ) -> m.Page[m.EvalRun]:
         where: list[Cond] = []
         for f, val in (("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id),
                        ("eval_type", eval_type)):
             _scope(where, f, val)
-        return await self._page("eval_runs", where, CREATED_ORDERS, order, limit, cursor, with_total)
+        return await self._page("eval_runs", where, CREATED_ORDERS, order, limit, cursor, with_total, offset)
 
     @api
     async def rename_eval_run(self, eval_run_id: str, name: str, *, user_id: str | None = None) -> m.EvalRun:

@@ -26,7 +26,7 @@ from agentkeep.db.backends.dynamo.layout import (
     set_of,
 )
 from agentkeep.db.planner import key_values
-from agentkeep.db.query import Cond, Query, matches_all, row_key, sort_key
+from agentkeep.db.query import Cond, Query, matches_all, row_key, sort_key, window
 
 
 class Reads:
@@ -245,7 +245,7 @@ class Reads:
             projection = list(dict.fromkeys([PK, CHUNKS, MOVED, g.part_attr, *([g.sort_attr] if g.sort else []), *fields]))
         page = None
         if plan.served and q.limit is not None:
-            page = min(1000, q.limit)
+            page = min(1000, q.offset + q.limit)
         streams = [self._query(t, g, p, plan.key_cond, q.desc, filters, e, projection, page) for p in plan.parts]
         if len(streams) == 1:
             items: Iterable[dict] = streams[0]
@@ -261,7 +261,7 @@ class Reads:
             yield from self._finish(rows, q)
             return
         pos = None if q.after is None else tuple(sort_key(v) for v in q.after)
-        n = 0
+        n, skip = 0, q.offset  # a Query has no offset: the rows skipped are read and passed over
         for row in rows:
             if not matches_all(row, q.where):
                 continue
@@ -269,6 +269,9 @@ class Reads:
                 k = row_key(row, q.order)
                 if (k >= pos) if q.desc else (k <= pos):
                     continue
+            if skip:
+                skip -= 1
+                continue
             yield self._project(row, q.fields)
             n += 1
             if q.limit is not None and n >= q.limit:
@@ -279,16 +282,14 @@ class Reads:
         return row if fields is None else {f: row.get(f) for f in fields}
 
     def _finish(self, rows: Iterable[dict], q: Query) -> Iterator[dict]:
-        """Filter, order, position and limit rows that came in no useful order."""
+        """Filter, order, position, offset and limit rows that came in no useful order."""
         rows = [r for r in rows if matches_all(r, q.where)]
         if q.order:
             rows.sort(key=lambda r: row_key(r, q.order), reverse=q.desc)
             if q.after is not None:
                 pos = tuple(sort_key(v) for v in q.after)
                 rows = [r for r in rows if (row_key(r, q.order) < pos if q.desc else row_key(r, q.order) > pos)]
-        if q.limit is not None:
-            rows = rows[: q.limit]
-        return (self._project(r, q.fields) for r in rows)
+        return (self._project(r, q.fields) for r in window(rows, q))
 
     def _complete(self, t: Table, items: Iterable[dict], fields: list | None) -> Iterator[dict]:
         """Rows of items read from the table or an ALL index; items with chunks are read again,

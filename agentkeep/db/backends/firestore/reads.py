@@ -28,7 +28,7 @@ from agentkeep.db.backends.firestore.layout import (
     _Plan,
 )
 from agentkeep.db.errors import DbError
-from agentkeep.db.query import Cond, Query, after_filter, matches_all, row_key
+from agentkeep.db.query import Cond, Query, after_filter, matches_all, row_key, window
 
 
 class Reads:
@@ -246,16 +246,26 @@ class Reads:
         order = tuple(q.order)
         plan = self._plan(coll, where, order)
         if order and plan.ordered:
+            # the offset is passed over here, not by the query's offset: the emulator ignores
+            # that, and Firestore bills the documents it skips as reads all the same. When the
+            # query answers every condition, the first documents are dropped unread (no body
+            # or parts fetched); else the rows that match are counted off.
             if plan.exact:
-                batch = min(q.limit, SCAN_BATCH) if q.limit else SCAN_BATCH
+                batch = min(q.limit + q.offset, SCAN_BATCH) if q.limit else SCAN_BATCH
+                unread, skip = q.offset, 0
             else:
-                batch = min(max(2 * (q.limit or 0), 100), SCAN_BATCH)
+                batch = min(max(2 * ((q.limit or 0) + q.offset), 100), SCAN_BATCH)
+                unread, skip = 0, q.offset
             out: list[tuple[dict, _Meta]] = []
             pending: list = []
 
             def flush() -> bool:
+                nonlocal skip
                 for item in self._from_snaps(coll, pending, need_body):
                     if matches_all(item[0], where):
+                        if skip:
+                            skip -= 1
+                            continue
                         out.append(item)
                         if q.limit is not None and len(out) >= q.limit:
                             return True
@@ -264,6 +274,9 @@ class Reads:
 
             slim = not need_body or coll.pointer
             for snap in self._walk(coll, ref, plan, order, q.desc, q.after, batch, slim):
+                if unread:
+                    unread -= 1
+                    continue
                 pending.append(snap)
                 if len(pending) >= batch and flush():
                     return out
@@ -282,7 +295,7 @@ class Reads:
             if q.after is not None:
                 keep = {id(r) for r in after_filter([x[0] for x in items], q)}
                 items = [x for x in items if id(x[0]) in keep]
-        return items[: q.limit] if q.limit is not None else items
+        return window(items, q)
 
     def _need_body(self, table: str, fields: Iterable[str] | None, where: Iterable[Cond]) -> bool:
         heavy = set(self.colls[table].heavy)

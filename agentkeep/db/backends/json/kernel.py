@@ -3,6 +3,7 @@ segments of an object store) before each operation, records as versioned files."
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -503,7 +504,7 @@ class JsonKernel:
         with self._mutex:
             if q.fields is not None and set(q.fields) <= scalar_names:
                 return st.index.find(q)
-            entries = st.index.find(Query(q.table, q.where, q.order, q.desc, q.limit, q.after))
+            entries = st.index.find(dataclasses.replace(q, fields=None))
         rows = [r for r in self._full(st, entries) if r is not None]
         if q.fields is not None:
             return [{f: r.get(f) for f in q.fields} for r in rows]

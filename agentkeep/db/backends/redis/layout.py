@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from agentkeep.db import planner
 from agentkeep.db.backends.redis.codec import COLUMN_DECODERS, HIGH, NONE, encode
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.db.query import Cond, Query, after_filter, matches_all, row_key
+from agentkeep.db.query import Cond, Query, after_filter, matches_all, row_key, window
 from agentkeep.db.tables import TableSpec
 
 MAX_PREFIXES = 32  # `in` values on index fields expand into at most this many ranges
@@ -246,16 +246,15 @@ def _tighter_hi(a: tuple[bytes, bool], b: tuple[bytes, bool]) -> tuple[bytes, bo
     return min(a, b, key=lambda x: (x[0], not x[1]))
 
 
-def finish(rows: list[dict], where: Sequence[Cond], order: tuple[str, ...], desc: bool, after: tuple | None,
-           limit: int | None, filtered: bool = False) -> list[dict]:
-    """Filter, sort, apply the keyset position and the limit to rows read in no useful order."""
+def finish(rows: list[dict], q: Query, filtered: bool = False) -> list[dict]:
+    """Filter, sort, apply the keyset position, the offset and the limit to rows read in no
+    useful order."""
     if not filtered:
-        rows = [r for r in rows if matches_all(r, where)]
-    if order:
-        rows.sort(key=lambda r: row_key(r, order), reverse=desc)
-        if after is not None:
-            rows = list(after_filter(rows, Query("", order=order, desc=desc, after=after)))
-    return rows[:limit] if limit is not None else rows
+        rows = [r for r in rows if matches_all(r, q.where)]
+    if q.order:
+        rows.sort(key=lambda r: row_key(r, q.order), reverse=q.desc)
+        rows = list(after_filter(rows, q))
+    return window(rows, q)
 
 
 def parse_url(db_url: str) -> tuple[str, str]:

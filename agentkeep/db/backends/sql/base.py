@@ -404,6 +404,8 @@ class SqlBase(abc.ABC):
         if q.after is not None:
             for j, (f, v) in enumerate(zip(q.order, q.after)):
                 kinds[f"a{j}"], values[f"a{j}"] = self.kinds[q.table][f], v
+        if q.offset:  # a bound value, so that every page number shares one statement
+            kinds["skip"], values["skip"] = "int", q.offset
 
         def build():
             t = self.tables[q.table]
@@ -416,9 +418,11 @@ class SqlBase(abc.ABC):
                 stmt = stmt.order_by(*[t.c[f].desc() if q.desc else t.c[f].asc() for f in q.order])
             if q.limit is not None:
                 stmt = stmt.limit(q.limit)
+            if q.offset:
+                stmt = stmt.offset(sa.bindparam("skip"))
             return stmt, kinds, self._result(q.table, q.fields)
 
-        key = ("find", q.table, shape, q.order, q.desc, q.limit, q.after is not None, q.fields)
+        key = ("find", q.table, shape, q.order, q.desc, q.limit, q.after is not None, q.fields, q.offset > 0)
         return self._compiled(key, build), values
 
     def count_stmt(self, table: str, where: tuple[Cond, ...]) -> tuple[Compiled, dict]:

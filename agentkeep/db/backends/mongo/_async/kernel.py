@@ -397,19 +397,24 @@ class AsyncMongoKernel:
     async def find(self, q: Query) -> list[dict]:
         lay = self.t[q.table]
         if q.after is None:
-            return await self._find(lay, q, lay.where(q.where), q.limit)
+            return await self._find(lay, q, lay.where(q.where), q.limit, q.offset)
         out: list[dict] = []
+        skip = q.offset
         for also in lay.ranges(q.order, q.after, q.desc):
             need = None if q.limit is None else q.limit - len(out)
             if need == 0:
                 break
-            out += await self._find(lay, q, lay.where(q.where, also=also), need)
+            query = lay.where(q.where, also=also)
+            got = await self._find(lay, q, query, need, skip)
+            if skip:  # a range that returned rows held more than `skip`; else count what it held
+                skip = 0 if got else skip - await self._coll(q.table).count_documents(query, limit=skip)
+            out += got
         return out
 
-    async def _find(self, lay: _Layout, q: Query, query: dict, limit: int | None) -> list[dict]:
+    async def _find(self, lay: _Layout, q: Query, query: dict, limit: int | None, skip: int = 0) -> list[dict]:
         projection = {f: 1 for f in q.fields} | {"_id": 0} if q.fields else lay.all_fields
         sort = [(p, -1 if q.desc else 1) for p in lay.order_paths(q.order)] or None
-        cursor = self._coll(q.table).find(query, projection, sort=sort, limit=limit or 0)
+        cursor = self._coll(q.table).find(query, projection, sort=sort, limit=limit or 0, skip=skip)
         return [lay.row(doc, q.fields) for doc in await cursor.to_list(None)]
 
     async def count(self, table: str, where: tuple[Cond, ...]) -> int:

@@ -159,11 +159,14 @@ class RedisKernel:
         blob = self._script("get", t.arg(fields), *[t.rkey(k) for k in keys])
         return t.decode_rows(fields, blob)
 
-    def _fill(self, t: Table, ix: Ix, ranges: list[_Range], fields: Sequence[str], desc: bool, count: int) -> None:
-        """Read the next `count` members of each range, with their records."""
+    def _fill(
+        self, t: Table, ix: Ix, ranges: list[_Range], fields: Sequence[str], desc: bool, count: int, skip: int = 0
+    ) -> None:
+        """Read the next `count` members of each range, with their records (`skip` members
+        passed over first, their records not read)."""
         args: list = [ix.zkey, t.rprefix, ix.kp_arg, t.arg(fields), int(desc), len(ranges)]
         for r in ranges:
-            args += [r.lo, r.hi, count]
+            args += [r.lo, r.hi, skip, count]
         res = self._script("find", *args)
         for i, r in enumerate(ranges):
             n, last, blob = res[3 * i : 3 * i + 3]
@@ -177,13 +180,20 @@ class RedisKernel:
 
     def _ordered(self, t: Table, plan: Plan, q: Query, fields: Sequence[str]) -> list[dict]:
         """Walk the plan's ranges in index order (merged when `in` made several), stopping at
-        the limit; conditions the ranges do not answer are checked on the rows read."""
+        the limit; conditions the ranges do not answer are checked on the rows read. The
+        offset's members are passed over by the sorted set itself when one range answers
+        every condition, else counted off here as they come."""
         ranges = [_Range(lo, hi) for lo, hi in plan.ranges]
         out: list[dict] = []
+        skip = q.offset
+        if skip and plan.served and len(ranges) == 1:
+            count = q.limit if q.limit is not None else BATCH
+            self._fill(t, plan.ix, ranges, fields, q.desc, min(count, MAX_READ), skip)
+            skip = 0
         while q.limit is None or len(out) < q.limit:
             empty = [r for r in ranges if not r.rows and not r.done]
             if empty:
-                left = q.limit - len(out) if q.limit is not None else BATCH
+                left = (q.limit - len(out) if q.limit is not None else BATCH) + skip
                 count = left if plan.served else max(2 * left, 32)
                 self._fill(t, plan.ix, empty, fields, q.desc, min(count, MAX_READ))
             live = [r for r in ranges if r.rows]
@@ -197,7 +207,11 @@ class RedisKernel:
                 heads = [(row_key(r.rows[0], q.order), i) for i, r in enumerate(live)]
                 pick = live[(max(heads) if q.desc else min(heads))[1]]
             row = pick.rows.popleft()
-            if plan.served or matches_all(row, q.where):
+            if not (plan.served or matches_all(row, q.where)):
+                continue
+            if skip:
+                skip -= 1
+            else:
                 out.append(row)
         return out
 
@@ -233,11 +247,11 @@ class RedisKernel:
         keys = key_values(t.spec.key, q.where)
         if keys is not None:
             rows = self._get_many(t, keys, fields)
-            return finish(rows, q.where, q.order, q.desc, q.after, q.limit)
+            return finish(rows, q)
         multi = t.multi_plan(q.where)
         if multi is not None:
             rows = self._multi(t, multi, fields, q.where)
-            return finish(rows, q.where, q.order, q.desc, q.after, q.limit, filtered=True)
+            return finish(rows, q, filtered=True)
         plan = t.plan(q.where, q.order, q.desc, q.after)
         if plan is not None and plan.read.ordered:
             return self._ordered(t, plan, q, fields)
@@ -245,9 +259,11 @@ class RedisKernel:
         ix, ranges = (plan.ix, plan.ranges) if plan is not None else self._everything(t)
         served = plan is not None and plan.served
         if not q.order:
-            return self._collect(t, ix, ranges, fields, q.where, served, q.limit)
+            stop = None if q.limit is None else q.offset + q.limit
+            rows = self._collect(t, ix, ranges, fields, q.where, served, stop)
+            return rows[q.offset :]
         rows = self._collect(t, ix, ranges, fields, q.where, served)
-        return finish(rows, q.where, q.order, q.desc, q.after, q.limit, filtered=True)
+        return finish(rows, q, filtered=True)
 
     def _multi(self, t: Table, multi: tuple[Ix, list], fields: Sequence[str], where: Sequence[Cond]) -> list[dict]:
         """"Contains all": read the records of the rarest wanted value, check the rest."""
