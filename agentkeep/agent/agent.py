@@ -56,6 +56,7 @@ class Agent:
         tool_errors: Literal["to_model", "fail"] = "to_model",
         retries: int = 2,
         retry_delay: float = 0.5,
+        run_lease_seconds: float = 60,
         tracing: bool = True,
         capture_content: bool = False,
         store_all_spans: bool = False,
@@ -90,6 +91,11 @@ class Agent:
         if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
             raise InvalidInputError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
         self.retry_delay = float(retry_delay)
+        if isinstance(run_lease_seconds, bool) or not isinstance(run_lease_seconds, (int, float)) \
+                or not 1 <= run_lease_seconds <= 86400:
+            raise InvalidInputError(f"run_lease_seconds must be a number of seconds in [1, 86400], "
+                                    f"got {run_lease_seconds!r}")
+        self.run_lease_seconds = float(run_lease_seconds)
         if db is not None and not hasattr(db, "append_run"):
             raise InvalidInputError(f"db must be an agentkeep db, got {type(db).__name__}")
         if self.enable_user_memories and db is None:
@@ -142,6 +148,13 @@ class Agent:
         events = self._astart(args, stream)
         return events if stream else _aoutcome(events)
 
+    def arun_events(self, input: str, *, user_id: str | None = None, session_id: str | None = None,
+                    stream: bool = False, session_state: dict | None = None,
+                    dependencies: dict | None = None) -> AsyncIterator[ev.RunEvent]:
+        """The run's events, whether the model's answer is streamed (`stream`) or comes
+        whole (one `RunContent`-free call, cheaper): what a server answers either way from."""
+        return self._astart(self._start_args(input, user_id, session_id, session_state, dependencies), stream)
+
     async def _astart(self, args: dict, stream: bool) -> AsyncIterator[ev.RunEvent]:
         runner = AsyncRunner(self, self._async_db())
         async for event in runner.start(args.pop("input"), **args, stream=stream):
@@ -161,6 +174,12 @@ class Agent:
         self._check_resume(run_id, user_id, session_id)
         events = self._aresume(run_id, user_id, session_id, stream)
         return events if stream else _aoutcome(events)
+
+    def acontinue_events(self, run_id: str, *, user_id: str | None = None, session_id: str | None = None,
+                         stream: bool = False) -> AsyncIterator[ev.RunEvent]:
+        """`acontinue_run`'s events, the model's answers streamed or not (as `arun_events`)."""
+        self._check_resume(run_id, user_id, session_id)
+        return self._aresume(run_id, user_id, session_id, stream)
 
     async def _aresume(self, run_id, user_id, session_id, stream) -> AsyncIterator[ev.RunEvent]:
         runner = AsyncRunner(self, self._async_db())

@@ -49,6 +49,9 @@ class ModelError(Exception):
 
 @runtime_checkable
 class Model(Protocol):
+    """What an agent calls. A model may also have `prepare()`: work done once before the
+    first call (imports, clients), which a server runs at boot, off its event loop."""
+
     id: str
     provider: str
 

@@ -4,7 +4,9 @@ speaks its protocol (Ollama, vLLM, llama.cpp, LM Studio, OpenRouter: pass `base_
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import ssl
 import weakref
 from typing import Any, AsyncIterator, Iterator, Sequence
 
@@ -44,6 +46,15 @@ class OpenAIChat:
     def __repr__(self) -> str:
         return f"OpenAIChat(id={self.id!r}, base_url={self.base_url!r})"
 
+    def prepare(self) -> None:
+        """Import the SDK and its response types and load the TLS certificates (about a
+        second of CPU, once per process), so a server's first run does not stall its event
+        loop doing it."""
+        import openai
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: F401
+
+        openai.DefaultAsyncHttpx2Client(verify=_tls())  # imports its transport, made on first use
+
     # -- clients, made on first use ------------------------------------------------------
 
     def _options(self) -> dict:
@@ -55,7 +66,7 @@ class OpenAIChat:
         if self._client is None:
             import openai
 
-            self._client = openai.OpenAI(**self._options())
+            self._client = openai.OpenAI(**self._options(), http_client=openai.DefaultHttpx2Client(verify=_tls()))
         return self._client
 
     @property
@@ -67,7 +78,8 @@ class OpenAIChat:
         if client is None:
             import openai
 
-            client = self._aclients[loop] = openai.AsyncOpenAI(**self._options())
+            client = openai.AsyncOpenAI(**self._options(), http_client=openai.DefaultAsyncHttpx2Client(verify=_tls()))
+            self._aclients[loop] = client
         return client
 
     # -- calls -----------------------------------------------------------------------------
@@ -139,22 +151,21 @@ class OpenAIChat:
         yield acc.result()
 
     # The SDK's `chat.completions.create` first walks the whole request against its typed
-    # params (4-7 ms a call with 40 messages of history, most of a turn's time here); the
-    # messages are plain JSON already, so the request goes through the client's own `post`:
-    # the same HTTP, retries, errors, streaming and response types, without that walk.
+    # params (4-7 ms a call with 40 messages of history), and builds a typed object from every
+    # streamed chunk (about 0.3 ms each): the messages are plain JSON already, so the request
+    # goes through the client's own `post` and the answer comes back as the server's JSON
+    # (`object`): the same HTTP, retries, errors and streaming, without those walks.
     def _post(self, request: dict) -> Any:
         from openai import Stream
-        from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-        return self.client.post("/chat/completions", body=request, cast_to=ChatCompletion,
-                                stream=bool(request.get("stream")), stream_cls=Stream[ChatCompletionChunk])
+        return self.client.post("/chat/completions", body=request, cast_to=object,
+                                stream=bool(request.get("stream")), stream_cls=Stream[object])
 
     async def _apost(self, request: dict) -> Any:
         from openai import AsyncStream
-        from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-        return await self.aclient.post("/chat/completions", body=request, cast_to=ChatCompletion,
-                                       stream=bool(request.get("stream")), stream_cls=AsyncStream[ChatCompletionChunk])
+        return await self.aclient.post("/chat/completions", body=request, cast_to=object,
+                                       stream=bool(request.get("stream")), stream_cls=AsyncStream[object])
 
     def _request(self, messages, tools, tool_choice, response_format, *, stream: bool) -> dict:
         request: dict[str, Any] = {"model": self.id, "messages": [_outgoing(m) for m in messages], **self.params}
@@ -170,6 +181,15 @@ class OpenAIChat:
         return request
 
 
+@functools.lru_cache(maxsize=None)
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client of the process: building one loads the CA bundle
+    (about 0.3 s), which each new client (one per event loop) would do again."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def _outgoing(message: dict) -> dict:
     # llama.cpp's server refuses an assistant message whose content is null
     if message.get("role") == "assistant" and message.get("content") is None:
@@ -178,17 +198,22 @@ def _outgoing(message: dict) -> dict:
 
 
 def _parsed(completion: Any) -> ModelResponse:
-    if not getattr(completion, "choices", None):
+    if not isinstance(completion, dict) or not completion.get("choices"):
         raise ModelError("the model returned no choices", transient=True)
-    choice = completion.choices[0]
-    msg = choice.message
-    calls = [ToolCall(id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments or "{}")
-             for i, c in enumerate(msg.tool_calls or []) if getattr(c, "function", None) is not None]
-    usage = completion.usage
+    choice = completion["choices"][0]
+    msg = choice.get("message") or {}
+    calls = [ToolCall(id=c.get("id") or f"call_{i}", name=c["function"].get("name") or "",
+                      arguments=c["function"].get("arguments") or "{}")
+             for i, c in enumerate(msg.get("tool_calls") or []) if c.get("function")]
+    usage = completion.get("usage")
     return ModelResponse(
-        content=msg.content, tool_calls=calls, finish_reason=choice.finish_reason, model=completion.model,
-        usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else None,
+        content=msg.get("content"), tool_calls=calls, finish_reason=choice.get("finish_reason"),
+        model=completion.get("model"), usage=_usage(usage) if usage else None,
     )
+
+
+def _usage(usage: dict) -> Usage:
+    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
 
 def _whole(response: ModelResponse) -> Iterator[StreamItem]:
@@ -208,25 +233,27 @@ class _Accumulator:
         self.finish_reason = self.model = None
         self.started = False
 
-    def add(self, chunk: Any) -> str | None:
+    def add(self, chunk: dict) -> str | None:
         self.started = True
-        self.model = chunk.model or self.model
-        if chunk.usage:
-            self.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-        if not chunk.choices:
+        self.model = chunk.get("model") or self.model
+        if chunk.get("usage"):
+            self.usage = _usage(chunk["usage"])
+        if not chunk.get("choices"):
             return None
-        choice = chunk.choices[0]
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        delta = choice.delta
-        for c in delta.tool_calls or ():
-            call = self.calls.setdefault(c.index, {"id": None, "name": "", "arguments": ""})
-            call["id"] = c.id or call["id"]
-            if c.function is not None:
-                call["name"] += c.function.name or ""
-                call["arguments"] += c.function.arguments or ""
-        if delta.content:
-            self.parts.append(delta.content)
-            return delta.content
+        choice = chunk["choices"][0]
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        delta = choice.get("delta") or {}
+        for c in delta.get("tool_calls") or ():
+            call = self.calls.setdefault(c.get("index", 0), {"id": None, "name": "", "arguments": ""})
+            call["id"] = c.get("id") or call["id"]
+            function = c.get("function")
+            if function:
+                call["name"] += function.get("name") or ""
+                call["arguments"] += function.get("arguments") or ""
+        content = delta.get("content")
+        if content:
+            self.parts.append(content)
+            return content
         return None
 
     def refused(self, tools: Any, exc: Exception | None = None) -> bool:

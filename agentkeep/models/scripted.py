@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Sequence, Union
 class Reply:
     """One answer. A tool call is `(name, arguments)`: a dict is sent as JSON, a str as it is
     (to send malformed JSON). `status` other than 200 answers with an OpenAI-style error;
-    `delay` waits first (to provoke timeouts)."""
+    `delay` waits first (to provoke timeouts); `chunk_delay` waits between streamed pieces
+    (a slow stream)."""
 
     content: str | None = None
     tool_calls: Sequence[tuple[str, Union[dict, str]]] = ()
@@ -32,6 +33,7 @@ class Reply:
     error: str = "scripted failure"
     delay: float = 0.0
     chunk_chars: int = 8  # the size of each streamed content delta
+    chunk_delay: float = 0.0
 
 
 Script = Union[Sequence[Reply], Callable[[dict], Reply]]
@@ -125,7 +127,9 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             usage = (body.get("stream_options") or {}).get("include_usage")
-            for chunk in _chunks(reply, body.get("model", "scripted"), bool(usage), server.call_ids):
+            for i, chunk in enumerate(_chunks(reply, body.get("model", "scripted"), bool(usage), server.call_ids)):
+                if i > 1 and reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
                 self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
             self._chunk(b"data: [DONE]\n\n")
             self._chunk(b"")

@@ -15,6 +15,7 @@ is never overwritten), and the session state when a tool changed it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any, AsyncIterator
 
 from agentkeep.agent import events as ev
 from agentkeep.agent._async.builtins import AsyncBuiltins
-from agentkeep.agent._async.util import call_tool, pause
+from agentkeep.agent._async.util import call_tool, leased, pause
 from agentkeep.agent.context import history_messages, system_message
 from agentkeep.agent.errors import ModelBehaviorError
 from agentkeep.agent.tools import RunContext, ToolArgumentsError, reference, result_text
@@ -69,7 +70,7 @@ class Runner:
         session = await self._session(session_id, user_id, text)
         state = {**session.state, **(session_state or {})}
         run = m.Run(session_id=session.session_id, user_id=user_id, agent_id=a.id, status="running", input=text,
-                    metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider))
+                    metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider), lease_until=self._lease())
         turn = Turn(run, session, state, {**a.dependencies, **(dependencies or {})}, [], 0,
                     original_state=dict(session.state))
         if session_state:
@@ -77,16 +78,21 @@ class Runner:
         if self.db is not None:
             turn.run = run = await self.db.append_run(run)
         turn.span = self.tracer.run_span(a, run, session)
-        try:
-            if a.add_knowledge_to_context and a.knowledge is not None:
-                await self._retrieve(turn, text)
-            await self._prepare(turn, session.runs or [], [{"role": "user", "content": text}])
-            yield ev.RunStarted(run_id=run.run_id, session_id=run.session_id, agent_id=a.id, model=a.model.id)
-            async for event in self._loop(turn, stream):
-                yield event
-        except Exception as exc:
-            async for event in self._fail(turn, exc):
-                yield event
+        async with leased(self.db, run.run_id, a.run_lease_seconds):
+            try:
+                if a.add_knowledge_to_context and a.knowledge is not None:
+                    await self._retrieve(turn, text)
+                await self._prepare(turn, session.runs or [], [{"role": "user", "content": text}])
+                yield ev.RunStarted(run_id=run.run_id, session_id=run.session_id, agent_id=a.id, model=a.model.id)
+                async for event in self._loop(turn, stream):
+                    yield event
+            except Exception as exc:
+                async for event in self._fail(turn, exc):
+                    yield event
+
+    def _lease(self) -> Any:
+        """The end of a new lease on a run (renewed while it runs), where a db keeps the run."""
+        return m.utcnow() + dt.timedelta(seconds=self.agent.run_lease_seconds) if self.db is not None else None
 
     async def _session(self, session_id: str, user_id: str | None, text: str) -> m.Session:
         a = self.agent
@@ -137,7 +143,7 @@ class Runner:
         if run.status != "paused":
             raise ConflictError(f"run {run_id!r} is {run.status}, not paused")
         decisions = [(record, await self._decision(record)) for record in run.tools if record.get("status") == "paused"]
-        run.status = "running"
+        run.status, run.lease_until = "running", self._lease()
         run = await self.db.update_run(run, expected_status="paused")  # exactly one resumer gets past here
         session = await self.db.get_session(run.session_id, user_id=user_id, runs=a.num_history_runs + 1)
         if session is None:
@@ -147,17 +153,18 @@ class Runner:
         turn.references = list(run.metadata.get("references", []))
         turn.tool_calls = len(run.tools)
         turn.span = self.tracer.run_span(a, run, session)
-        try:
-            await self._prepare(turn, history, list(run.messages))
-            yield ev.RunContinued(run_id=run.run_id, session_id=run.session_id, agent_id=a.id)
-            for record, approval in decisions:
-                async for event in self._settle(turn, record, approval):
+        async with leased(self.db, run.run_id, a.run_lease_seconds):
+            try:
+                await self._prepare(turn, history, list(run.messages))
+                yield ev.RunContinued(run_id=run.run_id, session_id=run.session_id, agent_id=a.id)
+                for record, approval in decisions:
+                    async for event in self._settle(turn, record, approval):
+                        yield event
+                async for event in self._loop(turn, stream):
                     yield event
-            async for event in self._loop(turn, stream):
-                yield event
-        except Exception as exc:
-            async for event in self._fail(turn, exc):
-                yield event
+            except Exception as exc:
+                async for event in self._fail(turn, exc):
+                    yield event
 
     async def _decision(self, record: dict) -> m.Approval:
         approval = await self.db.get_approval(record["approval_id"])
@@ -346,15 +353,15 @@ class Runner:
 
     async def _finish(self, turn: Turn, status: str, *, expected: str | None = "running") -> None:
         run = turn.run
-        run.status = status
+        run.status, run.lease_until = status, None
         run.messages = turn.messages[turn.start:]
         run.metrics.duration_ms = (run.metrics.duration_ms or 0) + (time.perf_counter() - turn.started) * 1000
         run.metrics.total_tokens = run.metrics.input_tokens + run.metrics.output_tokens
         if turn.references:
             run.metadata["references"] = turn.references
-        self.tracer.end_run(turn.span, run)
-        if self.db is not None:
+        if self.db is not None:  # a failed write ends the run as an error, its span with it
             turn.run = await self.db.update_run(run, expected_status=expected)
+        self.tracer.end_run(turn.span, turn.run)
 
     async def _cancelled(self, turn: Turn) -> AsyncIterator[ev.RunEvent]:
         await self._finish(turn, "cancelled", expected=None)

@@ -1,11 +1,18 @@
-"""Hand-written on both sides: how the async runner calls a tool and a sync db."""
+"""Hand-written on both sides: how the async runner calls a tool and a sync db, and keeps
+a run's lease."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
-from typing import Any, Callable
+import logging
+from typing import Any, AsyncIterator, Callable
+
+from agentkeep.agent.live import LIVE_RUNS
+
+log = logging.getLogger("agentkeep.agent")
 
 
 async def pause(seconds: float) -> None:
@@ -38,3 +45,29 @@ class ThreadedDb:
             return await asyncio.to_thread(functools.partial(method, *args, **kwargs))
 
         return call
+
+
+@contextlib.asynccontextmanager
+async def leased(db: Any, run_id: str, seconds: float) -> AsyncIterator[None]:
+    """Renew the run's lease every third of it while the block runs, so only a run whose
+    process died lets its lease lapse (and is then failed by `fail_expired_runs`)."""
+    if db is None:
+        yield
+        return
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(seconds / 3)
+            try:
+                if not await db.renew_run_lease(run_id, lease_seconds=seconds):
+                    return  # the run ended, or was failed as dead: nothing left to keep
+            except Exception as exc:  # a db hiccup: the next beat tries again
+                log.warning("could not renew the lease of run %s: %s", run_id, exc)
+
+    task = asyncio.get_running_loop().create_task(renew())
+    LIVE_RUNS.add(run_id)
+    try:
+        yield
+    finally:
+        LIVE_RUNS.discard(run_id)
+        task.cancel()

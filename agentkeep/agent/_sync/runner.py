@@ -10,6 +10,7 @@ is never overwritten), and the session state when a tool changed it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 
 from agentkeep.agent import events as ev
 from agentkeep.agent._sync.builtins import Builtins
-from agentkeep.agent._sync.util import call_tool, pause
+from agentkeep.agent._sync.util import call_tool, leased, pause
 from agentkeep.agent.context import history_messages, system_message
 from agentkeep.agent.errors import ModelBehaviorError
 from agentkeep.agent.tools import RunContext, ToolArgumentsError, reference, result_text
@@ -64,7 +65,7 @@ class Runner:
         session = self._session(session_id, user_id, text)
         state = {**session.state, **(session_state or {})}
         run = m.Run(session_id=session.session_id, user_id=user_id, agent_id=a.id, status="running", input=text,
-                    metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider))
+                    metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider), lease_until=self._lease())
         turn = Turn(run, session, state, {**a.dependencies, **(dependencies or {})}, [], 0,
                     original_state=dict(session.state))
         if session_state:
@@ -72,16 +73,21 @@ class Runner:
         if self.db is not None:
             turn.run = run = self.db.append_run(run)
         turn.span = self.tracer.run_span(a, run, session)
-        try:
-            if a.add_knowledge_to_context and a.knowledge is not None:
-                self._retrieve(turn, text)
-            self._prepare(turn, session.runs or [], [{"role": "user", "content": text}])
-            yield ev.RunStarted(run_id=run.run_id, session_id=run.session_id, agent_id=a.id, model=a.model.id)
-            for event in self._loop(turn, stream):
-                yield event
-        except Exception as exc:
-            for event in self._fail(turn, exc):
-                yield event
+        with leased(self.db, run.run_id, a.run_lease_seconds):
+            try:
+                if a.add_knowledge_to_context and a.knowledge is not None:
+                    self._retrieve(turn, text)
+                self._prepare(turn, session.runs or [], [{"role": "user", "content": text}])
+                yield ev.RunStarted(run_id=run.run_id, session_id=run.session_id, agent_id=a.id, model=a.model.id)
+                for event in self._loop(turn, stream):
+                    yield event
+            except Exception as exc:
+                for event in self._fail(turn, exc):
+                    yield event
+
+    def _lease(self) -> Any:
+        """The end of a new lease on a run (renewed while it runs), where a db keeps the run."""
+        return m.utcnow() + dt.timedelta(seconds=self.agent.run_lease_seconds) if self.db is not None else None
 
     def _session(self, session_id: str, user_id: str | None, text: str) -> m.Session:
         a = self.agent
@@ -132,7 +138,7 @@ class Runner:
         if run.status != "paused":
             raise ConflictError(f"run {run_id!r} is {run.status}, not paused")
         decisions = [(record, self._decision(record)) for record in run.tools if record.get("status") == "paused"]
-        run.status = "running"
+        run.status, run.lease_until = "running", self._lease()
         run = self.db.update_run(run, expected_status="paused")  # exactly one resumer gets past here
         session = self.db.get_session(run.session_id, user_id=user_id, runs=a.num_history_runs + 1)
         if session is None:
@@ -142,17 +148,18 @@ class Runner:
         turn.references = list(run.metadata.get("references", []))
         turn.tool_calls = len(run.tools)
         turn.span = self.tracer.run_span(a, run, session)
-        try:
-            self._prepare(turn, history, list(run.messages))
-            yield ev.RunContinued(run_id=run.run_id, session_id=run.session_id, agent_id=a.id)
-            for record, approval in decisions:
-                for event in self._settle(turn, record, approval):
+        with leased(self.db, run.run_id, a.run_lease_seconds):
+            try:
+                self._prepare(turn, history, list(run.messages))
+                yield ev.RunContinued(run_id=run.run_id, session_id=run.session_id, agent_id=a.id)
+                for record, approval in decisions:
+                    for event in self._settle(turn, record, approval):
+                        yield event
+                for event in self._loop(turn, stream):
                     yield event
-            for event in self._loop(turn, stream):
-                yield event
-        except Exception as exc:
-            for event in self._fail(turn, exc):
-                yield event
+            except Exception as exc:
+                for event in self._fail(turn, exc):
+                    yield event
 
     def _decision(self, record: dict) -> m.Approval:
         approval = self.db.get_approval(record["approval_id"])
@@ -341,15 +348,15 @@ class Runner:
 
     def _finish(self, turn: Turn, status: str, *, expected: str | None = "running") -> None:
         run = turn.run
-        run.status = status
+        run.status, run.lease_until = status, None
         run.messages = turn.messages[turn.start:]
         run.metrics.duration_ms = (run.metrics.duration_ms or 0) + (time.perf_counter() - turn.started) * 1000
         run.metrics.total_tokens = run.metrics.input_tokens + run.metrics.output_tokens
         if turn.references:
             run.metadata["references"] = turn.references
-        self.tracer.end_run(turn.span, run)
-        if self.db is not None:
+        if self.db is not None:  # a failed write ends the run as an error, its span with it
             turn.run = self.db.update_run(run, expected_status=expected)
+        self.tracer.end_run(turn.span, turn.run)
 
     def _cancelled(self, turn: Turn) -> Iterator[ev.RunEvent]:
         self._finish(turn, "cancelled", expected=None)
