@@ -2,7 +2,8 @@
 
     python -m bench.server --agno /tmp/agno-venv/bin/python
 
-Both servers run on uvicorn in their own process, on SQLite, with 10,000 sessions, one agent
+Both servers run on uvicorn in their own process, on SQLite, with 10,000 sessions (each with
+`--runs-per-session` runs already in it, 2 by default), one agent
 (10 runs of history) and the same scripted model server (its own process, answering at
 once). Figures, measured with httpx from this process: `GET /sessions` page latency (p50 /
 p95, 20 a page), runs per second through `POST /agents/{id}/runs` (non-streamed, sequential),
@@ -25,19 +26,24 @@ ROOT = Path(__file__).resolve().parent.parent
 ANSWER = "The account is on the team plan with 12 seats; it grew fastest last month. " * 3
 
 
-def serve_agentkeep(base_url: str, db_file: str, port: int, sessions: int) -> None:
+def serve_agentkeep(base_url: str, db_file: str, port: int, sessions: int, runs: int) -> None:
     import uvicorn
 
     from agentkeep.agent import Agent
-    from agentkeep.db import Session
+    from agentkeep.db import Run, Session
     from agentkeep.db.sqlite import SqliteDb
     from agentkeep.models import OpenAIChat
     from agentkeep.os import AgentOS
 
     db = SqliteDb(db_file=db_file)
     for i in range(sessions):
-        db.upsert_session(Session(session_id=f"s{i:05d}", agent_id="bench", user_id=f"u{i % 100}",
-                                  name=f"session {i}"))
+        session = db.upsert_session(Session(session_id=f"s{i:05d}", agent_id="bench", user_id=f"u{i % 100}",
+                                            name=f"session {i}"))
+        for j in range(runs):
+            db.append_run(Run(session_id=session.session_id, agent_id="bench", input=f"question {j}",
+                              content=f"answer {j} " * 20,
+                              messages=[{"role": "user", "content": f"question {j}"},
+                                        {"role": "assistant", "content": f"answer {j} " * 20}]))
     agent = Agent(OpenAIChat("scripted", base_url=base_url), name="bench", db=db, num_history_runs=10)
     print("ready", flush=True)
     uvicorn.run(AgentOS(agents=[agent], db=db).get_app(), host="127.0.0.1", port=port, log_level="warning")
@@ -113,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     parser.add_argument("--agno", help="a python that has agno==3.1.10, fastapi and uvicorn")
     parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--runs-per-session", type=int, default=2,
+                        help="runs already in each session (agno keeps them inside the session row)")
     parser.add_argument("--pages", type=int, default=300)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--streams", type=int, default=50)
@@ -122,7 +130,7 @@ def main() -> None:
         return serve_model()
     if args.serve:
         base_url, db_file, port = args.serve.split(",")
-        return serve_agentkeep(base_url, db_file, int(port), args.sessions)
+        return serve_agentkeep(base_url, db_file, int(port), args.sessions, args.runs_per_session)
 
     from agentkeep.models.local import free_port
 
@@ -131,11 +139,13 @@ def main() -> None:
     try:
         work = tempfile.mkdtemp()
         cases = [("agentkeep", lambda port: [sys.executable, "-m", "bench.server", "--sessions", str(args.sessions),
+                                             "--runs-per-session", str(args.runs_per_session),
                                              "--serve", f"{base_url},{work}/agentkeep.db,{port}"], None)]
         if args.agno:
             env = {**os.environ, "AGNO_TELEMETRY": "false", "PYTHONPATH": ""}
             cases.append(("agno 3.1.10", lambda port: [args.agno, str(ROOT / "bench/agno_server.py"), base_url,
-                                                       f"{work}/agno.db", str(port), str(args.sessions)], env))
+                                                       f"{work}/agno.db", str(port), str(args.sessions),
+                                                       str(args.runs_per_session)], env))
         for label, command, env in cases:
             port = free_port()
             server, _ = _start(command(port), env)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from agentkeep.cli.common import fail, user_errors
+from agentkeep.cli.common import DEFAULT_DB_URL, fail, user_errors
 
 
 def _loopback(host: str) -> bool:
@@ -21,7 +21,11 @@ def _loopback(host: str) -> bool:
 
 
 def serve(
-    target: Annotated[str, typer.Argument(help="module:attribute of an AgentOS or an app, e.g. main:agent_os")],
+    target: Annotated[str, typer.Argument(help="module:attribute of an AgentOS, an app, an Agent or a list of "
+                                                "Agents, e.g. main:agent_os")],
+    db_url: Annotated[Optional[str], typer.Option(
+        "--db", metavar="URL", help="For an Agent or a list of Agents: the db of the AgentOS that serves them "
+                                    f"(default {DEFAULT_DB_URL}; an agent with a db of its own keeps it).")] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 7777,
     reload: Annotated[bool, typer.Option("--reload", help="Restart when the code changes.")] = False,
@@ -30,15 +34,17 @@ def serve(
     """Serve an AgentOS over HTTP."""
     import uvicorn
 
-    from agentkeep.os.target import TARGET_ENV, load
+    from agentkeep.os.target import DB_ENV, TARGET_ENV, load
 
     if not _loopback(host) and not insecure:
         fail(f"refusing to serve on {host} without authentication: the server trusts the user_id of every "
              "request; bind 127.0.0.1, or pass --insecure if something in front of it authenticates")
     with user_errors():
-        app = load(target)
+        app = load(target, db_url)
     if reload:
         os.environ[TARGET_ENV] = target
+        if db_url is not None:
+            os.environ[DB_ENV] = db_url
         uvicorn.run("agentkeep.os.target:from_env", factory=True, host=host, port=port, reload=True)
     else:
         uvicorn.run(app, host=host, port=port)

@@ -6,8 +6,11 @@
 
 On boot (the app's lifespan) every distinct db it was given or found on its agents gets its
 tables and pending additive migrations, under the db's schema lock, so replicas booting at
-once are safe; a db that cannot be reached fails the boot. On shutdown the spans still in the
-exporter are written and every db is closed."""
+once are safe; a db that cannot be reached fails the boot. While it serves, every
+`sweep_seconds` it marks `error` the runs whose process died (a run in progress holds a lease
+its process renews; see `Agent(run_lease_seconds=)`), so with several replicas on one db
+nothing stays `running` forever. On shutdown the spans still in the exporter are written and
+every db is closed."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from fastapi.responses import JSONResponse
 
 from agentkeep.agent import Agent
 from agentkeep.agent._async.util import ThreadedDb
+from agentkeep.agent.live import LIVE_RUNS
 from agentkeep.db.errors import (
     ConflictError,
     ConnectionFailedError,
@@ -42,7 +46,8 @@ class BootError(RuntimeError):
 
 class AgentOS:
     def __init__(self, agents: Sequence[Agent] = (), db: Any = None, *, trace_db: Any = None, eval_db: Any = None,
-                 name: str = "agentkeep", cors_origins: Sequence[str] = (), max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 name: str = "agentkeep", cors_origins: Sequence[str] = (), max_body_bytes: int = MAX_BODY_BYTES,
+                 sweep_seconds: float | None = 10) -> None:
         agents = list(agents)
         if not all(isinstance(a, Agent) for a in agents):
             raise InvalidInputError("agents must be agentkeep Agents")
@@ -61,6 +66,10 @@ class AgentOS:
         self.name = name
         self.cors_origins = list(cors_origins)
         self.max_body_bytes = max_body_bytes
+        if sweep_seconds is not None and (isinstance(sweep_seconds, bool) or not isinstance(sweep_seconds, (int, float))
+                                          or sweep_seconds <= 0):
+            raise InvalidInputError(f"sweep_seconds must be a number of seconds > 0, or None, got {sweep_seconds!r}")
+        self.sweep_seconds = sweep_seconds
         self._app: FastAPI | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -74,6 +83,36 @@ class AgentOS:
             if db is not None:
                 found.setdefault(id(db), db)
         return list(found.values())
+
+    def run_dbs(self) -> list[Any]:
+        """The dbs that keep runs: the OS's and each agent's."""
+        found: dict[int, Any] = {}
+        for db in [self.db, *(a.db for a in self.agents.values())]:
+            if db is not None:
+                found.setdefault(id(db), db)
+        return list(found.values())
+
+    async def sweep(self) -> int:
+        """Mark `error` the runs whose process died (their lease ended), in every db that
+        keeps runs; any replica may do it, each run is failed once."""
+        failed = 0
+        for db in self.run_dbs():
+            try:
+                while batch := await as_async(db).fail_expired_runs(alive=list(LIVE_RUNS)):
+                    failed += len(batch)
+                    log.warning("%r: %d runs whose process stopped are now 'error': %s", db, len(batch),
+                                ", ".join(r.run_id for r in batch))
+            except DbError as exc:  # the next sweep tries again
+                log.warning("%r: could not look for runs whose process stopped: %s", db, exc)
+        return failed
+
+    async def _sweeping(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("the sweep for runs whose process stopped failed")
+            await asyncio.sleep(self.sweep_seconds)
 
     def in_background(self, work: Any) -> None:
         """Run a coroutine after the response (a background run), kept until it ends."""
@@ -92,11 +131,16 @@ class AgentOS:
                 raise BootError(f"cannot bring up the tables of {db!r}: {exc}") from exc
             if steps:
                 log.info("%r: applied %d schema steps", db, len(steps))
+        for agent in self.agents.values():  # the first run should not stall the event loop on imports
+            await asyncio.to_thread(_prepare, agent)
+        sweeper = asyncio.get_running_loop().create_task(self._sweeping()) if self.sweep_seconds else None
         try:
             yield
         finally:
             from agentkeep.agent import tracing
 
+            if sweeper is not None:
+                sweeper.cancel()
             if self._tasks:  # background runs still going: give them a moment to finish
                 await asyncio.wait(set(self._tasks), timeout=30)
 
@@ -117,7 +161,7 @@ class AgentOS:
         if self.cors_origins:
             app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_methods=["*"],
                                allow_headers=["*"], allow_credentials=True)
-        _add_body_limit(app, self.max_body_bytes)
+        app.add_middleware(BodyLimit, limit=self.max_body_bytes)
         _add_error_handlers(app)
         for module in (health, agents, sessions, memories):
             app.include_router(module.router)
@@ -132,6 +176,13 @@ class AgentOS:
         uvicorn.run(app if app is not None else self.get_app(), host=host, port=port, reload=reload, **options)
 
 
+def _prepare(agent: Agent) -> None:
+    prepare = getattr(agent.model, "prepare", None)
+    if prepare is not None:
+        prepare()
+    agent.tracing  # noqa: B018 - sets up its exporter (imports the OpenTelemetry SDK)
+
+
 def as_async(db: Any) -> Any:
     """A db whose methods are awaited: async dbs as they are, sync ones in worker threads."""
     import inspect
@@ -141,13 +192,40 @@ def as_async(db: Any) -> Any:
     return ThreadedDb(db)
 
 
-def _add_body_limit(app: FastAPI, limit: int) -> None:
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return JSONResponse({"detail": f"the request body is over {limit} bytes"}, status_code=413)
-        return await call_next(request)
+class PayloadTooLarge(Exception):
+    """A request body over the server's `max_body_bytes` (answered 413)."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes: at once when Content-Length says so, else
+    (a chunked body) as soon as the bytes read pass it. A plain ASGI middleware: Starlette's
+    `BaseHTTPMiddleware` costs a task group and two memory streams per request."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await _too_large(self.limit)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the request body is over {limit} bytes"}, status_code=413)
 
 
 STATUS = ((InvalidInputError, 422), (NotFoundError, 404), (OwnershipError, 404), (ConflictError, 409),
@@ -164,6 +242,10 @@ def _add_error_handlers(app: FastAPI) -> None:
                 return JSONResponse({"detail": detail}, status_code=status)
         log.error("db error on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": "the db failed; see the server's log"}, status_code=500)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return _too_large(exc.args[0])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

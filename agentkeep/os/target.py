@@ -1,4 +1,5 @@
-"""What `agentkeep serve module:attribute` serves: an AgentOS (its app) or an ASGI app."""
+"""What `agentkeep serve module:attribute` serves: an AgentOS (its app), an ASGI app, or an
+Agent or a list of Agents (served by an AgentOS on the `--db` URL)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any
 from agentkeep.db.errors import InvalidInputError
 
 TARGET_ENV = "AGENTKEEP_SERVE_TARGET"  # how uvicorn's reloader finds the target again
+DB_ENV = "AGENTKEEP_SERVE_DB"  # and the --db it was given
 
 
-def load(target: str) -> Any:
+def load(target: str, db_url: str | None = None) -> Any:
+    """The ASGI app `target` names; `db_url`: the db of an AgentOS made for agents (an
+    AgentOS or an app has its own, so it is refused there)."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise InvalidInputError(f"expected module:attribute, got {target!r}")
@@ -27,15 +31,25 @@ def load(target: str) -> Any:
         if not hasattr(obj, part):
             raise InvalidInputError(f"{module_name!r} has no attribute {attribute!r}")
         obj = getattr(obj, part)
+    from agentkeep.agent import Agent
     from agentkeep.os.app import AgentOS
 
+    agents = [obj] if isinstance(obj, Agent) else obj if isinstance(obj, (list, tuple)) else None
+    if agents and all(isinstance(a, Agent) for a in agents):
+        from agentkeep.cli.common import DEFAULT_DB_URL
+        from agentkeep.db.urls import connect
+
+        return AgentOS(agents=agents, db=connect(db_url or DEFAULT_DB_URL)).get_app()
+    if db_url is not None:
+        raise InvalidInputError(f"--db is for a target that is an Agent or a list of Agents; {target!r} has "
+                                "its own db")
     if isinstance(obj, AgentOS):
         return obj.get_app()
     if callable(obj):
         return obj
-    raise InvalidInputError(f"{target!r} is neither an AgentOS nor an ASGI app")
+    raise InvalidInputError(f"{target!r} is neither an AgentOS, an ASGI app, an Agent nor a list of Agents")
 
 
 def from_env() -> Any:
     """The app named by $AGENTKEEP_SERVE_TARGET (uvicorn's factory when reloading)."""
-    return load(os.environ[TARGET_ENV])
+    return load(os.environ[TARGET_ENV], os.environ.get(DB_ENV))

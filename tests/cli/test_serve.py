@@ -66,3 +66,46 @@ def test_serve_refuses_a_public_address_without_auth_and_bad_targets(tmp_path):
         bad = _cli("serve", target, cwd=tmp_path)
         assert bad.wait(60) == 2
         assert message in bad.stderr.read()
+
+
+AGENTS = textwrap.dedent('''
+    import os
+    from agentkeep.agent import Agent
+    from agentkeep.models import OpenAIChat
+
+    agent = Agent(OpenAIChat("scripted", base_url=os.environ["MODEL_URL"]), name="Helper")
+''')
+
+
+def test_serve_an_agent_on_the_db_given_with_db(tmp_path):
+    import os
+
+    from agentkeep.db.sqlite import SqliteDb
+
+    (tmp_path / "main.py").write_text(AGENTS + "agent_os = 1\nteam = [agent]\n")
+    port = free_port()
+    with ScriptedServer([Reply("kept")]) as model:
+        proc = _cli("serve", "main:team", "--db", "sqlite:///given.db", "--port", str(port), cwd=tmp_path,
+                    env={**os.environ, "MODEL_URL": model.base_url})
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    assert proc.poll() is None, proc.stderr.read()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            run = httpx.post(f"http://127.0.0.1:{port}/agents/helper/runs", json={"message": "hi", "session_id": "s"},
+                             timeout=30).json()
+            assert run["content"] == "kept"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) in (0, -signal.SIGTERM)
+    db = SqliteDb(db_file=str(tmp_path / "given.db"))
+    assert [r.content for r in db.list_runs("s").items] == ["kept"]  # in the db --db named
+    db.close()
+    refused = _cli("serve", "main:agent_os", "--db", "sqlite:///x.db", cwd=tmp_path,
+                   env={**os.environ, "MODEL_URL": "http://127.0.0.1:9"})
+    assert refused.wait(60) == 2 and "--db is for" in refused.stderr.read()

@@ -51,3 +51,40 @@ def test_the_reference_client_on_agents_sessions_and_memories(scripted, db, serv
     assert memory.memory == "likes tea" and [m.memory for m in memories.data] == ["likes tea"]
     assert topics == ["food"] and [(s.user_id, s.total_memories) for s in stats.data] == [("alice", 1)]
     assert db.get_session("s1") is None
+
+
+def test_the_reference_client_streams_continues_and_cancels(scripted, db, serve):
+    from agentkeep.agent import tool
+
+    @tool(requires_approval=True)
+    def refund(order: str) -> str:
+        """Refund an order."""
+        return f"refunded {order}"
+
+    server = scripted([Reply("streamed answer", chunk_chars=4), Reply(tool_calls=[("refund", {"order": "A1"})]),
+                       Reply("the refund is done"), Reply(tool_calls=[("refund", {"order": "B2"})])])
+    http = serve(AgentOS(agents=[make_agent(server, db, tools=[refund])], db=db).get_app())
+    client = client_module.AgentOSClient(base_url=str(http.base_url))
+    ids = {"session_id": "s2", "user_id": "alice"}
+
+    async def calls():
+        streamed = [e async for e in client.run_agent_stream("helper", "stream it", **ids)]
+        paused = await client.run_agent("helper", "refund A1", **ids)
+        for call in paused.tools:
+            call.confirmed = True
+        resumed = await client.continue_agent_run("helper", paused.run_id, tools=paused.tools, **ids)
+        waiting = await client.run_agent("helper", "refund B2", **ids)
+        await client.cancel_agent_run("helper", waiting.run_id)
+        return streamed, paused, resumed, waiting
+
+    streamed, paused, resumed, waiting = LOOP.run_until_complete(calls())
+    names = [type(e).__name__ for e in streamed]
+    assert names[0] == "RunStartedEvent" and names[-1] == "RunCompletedEvent", names
+    assert "".join(e.content for e in streamed if type(e).__name__ == "RunContentEvent") == "streamed answer"
+    assert str(getattr(paused.status, "value", paused.status)).lower() == "paused"
+    assert paused.tools[0].requires_confirmation
+    assert (paused.tools[0].tool_name, paused.tools[0].tool_args) == ("refund", {"order": "A1"})
+    assert resumed.content == "the refund is done" and resumed.tools[0].result == "refunded A1"
+    approval = db.get_approval(paused.tools[0].approval_id)
+    assert (approval.status, approval.resolved_by) == ("approved", "alice")
+    assert db.get_run(waiting.run_id).status == "cancelled"

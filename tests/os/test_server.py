@@ -47,8 +47,13 @@ def test_boot_health_agents_and_a_run(scripted, db, serve):
     run = r.json()
     assert (run["status"], run["content"], run["tools"][0]["result"]) == ("completed", "5", "5")
     assert db.get_run(run["run_id"]).content == "5"
-    paths = http.get("/openapi.json").json()["paths"]
+    document = http.get("/openapi.json").json()
+    paths = document["paths"]
     assert {"/agents/{agent_id}/runs", "/sessions", "/sessions/{session_id}/runs"} <= set(paths)
+    for path in ("/sessions", "/sessions/{session_id}", "/memories", "/memories/{memory_id}"):
+        schema = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        name = schema["$ref"].rsplit("/", 1)[-1]  # a named schema with its fields, not a bare object
+        assert document["components"]["schemas"][name]["properties"], path
 
 
 def test_a_streamed_run_over_sse_with_form_fields(scripted, db, serve):
@@ -75,6 +80,8 @@ def test_sessions_list_get_runs_rename_delete(scripted, db, serve):
     second = http.get("/sessions", params={"user_id": "alice", "limit": 1, "page": 2}).json()
     by_cursor = http.get("/sessions", params={"user_id": "alice", "limit": 1, "cursor": page["meta"]["next_cursor"]}).json()
     assert [s["session_id"] for s in second["data"]] == [s["session_id"] for s in by_cursor["data"]] == ["s1"]
+    past = http.get("/sessions", params={"user_id": "alice", "limit": 1, "page": 3}).json()
+    assert past["data"] == [] and past["meta"]["next_cursor"] is None and past["meta"]["page"] == 3
     runs = http.get("/sessions/s1/runs", params={"user_id": "alice"}).json()
     assert [r["content"] for r in runs] == ["answer 0", "answer 1"]
     first = http.get("/sessions/s1/runs", params={"user_id": "alice", "limit": 1})
@@ -103,6 +110,15 @@ def test_errors_are_4xx_with_a_reason(scripted, db, serve):
     assert theirs.status_code == 404 and theirs.json() == {"detail": "not found"}
     assert http.get("/sessions/bobs", params={"user_id": "alice"}).status_code == 404
     assert http.post("/agents/helper/runs", json={"message": "x" * 2000}).status_code == 413
+
+    def chunked():  # no Content-Length: the limit holds on the bytes read
+        yield b'{"message": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}'
+
+    refused = http.post("/agents/helper/runs", content=chunked(), headers={"content-type": "application/json"})
+    assert refused.status_code == 413 and "over 1000 bytes" in refused.json()["detail"]
     assert http.get("/sessions", params={"limit": 0}).status_code == 422
     assert server.requests == [] and db.list_runs("bobs").items == []
 

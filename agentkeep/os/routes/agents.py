@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from agentkeep.agent import AgentRunError
-from agentkeep.db.errors import InvalidInputError, NotFoundError
+from agentkeep.db.errors import ConflictError, InvalidInputError, NotFoundError
 from agentkeep.os.compat import run_json
-from agentkeep.os.routes.common import agent_of, db_for, the_os
+from agentkeep.os.routes.common import agent_of, db_for, json_response, the_os
 
 router = APIRouter(tags=["agents"])
 
@@ -32,6 +32,9 @@ class ContinueRequest(BaseModel):
     stream: bool = False
     session_id: Optional[str] = None
     user_id: Optional[str] = None
+    # the reference's clients decide approvals here: the paused tool calls, each with
+    # `tool_call_id` and `confirmed` (and an optional `confirmation_note`)
+    tools: Optional[list[dict]] = None
 
 
 def describe(agent: Any) -> dict:
@@ -66,12 +69,12 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
     else:
         form = await request.form()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        for key in ("session_state",):
+        for key in ("session_state", "tools"):
             if isinstance(fields.get(key), str):
                 try:
                     fields[key] = json.loads(fields[key])
                 except json.JSONDecodeError:
-                    raise InvalidInputError(f"{key} must be a JSON object") from None
+                    raise InvalidInputError(f"{key} must be JSON") from None
     try:
         return model.model_validate({k: v for k, v in fields.items() if v not in ("", None)})
     except ValidationError as exc:
@@ -106,7 +109,7 @@ async def _respond(events: AsyncIterator[Any], stream: bool, background: Any = N
     run = getattr(final, "run", None)
     if run is None:
         raise AgentRunError(getattr(final, "error", "the run ended without a result"))
-    return JSONResponse(run_json(run))
+    return json_response(run_json(run))
 
 
 async def _drain(events: AsyncIterator[Any]) -> None:
@@ -120,8 +123,8 @@ async def create_run(agent_id: str, request: Request) -> Any:
     body = await _body(request, RunRequest)
     if body.background and body.stream:
         raise InvalidInputError("a run is either streamed or in the background, not both")
-    events = agent.arun(body.message, user_id=body.user_id, session_id=body.session_id, stream=True,
-                        session_state=body.session_state)
+    events = agent.arun_events(body.message, user_id=body.user_id, session_id=body.session_id, stream=body.stream,
+                               session_state=body.session_state)
     return await _respond(events, body.stream, the_os(request).in_background if body.background else None)
 
 
@@ -129,8 +132,29 @@ async def create_run(agent_id: str, request: Request) -> Any:
 async def continue_run(agent_id: str, run_id: str, request: Request) -> Any:
     agent = agent_of(request, agent_id)
     body = await _body(request, ContinueRequest)
-    events = agent.acontinue_run(run_id, user_id=body.user_id, session_id=body.session_id, stream=True)
+    if body.tools:
+        await _decide(db_for(request, agent_id), run_id, body)
+    events = agent.acontinue_events(run_id, user_id=body.user_id, session_id=body.session_id, stream=body.stream)
     return await _respond(events, body.stream)
+
+
+async def _decide(db: Any, run_id: str, body: ContinueRequest) -> None:
+    """Resolve the approvals of the paused calls the request confirms or rejects; one already
+    resolved (from the approvals inbox, say) keeps its outcome."""
+    run = await db.get_run(run_id, user_id=body.user_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id!r} not found")
+    waiting = {t.get("tool_call_id"): t for t in run.tools if t.get("status") == "paused"}
+    for decision in body.tools:
+        record = waiting.get(decision.get("tool_call_id"))
+        if record is None or decision.get("confirmed") is None:
+            continue
+        note = decision.get("confirmation_note")
+        try:
+            await db.resolve_approval(record["approval_id"], status="approved" if decision["confirmed"] else "rejected",
+                                      resolved_by=body.user_id or "api", resolution={"note": note} if note else None)
+        except ConflictError:
+            pass
 
 
 @router.post("/agents/{agent_id}/runs/{run_id}/cancel")

@@ -11,8 +11,7 @@ from pydantic import BaseModel
 from agentkeep.db.errors import NotFoundError
 from agentkeep.db.models import UserMemory
 from agentkeep.os.compat import memory_stats_json
-from agentkeep.os.routes.common import db_for, page_of
-from agentkeep.os.routes.sessions import paged
+from agentkeep.os.routes.common import ListPage, db_for, offset_of, page_of
 
 router = APIRouter(tags=["memories"])
 
@@ -34,7 +33,7 @@ class Ids(BaseModel):
     user_id: Optional[str] = None
 
 
-@router.get("/memories")
+@router.get("/memories", response_model=ListPage[UserMemory])
 async def list_memories(
     request: Request,
     user_id: Optional[str] = None,
@@ -46,21 +45,17 @@ async def list_memories(
     cursor: Optional[str] = None,
     sort_order: Literal["asc", "desc"] = "desc",
     with_total: bool = True,
-) -> dict:
-    db = db_for(request)
-
-    async def fetch(after: Optional[str]) -> Any:
-        return await db.list_memories(user_id=user_id, agent_id=agent_id, topics=topics, search=search_content,
-                                      order=f"updated_{sort_order}", limit=limit, cursor=after, with_total=with_total)
-
-    result = await paged(fetch, page, cursor)
-    return page_of([m.model_dump(mode="json") for m in result.items], limit, page, result.next_cursor, result.total)
+) -> Any:
+    result = await db_for(request).list_memories(
+        user_id=user_id, agent_id=agent_id, topics=topics, search=search_content, order=f"updated_{sort_order}",
+        limit=limit, cursor=cursor, offset=offset_of(page, limit, cursor), with_total=with_total)
+    return page_of([m.model_dump() for m in result.items], limit, page, result.next_cursor, result.total)
 
 
 @router.post("/memories", status_code=201)
-async def create_memory(body: MemoryBody, request: Request) -> dict:
+async def create_memory(body: MemoryBody, request: Request) -> UserMemory:
     memory = UserMemory(memory=body.memory, topics=body.topics, user_id=body.user_id, agent_id=body.agent_id)
-    return (await db_for(request).upsert_memory(memory)).model_dump(mode="json")
+    return await db_for(request).upsert_memory(memory)
 
 
 async def _memory(request: Request, memory_id: str, user_id: Optional[str]) -> UserMemory:
@@ -71,15 +66,16 @@ async def _memory(request: Request, memory_id: str, user_id: Optional[str]) -> U
 
 
 @router.get("/memories/{memory_id}")
-async def get_memory(memory_id: str, request: Request, user_id: Optional[str] = None) -> dict:
-    return (await _memory(request, memory_id, user_id)).model_dump(mode="json")
+async def get_memory(memory_id: str, request: Request, user_id: Optional[str] = None) -> UserMemory:
+    return await _memory(request, memory_id, user_id)
 
 
 @router.patch("/memories/{memory_id}")
-async def update_memory(memory_id: str, body: MemoryUpdate, request: Request, user_id: Optional[str] = None) -> dict:
+async def update_memory(memory_id: str, body: MemoryUpdate, request: Request,
+                        user_id: Optional[str] = None) -> UserMemory:
     memory = await _memory(request, memory_id, user_id)
     changes = body.model_dump(exclude_none=True)
-    return (await db_for(request).upsert_memory(memory.model_copy(update=changes))).model_dump(mode="json")
+    return await db_for(request).upsert_memory(memory.model_copy(update=changes))
 
 
 @router.delete("/memories/{memory_id}", status_code=204)
@@ -98,7 +94,7 @@ async def memory_topics(request: Request, user_id: Optional[str] = None) -> list
     return await db_for(request).memory_topics(user_id=user_id)
 
 
-@router.get("/user_memory_stats")
-async def user_memory_stats(request: Request, limit: int = Query(20, ge=1, le=100), cursor: Optional[str] = None) -> dict:
+@router.get("/user_memory_stats", response_model=ListPage[dict])
+async def user_memory_stats(request: Request, limit: int = Query(20, ge=1, le=100), cursor: Optional[str] = None) -> Any:
     result = await db_for(request).memory_stats(limit=limit, cursor=cursor)
     return page_of([memory_stats_json(s) for s in result.items], limit, 1, result.next_cursor, result.total)

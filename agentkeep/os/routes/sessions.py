@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
-from agentkeep.db.models import Session
-from agentkeep.os.compat import run_json, session_json
-from agentkeep.os.routes.common import db_for, page_of
+from agentkeep.db.models import Run, Session
+from agentkeep.os.compat import SessionOut, run_json, session_json
+from agentkeep.os.routes.common import ListPage, db_for, json_response, offset_of, page_of
 
 router = APIRouter(tags=["sessions"])
 SORTS = {("updated_at", "desc"): "updated_desc", ("updated_at", "asc"): "updated_asc",
@@ -21,17 +21,7 @@ SORTS = {("updated_at", "desc"): "updated_desc", ("updated_at", "asc"): "updated
 _json = session_json
 
 
-async def paged(fetch: Any, page: int, cursor: Optional[str]) -> Any:
-    """The page asked for: by cursor, or by number (walking the cursors from the first)."""
-    result = await fetch(cursor)
-    for _ in range(page - 1 if cursor is None else 0):
-        if result.next_cursor is None:
-            return result.model_copy(update={"items": [], "next_cursor": None})
-        result = await fetch(result.next_cursor)
-    return result
-
-
-@router.get("/sessions")
+@router.get("/sessions", response_model=ListPage[SessionOut])
 async def list_sessions(
     request: Request,
     user_id: Optional[str] = None,
@@ -44,50 +34,48 @@ async def list_sessions(
     sort_by: Literal["updated_at", "created_at"] = "updated_at",
     sort_order: Literal["asc", "desc"] = "desc",
     with_total: bool = True,
-) -> dict:
-    db = db_for(request, component_id)
-
-    async def fetch(after: Optional[str]) -> Any:
-        return await db.list_sessions(user_id=user_id, agent_id=component_id, session_type=type,
-                                      name_contains=session_name, order=SORTS[(sort_by, sort_order)], limit=limit,
-                                      cursor=after, with_total=with_total)
-
-    result = await paged(fetch, page, cursor)
+) -> Any:
+    """A page of sessions, by `cursor` (where the previous page ended) or by `page` number."""
+    result = await db_for(request, component_id).list_sessions(
+        user_id=user_id, agent_id=component_id, session_type=type, name_contains=session_name,
+        order=SORTS[(sort_by, sort_order)], limit=limit, cursor=cursor, offset=offset_of(page, limit, cursor),
+        with_total=with_total)
     return page_of([_json(s) for s in result.items], limit, page, result.next_cursor, result.total)
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", response_model=SessionOut)
 async def get_session(session_id: str, request: Request, user_id: Optional[str] = None,
-                      component_id: Optional[str] = None) -> dict:
+                      component_id: Optional[str] = None) -> Any:
     session = await db_for(request, component_id).get_session(session_id, user_id=user_id)
     if session is None:
         raise NotFoundError(f"session {session_id!r} not found")
-    return _json(session)
+    return json_response(_json(session))
 
 
-@router.get("/sessions/{session_id}/runs")
-async def list_runs(session_id: str, request: Request, response: Response, user_id: Optional[str] = None,
+@router.get("/sessions/{session_id}/runs", response_model=list[Run])
+async def list_runs(session_id: str, request: Request, user_id: Optional[str] = None,
                     component_id: Optional[str] = None, limit: int = Query(100, ge=1, le=1000),
-                    cursor: Optional[str] = None) -> list[dict]:
+                    cursor: Optional[str] = None) -> Any:
     """The session's runs, oldest first, a page at a time: a list (as the reference's clients
     read it), and the next page's address in the `Link` header (rel="next")."""
     db = db_for(request, component_id)
     if await db.get_session(session_id, user_id=user_id) is None:
         raise NotFoundError(f"session {session_id!r} not found")
     result = await db.list_runs(session_id, user_id=user_id, limit=limit, cursor=cursor)
+    headers = None
     if result.next_cursor is not None:
         following = request.url.include_query_params(cursor=result.next_cursor, limit=limit)
-        response.headers["Link"] = f'<{following}>; rel="next"'
-    return [run_json(r) for r in result.items]
+        headers = {"Link": f'<{following}>; rel="next"'}
+    return json_response([run_json(r) for r in result.items], headers=headers)
 
 
-@router.get("/sessions/{session_id}/runs/{run_id}")
+@router.get("/sessions/{session_id}/runs/{run_id}", response_model=Run)
 async def get_run(session_id: str, run_id: str, request: Request, user_id: Optional[str] = None,
-                  component_id: Optional[str] = None) -> dict:
+                  component_id: Optional[str] = None) -> Any:
     run = await db_for(request, component_id).get_run(run_id, user_id=user_id)
     if run is None or run.session_id != session_id:
         raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
-    return run_json(run)
+    return json_response(run_json(run))
 
 
 class NewSession(BaseModel):
@@ -98,14 +86,14 @@ class NewSession(BaseModel):
     session_state: dict = {}
 
 
-@router.post("/sessions", status_code=201)
-async def create_session(body: NewSession, request: Request) -> dict:
+@router.post("/sessions", status_code=201, response_model=SessionOut)
+async def create_session(body: NewSession, request: Request) -> Any:
     fields = {"name": body.session_name, "user_id": body.user_id, "agent_id": body.agent_id,
               "state": body.session_state}
     if body.session_id:
         fields["session_id"] = body.session_id
     created = await db_for(request, body.agent_id).upsert_session(Session(**fields), expected_revision=0)
-    return _json(created)
+    return json_response(_json(created), status_code=201)
 
 
 class SessionIds(BaseModel):
@@ -122,10 +110,11 @@ class Rename(BaseModel):
     session_name: str
 
 
-@router.post("/sessions/{session_id}/rename")
+@router.post("/sessions/{session_id}/rename", response_model=SessionOut)
 async def rename_session(session_id: str, body: Rename, request: Request, user_id: Optional[str] = None,
-                         component_id: Optional[str] = None) -> dict:
-    return _json(await db_for(request, component_id).rename_session(session_id, body.session_name, user_id=user_id))
+                         component_id: Optional[str] = None) -> Any:
+    renamed = await db_for(request, component_id).rename_session(session_id, body.session_name, user_id=user_id)
+    return json_response(_json(renamed))
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
