@@ -1,7 +1,8 @@
 """The `agentkeep` command: inspect, migrate, export, import and purge a db
 (db_commands.py); add to and search a knowledge base (`agentkeep knowledge ...`,
 knowledge.py); serve the offline model (`agentkeep local-model`, local_model.py) and an
-AgentOS (`agentkeep serve`, serve.py). Both use the helpers in common.py; imports go one way: this package ->
+AgentOS (`agentkeep serve`, serve.py), and the demo one (`agentkeep demo-server`,
+demo_server.py). They use the helpers in common.py; imports go one way: this package ->
 commands -> common -> agentkeep.report.
 
 Every command takes `--db URL` (default `sqlite:///agentkeep.db`, or the environment
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from agentkeep.cli.common import DB_URL_ENV, DEFAULT_DB_URL, EXIT_USER_ERROR
 from agentkeep.cli.db_commands import app
+from agentkeep.cli.demo_server import demo_server
 from agentkeep.cli.knowledge import knowledge_app
 from agentkeep.cli.local_model import local_model
 from agentkeep.cli.serve import serve
@@ -25,6 +27,7 @@ from agentkeep.report import render_schema_status, user_error_message
 app.add_typer(knowledge_app, name="knowledge")
 app.command("local-model")(local_model)
 app.command("serve")(serve)
+app.command("demo-server")(demo_server)
 
 __all__ = ["DB_URL_ENV", "DEFAULT_DB_URL", "EXIT_USER_ERROR", "app", "main", "render_schema_status",
            "user_error_message"]
