@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Annotated, Optional
 
 import typer
 
 from agentkeep.cli.common import DEFAULT_DB_URL, fail, user_errors
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(
@@ -34,11 +24,11 @@ def serve(
     """Serve an AgentOS over HTTP."""
     import uvicorn
 
-    from agentkeep.os.target import DB_ENV, TARGET_ENV, load
+    from agentkeep.os.target import DB_ENV, TARGET_ENV, load, public_without_auth
 
-    if not _loopback(host) and not insecure:
-        fail(f"refusing to serve on {host} without authentication: the server trusts the user_id of every "
-             "request; bind 127.0.0.1, or pass --insecure if something in front of it authenticates")
+    refused = None if insecure else public_without_auth(host)
+    if refused:
+        fail(refused)
     with user_errors():
         app = load(target, db_url)
     if reload:

@@ -155,8 +155,8 @@ def default_specs() -> dict[str, TableSpec]:
         _spec(
             "sessions", m.Session, ("session_id",),
             [("user_id", "updated_at"), ("user_id", "created_at"), ("updated_at",), ("created_at",),
-             EXPIRES],
-            skip=("runs",), extra=(Column("last_seq", "int", False),),
+             ("session_type", "updated_at"), EXPIRES],  # AgentOS lists (and counts) by type
+            skip=("runs",), extra=(Column("last_seq", "int", False),), version=2,
         ),
         _spec(
             "runs", m.Run, ("run_id",),

@@ -4,6 +4,7 @@ Agent or a list of Agents (served by an AgentOS on the `--db` URL)."""
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 import sys
 from typing import Any
@@ -12,6 +13,19 @@ from agentkeep.db.errors import InvalidInputError
 
 TARGET_ENV = "AGENTKEEP_SERVE_TARGET"  # how uvicorn's reloader finds the target again
 DB_ENV = "AGENTKEEP_SERVE_DB"  # and the --db it was given
+
+
+def public_without_auth(host: str) -> str | None:
+    """Why serving on `host` is refused without --insecure (None for a loopback address)."""
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (f"refusing to serve on {host} without authentication: the server trusts the user_id of every "
+            "request; bind 127.0.0.1, or pass --insecure if something in front of it authenticates")
 
 
 def load(target: str, db_url: str | None = None) -> Any:

@@ -31,6 +31,18 @@ def _cli(*args: str, cwd, env=None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _wait_up(proc: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def test_serve_runs_the_agent_os_until_stopped(tmp_path):
     import os
 
@@ -40,15 +52,7 @@ def test_serve_runs_the_agent_os_until_stopped(tmp_path):
         proc = _cli("serve", "main:agent_os", "--port", str(port), cwd=tmp_path,
                     env={**os.environ, "MODEL_URL": model.base_url})
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    assert proc.poll() is None, proc.stderr.read()
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            _wait_up(proc, port)
             run = httpx.post(f"http://127.0.0.1:{port}/agents/helper/runs", json={"message": "hi"}, timeout=30).json()
             assert run["content"] == "served"
         finally:
@@ -88,15 +92,7 @@ def test_serve_an_agent_on_the_db_given_with_db(tmp_path):
         proc = _cli("serve", "main:team", "--db", "sqlite:///given.db", "--port", str(port), cwd=tmp_path,
                     env={**os.environ, "MODEL_URL": model.base_url})
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    assert proc.poll() is None, proc.stderr.read()
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            _wait_up(proc, port)
             run = httpx.post(f"http://127.0.0.1:{port}/agents/helper/runs", json={"message": "hi", "session_id": "s"},
                              timeout=30).json()
             assert run["content"] == "kept"

@@ -3,7 +3,6 @@ loaded and how to call it, serve until Ctrl-C (exit 0, the local model stopped).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from agentkeep.os.demo import data
+from agentkeep.os.target import public_without_auth
 from agentkeep.os.demo.app import (
     DEFAULT_DATA_DIR,
     DEFAULT_DB_URL,
@@ -56,9 +56,9 @@ def serve_demo(*, host: str = "127.0.0.1", port: int = 7777, db_url: str = DEFAU
 
 def _check(host: str, port: int, model: str | None, insecure: bool) -> None:
     """Refuse early what would fail later: before any file is written or model started."""
-    if not _loopback(host) and not insecure:
-        raise SetupError(f"refusing to serve on {host} without authentication: the server trusts the user_id of "
-                         "every request; bind 127.0.0.1, or pass --insecure if something in front of it authenticates")
+    refused = None if insecure else public_without_auth(host)
+    if refused:
+        raise SetupError(refused)
     if model is not None:
         if not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
             raise SetupError("--model needs OPENAI_BASE_URL (an OpenAI-compatible server) and/or OPENAI_API_KEY "
@@ -76,17 +76,10 @@ def _check(host: str, port: int, model: str | None, insecure: bool) -> None:
             raise SetupError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port") from None
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _serve(agent_os: Any, host: str, port: int, db_url: str, out: TextIO) -> int:
-    say = lambda line="": print(line, file=out, flush=True)
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
     counts = data.table_counts(agent_os.app_db)
     added = agent_os.knowledge_added
     say(f"app data   {agent_os.app_db} ({'created' if agent_os.app_db_created else 'reused'}: "

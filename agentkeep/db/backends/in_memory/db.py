@@ -111,6 +111,8 @@ class MemoryKernel:
 class InMemoryDb(Db):
     """Everything in process memory: for tests, notebooks and ephemeral agents."""
 
+    quick_reads = True  # see SqliteDb
+
     def __init__(self, *, id: str | None = None, table_prefix: str = "agentkeep_", **tables: str) -> None:
         overrides = options.db_arguments(self, id=id, table_prefix=table_prefix, tables=tables)
         super().__init__(MemoryKernel(), id=id, table_prefix=table_prefix, tables=overrides)

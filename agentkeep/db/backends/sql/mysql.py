@@ -18,7 +18,6 @@ GET_LOCK, and a step another process already applied is recognised and skipped.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,6 +35,7 @@ from agentkeep.db.connection import CONNECT_TIMEOUT_S
 from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
+from agentkeep.db.jsontext import loads as json_loads
 from agentkeep.db.kernel import Step
 
 UTC = dt.timezone.utc
@@ -73,7 +73,7 @@ class MysqlDialect(SqlBase):
     insert_how = "insert"
     capabilities = SqlBase.capabilities | {"atomic_claim"}  # MySQL 8, MariaDB 10.6+: SKIP LOCKED
     encode = {"time": _to_naive_utc, "json": _dumps}
-    decode = {"time": lambda d: d.replace(tzinfo=UTC), "json": json.loads, "bool": bool}
+    decode = {"time": lambda d: d.replace(tzinfo=UTC), "json": json_loads, "bool": bool}
     server = "MySQL"
 
     def unreachable(self, exc: BaseException) -> bool:

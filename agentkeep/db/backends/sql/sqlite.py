@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import random
 import sqlite3
 import threading
@@ -37,6 +36,7 @@ from agentkeep.db.backends.sql.base import SqlBase
 from agentkeep.db.drivers import driver_for
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.db.jsontext import dumps as _dumps
+from agentkeep.db.jsontext import loads as json_loads
 
 BUSY_TIMEOUT_S = 30.0
 BEGIN_RETRIES = 8
@@ -60,7 +60,7 @@ class SqliteDialect(SqlBase):
     encode = {"time": lambda d: (d - EPOCH) // MICRO, "date": dt.date.isoformat, "json": _dumps, "bool": int}
     decode = {
         "time": lambda v: EPOCH + dt.timedelta(microseconds=v), "date": dt.date.fromisoformat,
-        "json": json.loads, "bool": bool,
+        "json": json_loads, "bool": bool,
     }
 
     def busy(self, exc: Exception) -> bool:
@@ -273,6 +273,10 @@ def _url(db_file, db_url, durability) -> sa.URL:
 
 class SqliteDb(Db):
     """SQLite file (or `:memory:`) db. `SqliteDb()` uses ./agentkeep.db."""
+
+    # reads are local and brief (WAL: readers never wait for writers), so async code may make
+    # them inline rather than pay a worker thread's hand-off, which costs more than the read
+    quick_reads = True
 
     def __init__(
         self,
