@@ -2,6 +2,7 @@
 
 from agentkeep.agent.agent import Agent
 from agentkeep.agent.errors import AgentRunError, ModelBehaviorError
+from agentkeep.agent.files import File
 from agentkeep.agent.events import (
     RunCancelled,
     RunCompleted,
@@ -18,7 +19,7 @@ from agentkeep.agent.events import (
 from agentkeep.agent.tools import RunContext, Tool, tool
 
 __all__ = [
-    "Agent", "AgentRunError", "ModelBehaviorError", "RunCancelled", "RunCompleted", "RunContent", "RunContext",
+    "Agent", "AgentRunError", "File", "ModelBehaviorError", "RunCancelled", "RunCompleted", "RunContent", "RunContext",
     "RunContinued", "RunError", "RunEvent", "RunPaused", "RunStarted", "Tool", "ToolCallCompleted",
     "ToolCallError", "ToolCallStarted", "tool",
 ]

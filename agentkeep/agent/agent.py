@@ -16,6 +16,7 @@ from agentkeep.agent._async.util import ThreadedDb
 from agentkeep.agent._sync.runner import Runner
 from agentkeep.agent.builtin_tools import MEMORY_TOOLS, knowledge_tools, memory_tools
 from agentkeep.agent.errors import AgentRunError, ModelBehaviorError
+from agentkeep.agent.files import File, check_files
 from agentkeep.agent.tools import Tool, as_tool
 from agentkeep.agent.tracing import NoTracing, tracing_for
 from agentkeep.db import validate as v
@@ -133,27 +134,31 @@ class Agent:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, input: str, *, user_id: str | None = None, session_id: str | None = None, stream: bool = False,
-            session_state: dict | None = None, dependencies: dict | None = None) -> Any:
-        """The stored run (`stream=False`), or an iterator of its events."""
-        args = self._start_args(input, user_id, session_id, session_state, dependencies)
+            session_state: dict | None = None, dependencies: dict | None = None,
+            files: Sequence[File] | None = None) -> Any:
+        """The stored run (`stream=False`), or an iterator of its events. `files`: text files
+        and images sent to the model with the message (files.py)."""
+        args = self._start_args(input, user_id, session_id, session_state, dependencies, files)
         db = self._sync_db()
         events = Runner(self, db).start(args.pop("input"), **args, stream=stream)
         return events if stream else _outcome(events)
 
     def arun(self, input: str, *, user_id: str | None = None, session_id: str | None = None, stream: bool = False,
-             session_state: dict | None = None, dependencies: dict | None = None) -> Any:
+             session_state: dict | None = None, dependencies: dict | None = None,
+             files: Sequence[File] | None = None) -> Any:
         """`await agent.arun(...)` gives the stored run; `async for e in agent.arun(..., stream=True)`
         its events."""
-        args = self._start_args(input, user_id, session_id, session_state, dependencies)
+        args = self._start_args(input, user_id, session_id, session_state, dependencies, files)
         events = self._astart(args, stream)
         return events if stream else _aoutcome(events)
 
     def arun_events(self, input: str, *, user_id: str | None = None, session_id: str | None = None,
-                    stream: bool = False, session_state: dict | None = None,
-                    dependencies: dict | None = None) -> AsyncIterator[ev.RunEvent]:
+                    stream: bool = False, session_state: dict | None = None, dependencies: dict | None = None,
+                    files: Sequence[File] | None = None) -> AsyncIterator[ev.RunEvent]:
         """The run's events, whether the model's answer is streamed (`stream`) or comes
         whole (one `RunContent`-free call, cheaper): what a server answers either way from."""
-        return self._astart(self._start_args(input, user_id, session_id, session_state, dependencies), stream)
+        args = self._start_args(input, user_id, session_id, session_state, dependencies, files)
+        return self._astart(args, stream)
 
     async def _astart(self, args: dict, stream: bool) -> AsyncIterator[ev.RunEvent]:
         runner = AsyncRunner(self, self._async_db())
@@ -226,13 +231,13 @@ class Agent:
             raise ModelBehaviorError(f"the answer does not fit {self.output_schema.__name__}: "
                                      f"{exc.errors()[0]['msg']}") from None
 
-    def _start_args(self, input, user_id, session_id, session_state, dependencies) -> dict:
+    def _start_args(self, input, user_id, session_id, session_state, dependencies, files) -> dict:
         if not isinstance(input, str) or not input.strip():
             raise InvalidInputError("input must be a non-empty string")
         return {"input": input, "user_id": v.check_opt_id(user_id, "user_id"),
                 "session_id": v.check_id(session_id, "session_id") if session_id is not None else new_id(),
                 "session_state": _dict(session_state, "session_state"),
-                "dependencies": _dict(dependencies, "dependencies")}
+                "dependencies": _dict(dependencies, "dependencies"), "files": check_files(files)}
 
     def _check_resume(self, run_id: str, user_id: str | None, session_id: str | None) -> None:
         v.check_id(run_id, "run_id")

@@ -206,3 +206,24 @@ def test_cancelling_a_run_stops_it_at_the_next_step(scripted, db):
     assert events[-1].event == "RunCancelled"
     assert db.get_run(events[-1].run_id).status == "cancelled"
     assert len(server.requests) == 1
+
+
+def test_files_go_with_the_message_and_stay_in_the_history(scripted, db):
+    from agentkeep.agent import File
+
+    bodies = []
+
+    def answer(body):
+        bodies.append(body["messages"])
+        return Reply("ok")
+
+    agent = make_agent(scripted(answer), db)
+    first = agent.run("summarise", session_id="s1", files=[File("plan.txt", b"grow 40%")])
+    assert first.messages[0]["content"] == [{"type": "text", "text": "summarise"},
+                                            {"type": "text", "text": '<file name="plan.txt">\ngrow 40%\n</file>'}]
+    agent.run("and again?", session_id="s1")
+    assert bodies[1][-3]["content"] == first.messages[0]["content"]  # the next run's history has the file
+    for bad in ([File("a.pdf", b"%PDF", "application/pdf")], ["not a file"], [File("big.txt", b"x" * (3 << 20))]):
+        with pytest.raises(InvalidInputError):
+            agent.run("read", session_id="s1", files=bad)
+    assert len(db.list_runs("s1").items) == 2 and len(bodies) == 2

@@ -172,3 +172,42 @@ def test_a_background_run_answers_202_and_is_polled(scripted, db, serve):
     assert status == "completed" and db.get_run(run_id).content == "slow answer"
     both = http.post("/agents/helper/runs", json={"message": "x", "background": True, "stream": True})
     assert both.status_code == 422
+
+
+def test_files_with_a_run_reach_the_model_and_bad_ones_are_refused(scripted, db, serve):
+    import base64
+
+    seen = []
+
+    def answer(body):
+        seen.append(body["messages"][-1]["content"])
+        return Reply("read them")
+
+    http = serve(AgentOS(agents=[make_agent(scripted(answer), db)], db=db).get_app())
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    sent = http.post("/agents/helper/runs", data={"message": "what is in these?", "session_id": "f1"},
+                     files=[("files", ("notes.md", b"# Plans\nteam grew 40%", "text/markdown")),
+                            ("files", ("chart.png", png, "image/png"))])
+    assert sent.status_code == 200, sent.text
+    text, note, image = seen[0]
+    assert text == {"type": "text", "text": "what is in these?"}
+    assert note["text"] == '<file name="notes.md">\n# Plans\nteam grew 40%\n</file>'
+    assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    run = db.get_run(sent.json()["run_id"])
+    assert run.input == "what is in these?" and run.messages[0]["content"][1] == note
+    assert run.metadata["files"] == [{"name": "notes.md", "content_type": "text/markdown", "size": 21},
+                                     {"name": "chart.png", "content_type": "image/png", "size": len(png)}]
+
+    as_json = http.post("/agents/helper/runs", json={"message": "and this?", "session_id": "f1", "files": [
+        {"name": "a.csv", "content_type": "text/csv", "content_base64": base64.b64encode(b"x,y\n1,2").decode()}]})
+    assert as_json.status_code == 200 and seen[-1][1]["text"] == '<file name="a.csv">\nx,y\n1,2\n</file>'
+
+    runs_before = len(db.list_runs("f1").items)
+    for files, reason in (([("files", ("a.pdf", b"%PDF-1.7", "application/pdf"))], "application/pdf"),
+                          ([("files", ("a.txt", b"\xff\xfe\x00bad", "text/plain"))], "not UTF-8")):
+        refused = http.post("/agents/helper/runs", data={"message": "read", "session_id": "f1"}, files=files)
+        assert refused.status_code == 422 and reason in refused.text, refused.text
+    bad64 = http.post("/agents/helper/runs", json={"message": "read", "session_id": "f1",
+                                                   "files": [{"name": "x", "content_base64": "%%%"}]})
+    assert bad64.status_code == 422 and "not base64" in bad64.text
+    assert len(db.list_runs("f1").items) == runs_before and len(seen) == 2  # nothing written, no model call

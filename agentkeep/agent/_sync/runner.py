@@ -21,6 +21,7 @@ from agentkeep.agent._sync.builtins import Builtins
 from agentkeep.agent._sync.util import call_tool, leased, pause
 from agentkeep.agent.context import history_messages, system_message
 from agentkeep.agent.errors import ModelBehaviorError
+from agentkeep.agent.files import user_message
 from agentkeep.agent.tools import RunContext, ToolArgumentsError, reference, result_text
 from agentkeep.db import models as m
 from agentkeep.db.errors import ConflictError, NotFoundError
@@ -60,12 +61,13 @@ class Runner:
     # -- a new run ------------------------------------------------------------------------
 
     def start(self, text: str, *, user_id: str | None, session_id: str, session_state: dict | None,
-                    dependencies: dict | None, stream: bool) -> Iterator[ev.RunEvent]:
+                    dependencies: dict | None, files: list, stream: bool) -> Iterator[ev.RunEvent]:
         a = self.agent
         session = self._session(session_id, user_id, text)
         state = {**session.state, **(session_state or {})}
         run = m.Run(session_id=session.session_id, user_id=user_id, agent_id=a.id, status="running", input=text,
-                    metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider), lease_until=self._lease())
+                    metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider), lease_until=self._lease(),
+                    metadata={"files": [f.describe() for f in files]} if files else {})
         turn = Turn(run, session, state, {**a.dependencies, **(dependencies or {})}, [], 0,
                     original_state=dict(session.state))
         if session_state:
@@ -77,7 +79,7 @@ class Runner:
             try:
                 if a.add_knowledge_to_context and a.knowledge is not None:
                     self._retrieve(turn, text)
-                self._prepare(turn, session.runs or [], [{"role": "user", "content": text}])
+                self._prepare(turn, session.runs or [], [user_message(text, files)])
                 yield ev.RunStarted(run_id=run.run_id, session_id=run.session_id, agent_id=a.id, model=a.model.id)
                 for event in self._loop(turn, stream):
                     yield event

@@ -4,19 +4,30 @@ the run's events)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any, AsyncIterator, Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
-from agentkeep.agent import AgentRunError
+from agentkeep.agent import AgentRunError, File
 from agentkeep.db.errors import ConflictError, InvalidInputError, NotFoundError
 from agentkeep.os.compat import run_json
 from agentkeep.os.routes.common import agent_of, db_for, json_response, the_os
 
 router = APIRouter(tags=["agents"])
+
+
+class FileBody(BaseModel):
+    """A file in a JSON body (multipart requests send files as they are, field `files`)."""
+
+    name: str
+    content_base64: str
+    content_type: Optional[str] = None
 
 
 class RunRequest(BaseModel):
@@ -26,6 +37,17 @@ class RunRequest(BaseModel):
     session_id: Optional[str] = None
     user_id: Optional[str] = None
     session_state: Optional[dict] = None
+    files: list[FileBody] = []
+
+    def agent_files(self) -> list[File]:
+        out = []
+        for f in self.files:
+            try:
+                content = base64.b64decode(f.content_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInputError(f"file {f.name!r}: content_base64 is not base64") from None
+            out.append(File(f.name, content, f.content_type))
+        return out
 
 
 class ContinueRequest(BaseModel):
@@ -58,7 +80,7 @@ async def get_agent(agent_id: str, request: Request) -> dict:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
-    """The request's fields, from a JSON body or form fields."""
+    """The request's fields, from a JSON body or form fields (uploaded files as `uploads`)."""
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             fields = await request.json()
@@ -69,6 +91,8 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
     else:
         form = await request.form()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile)]
+        request.state.uploads = [File(u.filename or "file", await u.read(), u.content_type) for u in uploads]
         for key in ("session_state", "tools"):
             if isinstance(fields.get(key), str):
                 try:
@@ -123,8 +147,9 @@ async def create_run(agent_id: str, request: Request) -> Any:
     body = await _body(request, RunRequest)
     if body.background and body.stream:
         raise InvalidInputError("a run is either streamed or in the background, not both")
+    files = body.agent_files() + getattr(request.state, "uploads", [])
     events = agent.arun_events(body.message, user_id=body.user_id, session_id=body.session_id, stream=body.stream,
-                               session_state=body.session_state)
+                               session_state=body.session_state, files=files)
     return await _respond(events, body.stream, the_os(request).in_background if body.background else None)
 
 
