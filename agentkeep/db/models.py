@@ -168,6 +168,7 @@ class Trace(Record):
     team_id: Optional[str] = None
     workflow_id: Optional[str] = None
     span_count: int = 0
+    error_count: Optional[int] = None  # spans with status ERROR (None on rows older than the count)
 
 
 class Span(Record):
@@ -192,6 +193,8 @@ class TraceStats(Record):
     avg_ms: Optional[float]
     p95_ms: Optional[float]
     max_ms: Optional[float]
+    first_start: Optional[Timestamp] = None  # the group's first and last trace starts
+    last_start: Optional[Timestamp] = None
 
 
 class Approval(Record):

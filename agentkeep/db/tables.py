@@ -174,7 +174,7 @@ def default_specs() -> dict[str, TableSpec]:
             "traces", m.Trace, ("trace_id",),
             [("start_time",), ("user_id", "start_time"), ("session_id", "start_time"), ("run_id",),
              ("agent_id", "start_time")],
-            extra=(rev,),
+            extra=(rev,), version=2,
         ),
         _spec("spans", m.Span, ("span_id",), [("trace_id", "start_time")], parent=("traces", "trace_id")),
         _spec(

@@ -26,12 +26,13 @@ def _attr(spans: list[dict], field: str) -> Any:
     return None
 
 
-def merge_trace(cur: dict | None, trace_id: str, spans: list[dict], new_spans: int) -> dict:
-    """Fold a batch of one trace's spans into its trace row."""
+def merge_trace(cur: dict | None, trace_id: str, spans: list[dict], new_spans: int, new_errors: int = 0) -> dict:
+    """Fold a batch of one trace's spans into its trace row (`new_spans` of them, with
+    `new_errors` errors, not stored before)."""
     t = dict(cur) if cur else {
         "trace_id": trace_id, "name": None, "status": "unset", "start_time": None, "end_time": None,
         "duration_ms": None, "run_id": None, "session_id": None, "user_id": None, "agent_id": None,
-        "team_id": None, "workflow_id": None, "span_count": 0,
+        "team_id": None, "workflow_id": None, "span_count": 0, "error_count": 0,
     }
     t.pop("revision", None)
     starts = [s["start_time"] for s in spans] + ([t["start_time"]] if t["start_time"] else [])
@@ -53,6 +54,7 @@ def merge_trace(cur: dict | None, trace_id: str, spans: list[dict], new_spans: i
         if t[field] is None:
             t[field] = _attr(spans, field)
     t["span_count"] += new_spans
+    t["error_count"] = (t.get("error_count") or 0) + new_errors
     return t
 
 
@@ -63,21 +65,25 @@ def _p95(values: list[float]) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, -(-95 * len(ordered) // 100) - 1))]
 
 
-def trace_stats(rows: Iterable[tuple[Any, str, float | None]]) -> list[dict]:
-    """rows: (group key, status, duration_ms) -> one stats dict per key, by key."""
-    groups: dict[Any, list] = defaultdict(lambda: [0, 0, []])
-    for key, status, duration in rows:
+def trace_stats(rows: Iterable[tuple[Any, str, float | None, Any]]) -> list[dict]:
+    """rows: (group key, status, duration_ms, start_time) -> one stats dict per key, by key."""
+    groups: dict[Any, list] = defaultdict(lambda: [0, 0, [], None, None])
+    for key, status, duration, start in rows:
         g = groups[key]
         g[0] += 1
         g[1] += status == "error"
         if duration is not None:
             g[2].append(duration)
+        if start is not None:
+            g[3] = start if g[3] is None else min(g[3], start)
+            g[4] = start if g[4] is None else max(g[4], start)
     out = []
     for key in sorted(groups, key=lambda k: (k is not None, k or "")):
-        n, errors, durations = groups[key]
+        n, errors, durations, first, last = groups[key]
         out.append({
             "key": key, "traces": n, "errors": errors,
             "avg_ms": sum(durations) / len(durations) if durations else None,
             "p95_ms": _p95(durations), "max_ms": max(durations) if durations else None,
+            "first_start": first, "last_start": last,
         })
     return out

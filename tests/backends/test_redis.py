@@ -452,6 +452,7 @@ def test_every_spec_index_is_a_sorted_set_with_a_member_per_record(db, client, p
         f"{prefix}:sessions:i:user_id,created_at".encode(): 5,
         f"{prefix}:sessions:i:updated_at".encode(): 5,
         f"{prefix}:sessions:i:created_at".encode(): 5,
+        f"{prefix}:sessions:i:session_type,updated_at".encode(): 5,
         f"{prefix}:sessions:i:expires_at".encode(): 1,
     }
     assert all(score == 0 for _, score in client.zrange(f"{prefix}:sessions:i:updated_at", 0, -1, withscores=True))

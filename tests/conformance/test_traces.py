@@ -79,7 +79,10 @@ def test_any_error_span_marks_the_trace(db):
     assert db.get_trace("t1").status == "error"
     db.write_spans([span("t1", "ok2", at(0.02), 10, parent_span_id="root", status_code="OK")])
     t = db.get_trace("t1")
-    assert t.status == "error" and t.span_count == 3
+    assert t.status == "error" and t.span_count == 3 and t.error_count == 1
+    db.write_spans([span("t1", "bad", at(0.01), 10, parent_span_id="root", status_code="ERROR"),  # again
+                    span("t1", "bad2", at(0.03), 10, parent_span_id="root", status_code="ERROR")])
+    assert db.get_trace("t1").error_count == 2  # a span sent twice counts once
 
 
 @pytest.mark.parametrize(
@@ -157,6 +160,7 @@ def test_trace_stats_by_agent(db):
     assert 200 <= a1.p95_ms <= 300
     assert (a2.traces, a2.errors) == (1, 0)
     assert a2.avg_ms == pytest.approx(50) and a2.max_ms == pytest.approx(50) and a2.p95_ms == pytest.approx(50)
+    assert (a1.first_start, a1.last_start, a2.first_start) == (at(1), at(3), at(4))
     late = {s.key: s for s in db.trace_stats(group_by="agent", started_after=at(2.5))}
     assert late["a1"].traces == 1 and late["a1"].max_ms == pytest.approx(300)
     assert late["a2"].traces == 1

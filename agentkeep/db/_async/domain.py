@@ -761,8 +761,9 @@ class AsyncDb:
                 current = {r["trace_id"]: r for r in await self.kernel.find(query)}
                 for trace_id in chunk:
                     group = groups[trace_id]
-                    fresh = sum(1 for r in group if r["span_id"] not in known)
-                    await self._merge_trace(trace_id, group, fresh, current.get(trace_id))
+                    fresh = [r for r in group if r["span_id"] not in known]
+                    errors = sum(1 for r in fresh if r.get("status_code") == "ERROR")
+                    await self._merge_trace(trace_id, group, len(fresh), errors, current.get(trace_id))
 
     @staticmethod
     def _check_parents(what: str, rows: dict[str, dict], stored: dict[str, Any], field: str) -> None:
@@ -771,11 +772,12 @@ class AsyncDb:
             if rows[key][field] != parent:
                 raise ConflictError(f"{what} {key!r} belongs to {field} {parent!r}, not {rows[key][field]!r}")
 
-    async def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int, cur: dict | None) -> None:
+    async def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int, new_errors: int,
+                           cur: dict | None) -> None:
         for attempt in range(MAX_RETRIES):
             if attempt:
                 cur = await self.kernel.get("traces", (trace_id,))
-            merged = merge_trace(cur, trace_id, spans, new_spans)
+            merged = merge_trace(cur, trace_id, spans, new_spans, new_errors)
             if cur is None:
                 try:
                     await self.kernel.insert("traces", {**merged, "revision": 1})
@@ -844,7 +846,7 @@ class AsyncDb:
         where = tuple(self._time_range("start_time", started_after, started_before))
         rows = []
         async for batch in self._scan("traces", where, (field, "status", "duration_ms"), by="start_time"):
-            rows.extend((r[field], r["status"], r["duration_ms"]) for r in batch)
+            rows.extend((r[field], r["status"], r["duration_ms"], r["start_time"]) for r in batch)
         return [m.TraceStats(**s) for s in trace_stats(rows)]
 
     async def _scan(self, table: str, where: tuple, fields: tuple | None = None, by: str | None = None):

@@ -127,7 +127,10 @@ def banner(host: str, port: int, agent_os: Any) -> str:
         "The sessions:",
         f"  curl -s '{url}/sessions?user_id=alice'",
         "",
-        "A run that calls send_report pauses until its approval is resolved (docs/server.md, \"The demo server\").",
+        "A run that calls send_report pauses until its approval is resolved, which resumes it:",
+        f"  curl -s '{url}/approvals?status=pending'",
+        f"  curl -s {url}/approvals/APPROVAL_ID/resolve -H 'content-type: application/json' \\",
+        """    -d '{"status": "approved"}'""",
         "",
     ])
 

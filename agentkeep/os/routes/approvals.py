@@ -1,0 +1,125 @@
+"""`/approvals`: the human-in-the-loop inbox. List, count pending, read, resolve (a
+compare-and-set: a second resolution is 409), delete. Resolving the last pending approval of
+a paused run resumes that run on this server, so an approval given in the inbox (or the
+dashboard) needs no second call. Approvals are read where their runs wrote them: an agent's
+own db with `component_id`, else the OS's."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from agentkeep.db.errors import ConflictError, DbError, NotFoundError
+from agentkeep.db.models import Approval
+from agentkeep.os.routes.common import ListPage, db_for, json_response, offset_of, page_of, the_os
+
+router = APIRouter(tags=["approvals"])
+log = logging.getLogger("agentkeep.os")
+
+
+class Resolve(BaseModel):
+    status: Literal["approved", "rejected"]
+    resolved_by: Optional[str] = Field(None, max_length=255)
+    resolution_data: Optional[dict] = None
+    resume: bool = Field(True, description="resume the paused run once none of its approvals is pending")
+
+
+def _json(approval: Approval) -> dict:
+    out = approval.model_dump()
+    out["resolution_data"] = approval.resolution  # the reference's name
+    return out
+
+
+@router.get("/approvals", response_model=ListPage[Approval])
+async def list_approvals(
+    request: Request,
+    status: Optional[Literal["pending", "approved", "rejected", "expired"]] = None,
+    user_id: Optional[str] = None,
+    agent_id: Optional[str] = None,
+    session_id: Optional[str] = None,
+    run_id: Optional[str] = None,
+    component_id: Optional[str] = Query(None, description="an agent's id: the approvals in its db"),
+    limit: int = Query(100, ge=1, le=1000),
+    page: int = Query(1, ge=1),
+    cursor: Optional[str] = None,
+    with_total: bool = True,
+) -> Any:
+    """Newest first."""
+    result = await db_for(request, component_id).list_approvals(
+        status=status, user_id=user_id, agent_id=agent_id, session_id=session_id, run_id=run_id, limit=limit,
+        cursor=cursor, offset=offset_of(page, limit, cursor), with_total=with_total)
+    return page_of([_json(a) for a in result.items], limit, page, result.next_cursor, result.total)
+
+
+@router.get("/approvals/count")
+async def count_pending(request: Request, user_id: Optional[str] = None,
+                        component_id: Optional[str] = None) -> dict:
+    return {"count": await db_for(request, component_id).count_pending_approvals(user_id=user_id)}
+
+
+async def _approval(request: Request, approval_id: str, user_id: Optional[str], component_id: Optional[str]) -> Any:
+    approval = await db_for(request, component_id).get_approval(approval_id, user_id=user_id)
+    if approval is None:
+        raise NotFoundError(f"approval {approval_id!r} not found")
+    return approval
+
+
+@router.get("/approvals/{approval_id}", response_model=Approval)
+async def get_approval(approval_id: str, request: Request, user_id: Optional[str] = None,
+                       component_id: Optional[str] = None) -> Any:
+    return json_response(_json(await _approval(request, approval_id, user_id, component_id)))
+
+
+@router.get("/approvals/{approval_id}/status")
+async def approval_status(approval_id: str, request: Request, user_id: Optional[str] = None,
+                          component_id: Optional[str] = None) -> Any:
+    a = await _approval(request, approval_id, user_id, component_id)
+    return json_response({"approval_id": a.id, "status": a.status, "run_id": a.run_id or "",
+                          "resolved_at": a.resolved_at, "resolved_by": a.resolved_by})
+
+
+@router.post("/approvals/{approval_id}/resolve", response_model=Approval)
+async def resolve(approval_id: str, body: Resolve, request: Request, user_id: Optional[str] = None,
+                  component_id: Optional[str] = None) -> Any:
+    db = db_for(request, component_id)
+    resolved = await db.resolve_approval(approval_id, status=body.status, resolved_by=body.resolved_by,
+                                         resolution=body.resolution_data, user_id=user_id)
+    out = _json(resolved)
+    out["resumed"] = body.resume and await _resume(request, db, resolved)
+    return json_response(out)
+
+
+async def _resume(request: Request, db: Any, approval: Approval) -> bool:
+    """Resume the approval's paused run in this server when nothing of it is pending any more
+    (False when the run is not paused, or its agent is not served here)."""
+    agent = the_os(request).agents.get(approval.agent_id or "")
+    if agent is None or approval.run_id is None:
+        return False
+    if (await db.list_approvals(status="pending", run_id=approval.run_id, limit=1)).items:
+        return False
+    run = await db.get_run(approval.run_id)
+    if run is None or run.status != "paused":
+        return False
+    events = agent.acontinue_events(run.run_id, user_id=run.user_id, session_id=run.session_id)
+
+    async def drain() -> None:
+        try:
+            async for _ in events:
+                pass
+        except ConflictError:  # resumed by another caller first: the run goes on there
+            pass
+        except DbError as exc:
+            log.warning("could not resume run %s after approval %s: %s", run.run_id, approval.id, exc)
+
+    the_os(request).in_background(drain())
+    return True
+
+
+@router.delete("/approvals/{approval_id}", status_code=204)
+async def delete_approval(approval_id: str, request: Request, user_id: Optional[str] = None,
+                          component_id: Optional[str] = None) -> None:
+    if not await db_for(request, component_id).delete_approval(approval_id, user_id=user_id):
+        raise NotFoundError(f"approval {approval_id!r} not found")

@@ -1,0 +1,105 @@
+"""`/traces`: traces with filters, one trace as a span tree, per-session stats; and OTLP/HTTP
+ingest at `POST /v1/traces`, so any OpenTelemetry SDK can send its traces here. Traces live
+in the trace db (`AgentOS(trace_db=)`), else the OS's db."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Query, Request, Response
+
+from agentkeep.db.errors import NotFoundError
+from agentkeep.db.models import Span, Trace
+from agentkeep.os import otlp
+from agentkeep.os.app import PayloadTooLarge, as_async
+from agentkeep.os.compat import trace_json, trace_tree
+from agentkeep.os.routes.common import ListPage, json_response, offset_of, page_of, the_os
+
+router = APIRouter(tags=["traces"])
+
+
+def trace_db(request: Request) -> Any:
+    agent_os = the_os(request)
+    return as_async(agent_os.trace_db if agent_os.trace_db is not None else agent_os.db)
+
+
+@router.post("/v1/traces", tags=["otlp"])
+async def ingest(request: Request) -> Response:
+    """OTLP/HTTP trace export: protobuf (`application/x-protobuf`) or OTLP/JSON, plain or gzip."""
+    limit = the_os(request).max_body_bytes
+    try:
+        body = otlp.inflate(await request.body(), request.headers.get("content-encoding"), limit)
+    except otlp.TooLarge:
+        raise PayloadTooLarge(limit) from None
+    content_type = request.headers.get("content-type", "").lower()
+    spans, rejected = otlp.spans_of(otlp.parse(body, content_type))
+    if spans:
+        await trace_db(request).write_spans(spans)
+    content, media_type = otlp.answer(rejected, content_type)
+    return Response(content, media_type=media_type)
+
+
+@router.get("/traces", response_model=ListPage[Trace])
+async def list_traces(
+    request: Request,
+    user_id: Optional[str] = None,
+    agent_id: Optional[str] = None,
+    session_id: Optional[str] = None,
+    run_id: Optional[str] = None,
+    team_id: Optional[str] = None,
+    workflow_id: Optional[str] = None,
+    status: Optional[Literal["ok", "error", "unset"]] = None,
+    start_time: Optional[dt.datetime] = Query(None, description="traces that started at or after this time"),
+    end_time: Optional[dt.datetime] = Query(None, description="traces that started before this time"),
+    sort_order: Literal["asc", "desc"] = "desc",
+    limit: int = Query(20, ge=1, le=100),
+    page: int = Query(1, ge=1),
+    cursor: Optional[str] = None,
+    with_total: bool = True,
+) -> Any:
+    """Traces, newest first: a page by `cursor` or by `page` number."""
+    result = await trace_db(request).list_traces(
+        user_id=user_id, agent_id=agent_id, session_id=session_id, run_id=run_id, team_id=team_id,
+        workflow_id=workflow_id, status=status, started_after=_utc(start_time, -1), started_before=_utc(end_time),
+        order=f"start_{sort_order}", limit=limit, cursor=cursor, offset=offset_of(page, limit, cursor),
+        with_total=with_total)
+    return page_of([trace_json(t) for t in result.items], limit, page, result.next_cursor, result.total)
+
+
+@router.get("/traces/{trace_id}")
+async def get_trace(trace_id: str, request: Request, user_id: Optional[str] = None) -> Any:
+    """The trace with its spans as a tree (`tree`), and the spans as stored (`spans`)."""
+    db = trace_db(request)
+    trace = await db.get_trace(trace_id, user_id=user_id)
+    if trace is None:
+        raise NotFoundError(f"trace {trace_id!r} not found")
+    spans: list[Span] = await db.get_spans(trace_id)
+    return json_response({**trace_json(trace), "tree": trace_tree(spans), "spans": [s.model_dump() for s in spans]})
+
+
+@router.get("/trace_session_stats", response_model=ListPage[dict])
+async def trace_session_stats(
+    request: Request,
+    start_time: Optional[dt.datetime] = None,
+    end_time: Optional[dt.datetime] = None,
+    limit: int = Query(20, ge=1, le=100),
+    page: int = Query(1, ge=1),
+) -> Any:
+    """Per session: its traces, errors and durations, first and last trace, most recent first."""
+    stats = await trace_db(request).trace_stats(group_by="session", started_after=_utc(start_time, -1),
+                                                started_before=_utc(end_time))
+    rows = sorted((s for s in stats if s.key is not None), key=lambda s: s.last_start, reverse=True)
+    window = rows[(page - 1) * limit: page * limit]
+    data = [{"session_id": s.key, "total_traces": s.traces, "errors": s.errors, "avg_ms": s.avg_ms,
+             "p95_ms": s.p95_ms, "first_trace_at": s.first_start, "last_trace_at": s.last_start} for s in window]
+    return page_of(data, limit, page, None, len(rows))
+
+
+def _utc(value: Optional[dt.datetime], nudge: int = 0) -> Optional[dt.datetime]:
+    """A query time as UTC (naive means UTC); `nudge=-1` makes an inclusive lower bound of the
+    db's exclusive `started_after`."""
+    if value is None:
+        return None
+    value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value + dt.timedelta(microseconds=nudge)
