@@ -26,7 +26,8 @@ PROGRAM = textwrap.dedent('''
     provider = TracerProvider(resource=Resource.create({"service.name": "billing"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # endpoint from the environment
     tracer = provider.get_tracer("billing.jobs")
-    with tracer.start_as_current_span("nightly invoices", attributes={"session.id": "otel-s1", "user.id": "ops"}) as root:
+    owner = {"session.id": "otel-s1", "user.id": "ops"}
+    with tracer.start_as_current_span("nightly invoices", attributes=owner) as root:
         with tracer.start_as_current_span("charge card", attributes={"amount": 49.5, "tags": ["eu", "card"]}):
             pass
         try:
@@ -62,7 +63,7 @@ def test_an_opentelemetry_program_sends_its_traces_here(scripted, db, serve, tmp
     assert root["name"] == "nightly invoices" and [c["name"] for c in root["spans"]] == ["charge card", "send email"]
     charge, email = root["spans"]
     assert charge["attributes"]["amount"] == 49.5 and charge["attributes"]["tags"] == ["eu", "card"]
-    assert charge["attributes"]["service.name"] == "billing" and charge["attributes"]["otel.scope.name"] == "billing.jobs"
+    assert (charge["attributes"]["service.name"], charge["attributes"]["otel.scope.name"]) == ("billing", "billing.jobs")
     assert email["status"] == "ERROR" and "smtp timed out" in email["error"]
     assert email["events"][0]["name"] == "exception"
 

@@ -95,6 +95,7 @@ async def memory_topics(request: Request, user_id: Optional[str] = None) -> list
 
 
 @router.get("/user_memory_stats", response_model=ListPage[dict])
-async def user_memory_stats(request: Request, limit: int = Query(20, ge=1, le=100), cursor: Optional[str] = None) -> Any:
+async def user_memory_stats(request: Request, limit: int = Query(20, ge=1, le=100),
+                            cursor: Optional[str] = None) -> Any:
     result = await db_for(request).memory_stats(limit=limit, cursor=cursor)
     return page_of([memory_stats_json(s) for s in result.items], limit, 1, result.next_cursor, result.total)
