@@ -154,7 +154,7 @@ class AgentOS:
     def get_app(self) -> FastAPI:
         if self._app is not None:
             return self._app
-        from agentkeep.os.routes import agents, approvals, health, memories, sessions, traces
+        from agentkeep.os.routes import agents, approvals, evals, health, memories, schedules, sessions, traces
 
         app = FastAPI(title=self.name, lifespan=self.lifespan)
         app.state.os = self
@@ -163,7 +163,7 @@ class AgentOS:
                                allow_headers=["*"], allow_credentials=True)
         app.add_middleware(BodyLimit, limit=self.max_body_bytes)
         _add_error_handlers(app)
-        for module in (health, agents, sessions, memories, traces, approvals):
+        for module in (health, agents, sessions, memories, traces, approvals, schedules, evals):
             app.include_router(module.router)
         self._app = app
         return app
