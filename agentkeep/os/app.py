@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Sequence, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from agentkeep.agent import Agent
 from agentkeep.agent._async.util import ThreadedDb
@@ -38,6 +39,20 @@ from agentkeep.db.errors import (
 
 log = logging.getLogger("agentkeep.os")
 MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class Problem(BaseModel):
+    """An error answer: a message, or (422 on a request that does not fit its schema) a list
+    of `{field, reason}`."""
+
+    detail: Union[str, list[dict]]
+
+
+# documented on every route: what the error handlers below answer
+ERROR_RESPONSES: dict = {status: {"model": Problem, "description": text} for status, text in (
+    (400, "the body cannot be read (not UTF-8, not JSON, a broken form)"), (404, "no such record (or another user's)"), (409, "a conflict: the record changed, exists or moved on"),
+    (413, "the request body is over the server's limit"), (422, "the request does not fit: which field, and why"),
+    (503, "a db the server needs cannot be reached"))}
 
 
 class BootError(RuntimeError):
@@ -156,7 +171,7 @@ class AgentOS:
             return self._app
         from agentkeep.os.routes import agents, approvals, evals, health, memories, schedules, sessions, traces
 
-        app = FastAPI(title=self.name, lifespan=self.lifespan)
+        app = FastAPI(title=self.name, lifespan=self.lifespan, responses=ERROR_RESPONSES)
         app.state.os = self
         if self.cors_origins:
             app.add_middleware(CORSMiddleware, allow_origins=self.cors_origins, allow_methods=["*"],

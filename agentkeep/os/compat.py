@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentkeep.db.models import MemoryStats, Run, Session, Span, Trace
+import datetime as dt
+from typing import Optional
+
+from agentkeep.db.models import Approval, MemoryStats, Run, Session, Span, Trace
 
 
 def run_json(run: Run) -> dict:
@@ -21,6 +24,25 @@ def run_json(run: Run) -> dict:
         if tool.get("status") == "paused":
             tool["requires_confirmation"] = True
     return out
+
+
+class RunOut(Run):
+    """A run as the routes answer it (documents them): the reference's names beside ours."""
+
+    run_input: str = ""
+    content_type: str = "str"
+
+
+class TraceOut(Trace):
+    """A trace as the routes answer it: the reference's summary fields beside ours."""
+
+    duration: str = ""
+    total_spans: int = 0
+    created_at: Optional[dt.datetime] = None
+
+
+class ApprovalOut(Approval):
+    resolution_data: Optional[dict] = None  # the reference's name for `resolution`
 
 
 class SessionOut(Session):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from agentkeep.db.errors import ConflictError, DbError, NotFoundError
 from agentkeep.db.models import Approval
+from agentkeep.os.compat import ApprovalOut
 from agentkeep.os.routes.common import ListPage, db_for, json_response, offset_of, page_of, the_os
 
 router = APIRouter(tags=["approvals"])
@@ -33,7 +34,7 @@ def _json(approval: Approval) -> dict:
     return out
 
 
-@router.get("/approvals", response_model=ListPage[Approval])
+@router.get("/approvals", response_model=ListPage[ApprovalOut])
 async def list_approvals(
     request: Request,
     status: Optional[Literal["pending", "approved", "rejected", "expired"]] = None,
@@ -67,7 +68,7 @@ async def _approval(request: Request, approval_id: str, user_id: Optional[str], 
     return approval
 
 
-@router.get("/approvals/{approval_id}", response_model=Approval)
+@router.get("/approvals/{approval_id}", response_model=ApprovalOut)
 async def get_approval(approval_id: str, request: Request, user_id: Optional[str] = None,
                        component_id: Optional[str] = None) -> Any:
     return json_response(_json(await _approval(request, approval_id, user_id, component_id)))
@@ -81,7 +82,11 @@ async def approval_status(approval_id: str, request: Request, user_id: Optional[
                           "resolved_at": a.resolved_at, "resolved_by": a.resolved_by})
 
 
-@router.post("/approvals/{approval_id}/resolve", response_model=Approval)
+class Resolved(ApprovalOut):
+    resumed: bool = False  # whether resolving resumed the paused run here
+
+
+@router.post("/approvals/{approval_id}/resolve", response_model=Resolved)
 async def resolve(approval_id: str, body: Resolve, request: Request, user_id: Optional[str] = None,
                   component_id: Optional[str] = None) -> Any:
     db = db_for(request, component_id)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
-from agentkeep.db.models import Run, Session
-from agentkeep.os.compat import SessionOut, run_json, session_json
+from agentkeep.db.models import Session
+from agentkeep.os.compat import RunOut, SessionOut, run_json, session_json
 from agentkeep.os.routes.common import ListPage, db_for, json_response, offset_of, page_of
 
 router = APIRouter(tags=["sessions"])
@@ -52,7 +52,7 @@ async def get_session(session_id: str, request: Request, user_id: Optional[str] 
     return json_response(_json(session))
 
 
-@router.get("/sessions/{session_id}/runs", response_model=list[Run])
+@router.get("/sessions/{session_id}/runs", response_model=list[RunOut])
 async def list_runs(session_id: str, request: Request, user_id: Optional[str] = None,
                     component_id: Optional[str] = None, limit: int = Query(100, ge=1, le=1000),
                     cursor: Optional[str] = None) -> Any:
@@ -69,7 +69,7 @@ async def list_runs(session_id: str, request: Request, user_id: Optional[str] = 
     return json_response([run_json(r) for r in result.items], headers=headers)
 
 
-@router.get("/sessions/{session_id}/runs/{run_id}", response_model=Run)
+@router.get("/sessions/{session_id}/runs/{run_id}", response_model=RunOut)
 async def get_run(session_id: str, run_id: str, request: Request, user_id: Optional[str] = None,
                   component_id: Optional[str] = None) -> Any:
     run = await db_for(request, component_id).get_run(run_id, user_id=user_id)

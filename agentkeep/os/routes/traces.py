@@ -10,10 +10,10 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Query, Request, Response
 
 from agentkeep.db.errors import NotFoundError
-from agentkeep.db.models import Span, Trace
+from agentkeep.db.models import Span
 from agentkeep.os import otlp
 from agentkeep.os.app import PayloadTooLarge, as_async
-from agentkeep.os.compat import trace_json, trace_tree
+from agentkeep.os.compat import TraceOut, trace_json, trace_tree
 from agentkeep.os.routes.common import ListPage, json_response, offset_of, page_of, the_os
 
 router = APIRouter(tags=["traces"])
@@ -40,7 +40,7 @@ async def ingest(request: Request) -> Response:
     return Response(content, media_type=media_type)
 
 
-@router.get("/traces", response_model=ListPage[Trace])
+@router.get("/traces", response_model=ListPage[TraceOut])
 async def list_traces(
     request: Request,
     user_id: Optional[str] = None,
