@@ -213,6 +213,15 @@ class Agent:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def keep_in(self, *, db: Any = None, trace_db: Any = None) -> None:
+        """Give the agent a db and a trace db where it has none of its own (a server's)."""
+        if self.db is None and db is not None:
+            self.db = db
+            self._tracing = None  # where spans go follows
+        if self.trace_db is None and trace_db is not None:
+            self.trace_db = trace_db
+            self._tracing = None
+
     @property
     def tracing(self) -> Any:
         if self._tracing is None:

@@ -71,9 +71,8 @@ class AgentOS:
             raise InvalidInputError(f"two agents share an id: {sorted(i for i in ids if ids.count(i) > 1)}")
         if db is None and not any(a.db is not None for a in agents):
             raise InvalidInputError("AgentOS needs a db (or agents that have one)")
-        for agent in agents:
-            if agent.db is None:  # an agent without a db of its own keeps its records in the OS's
-                agent.db = db
+        for agent in agents:  # an agent without a db (or trace db) of its own keeps its records in the OS's
+            agent.keep_in(db=db, trace_db=trace_db)
         self.agents = {a.id: a for a in agents}
         self.db = db if db is not None else agents[0].db
         self.trace_db = trace_db

@@ -40,4 +40,9 @@ async def config(request: Request) -> dict:
         "agents": [{"id": a.id, "name": a.name, "db_id": ids.get(id(a.db)),
                     "model": {"id": a.model.id, "provider": a.model.provider}} for a in os.agents.values()],
         "teams": [], "workflows": [], "interfaces": [],
+        # which db keeps each domain (an agent's own db keeps its sessions, runs and approvals)
+        "domains": {**{d: ids[id(os.db)] for d in ("sessions", "runs", "memories", "approvals", "knowledge",
+                                                     "schedules", "metrics")},
+                    "traces": ids[id(os.trace_db if os.trace_db is not None else os.db)],
+                    "evals": ids[id(os.eval_db if os.eval_db is not None else os.db)]},
     }
