@@ -11,10 +11,9 @@ from agentkeep.agent import tracing
 from agentkeep.db.models import EvalRun
 from agentkeep.db.sqlite import SqliteDb
 from agentkeep.os import AgentOS
+from tests.agent.conftest import Reply, make_agent
 from tests.conformance.backends import BY_NAME
 from tests.conftest import pooled_store, require_backend
-
-from tests.agent.conftest import Reply, make_agent
 
 
 @pytest.fixture
