@@ -117,6 +117,8 @@ def test_errors_are_4xx_with_a_reason(scripted, db, serve):
             yield b"x" * 100
         yield b'"}'
 
+    not_utf8 = http.post("/agents/helper/runs", content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert not_utf8.status_code == 422 and "not JSON" in not_utf8.text
     refused = http.post("/agents/helper/runs", content=chunked(), headers={"content-type": "application/json"})
     assert refused.status_code == 413 and "over 1000 bytes" in refused.json()["detail"]
     assert http.get("/sessions", params={"limit": 0}).status_code == 422

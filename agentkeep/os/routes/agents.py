@@ -84,7 +84,7 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             fields = await request.json()
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not JSON, or not UTF-8
             raise InvalidInputError(f"the body is not JSON: {exc}") from None
         if not isinstance(fields, dict):
             raise InvalidInputError("the body must be a JSON object")
