@@ -11,7 +11,7 @@ from agentkeep.knowledge.embedder import (
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
 )
-from agentkeep.knowledge.knowledge import INGEST_KEY, AddResult, Knowledge
+from agentkeep.knowledge.knowledge import INGEST_KEY, OWNER_KEY, AddResult, Knowledge
 from agentkeep.knowledge.readers import (
     CsvReader,
     HtmlReader,
@@ -27,7 +27,8 @@ from agentkeep.knowledge.readers import (
 
 __all__ = [
     "AddResult", "Chunker", "CsvReader", "Embedder", "EmbedderError", "FixedSizeChunker", "HashingEmbedder",
-    "HtmlReader", "INGEST_KEY", "JsonReader", "Knowledge", "MarkdownChunker", "MarkdownReader", "OpenAIEmbedder",
+    "HtmlReader", "INGEST_KEY", "JsonReader", "Knowledge", "MarkdownChunker", "MarkdownReader", "OWNER_KEY",
+    "OpenAIEmbedder",
     "PdfReader", "Reader", "ReaderError", "Section", "SentenceTransformerEmbedder", "TextChunk", "TextReader",
     "reader_for",
 ]

@@ -16,6 +16,11 @@ embedder, metadata) is kept in the row, so adding unchanged content again does n
 (as long as the store still holds its chunks) and changed content replaces its old chunks.
 Errors that would fail every content alike (no API key for the embedder, a store that
 cannot be created or holds vectors of another length) raise before anything is written.
+
+Each chunk carries its content's owner in its metadata under the reserved key `_owner` (the
+row's `user_id`, "" for a shared content), so `search(..., user_id=u)` asks the store for
+the chunks of shared contents and of u's own only (`{"_owner": {"$in": ["", u]}}`, applied
+inside the store's queries, so ranking and `limit` are as without it).
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from typing import Any, Callable, Sequence
 
 from agentkeep.db.errors import InvalidInputError, NotFoundError
 from agentkeep.db.models import KnowledgeContent
+from agentkeep.db.validate import check_id, check_opt_id
 from agentkeep.knowledge.chunking import Chunker, FixedSizeChunker, MarkdownChunker
 from agentkeep.knowledge.embedder import Embedder, EmbedderError
 from agentkeep.knowledge.readers import READERS, Reader, TextReader, reader_for
-from agentkeep.vector_db.base import Chunk, SearchHit, VectorDb
+from agentkeep.vector_db.base import ANY_OF, Chunk, SearchHit, VectorDb
 
 INGEST_KEY = "_ingest"  # reserved key of a catalog row's metadata: fingerprint, source, chunk count
+OWNER_KEY = "_owner"  # reserved key of a chunk's metadata: its content's user_id, SHARED for none
+SHARED = ""
 MAX_URL_BYTES = 64 * 1024 * 1024
 _MESSAGE_LIMIT = 2000
 
@@ -176,6 +184,7 @@ class Knowledge:
         if len(given) != 1:
             raise InvalidInputError("add_content needs exactly one of text=, path= or url=")
         metadata = _check_metadata(metadata)
+        check_opt_id(user_id, "user_id")
         if path is not None:
             p = Path(path)
             if p.is_dir():
@@ -240,8 +249,46 @@ class Knowledge:
 
     def _holds_chunks(self, row: KnowledgeContent) -> bool:
         """Whether the store holds as many chunks of the row's content as the row says it
-        has: a new or emptied store, or another table under the same catalog, does not."""
-        return self.vector_db.count(content_id=row.id) == (row.metadata.get(INGEST_KEY) or {}).get("chunks")
+        has (a new or emptied store, or another table under the same catalog, does not),
+        each marked with the row's owner; chunks written before chunks carried their owner
+        are marked here, without embedding anything again."""
+        expected = (row.metadata.get(INGEST_KEY) or {}).get("chunks")
+        if self.vector_db.count(content_id=row.id, filters={OWNER_KEY: _owner(row.user_id)}) == expected:
+            return True
+        return self.vector_db.count(content_id=row.id) == expected and self._mark(row) is not None
+
+    def _mark(self, row: KnowledgeContent) -> int | None:
+        """Rewrite the row's chunks that lack its owner with it (their embeddings as stored);
+        how many, or None when the store does not hold every chunk of the row."""
+        expected = (row.metadata.get(INGEST_KEY) or {}).get("chunks") or 0
+        owner = _owner(row.user_id)
+        chunks = self.vector_db.get([f"{row.id}:{i}" for i in range(expected)])
+        if len(chunks) != expected or any(c.content_id != row.id for c in chunks):
+            return None
+        stale = [c.model_copy(update={"metadata": {**c.metadata, OWNER_KEY: owner}})
+                 for c in chunks if c.metadata.get(OWNER_KEY) != owner]
+        if stale:
+            self.vector_db.upsert(stale)
+        return len(stale)
+
+    def mark_owners(self) -> int:
+        """Mark the chunks of this knowledge base's completed contents with their owner where
+        they lack it (chunks written before chunks carried it, which a search with `user_id`
+        does not find): each is read back from the store and written with the owner, no
+        source read and nothing embedded. Returns how many chunks were rewritten. A content
+        whose chunks the store does not all hold is left to `add_content`, which re-adds it."""
+        self._ensure_store()
+        marked, cursor = 0, None
+        while True:
+            page = self.list_contents(status="completed", limit=100, cursor=cursor)
+            for row in page.items:
+                expected = (row.metadata.get(INGEST_KEY) or {}).get("chunks")
+                owned = self.vector_db.count(content_id=row.id, filters={OWNER_KEY: _owner(row.user_id)})
+                if expected and owned != expected:
+                    marked += self._mark(row) or 0
+            cursor = page.next_cursor
+            if not cursor or not page.items:
+                return marked
 
     def _content_id(self, source: _Source, user_id: str | None) -> str:
         key = "\x00".join((source.kind, source.identity, user_id or "", self.name or ""))
@@ -286,7 +333,7 @@ class Knowledge:
                 raise EmbedderError(f"the embedder returned {len(vectors)} vectors for {len(pieces)} chunks")
             chunks = [
                 Chunk(id=f"{cid}:{i}", content_id=cid, content=p.text, embedding=v,
-                      metadata={**p.metadata, **metadata}, position=i)
+                      metadata={**p.metadata, **metadata, OWNER_KEY: _owner(user_id)}, position=i)
                 for i, (p, v) in enumerate(zip(pieces, vectors))
             ]
             done = {**metadata, INGEST_KEY: {**ingest, "chunks": len(chunks)}}
@@ -309,14 +356,20 @@ class Knowledge:
         limit: int = 5,
         filters: dict[str, Any] | None = None,
         search_type: str | None = None,
+        user_id: str | None = None,
     ) -> list[SearchHit]:
-        """The chunks that best answer `query` (see VectorDb.search for the search types)."""
+        """The chunks that best answer `query` (see VectorDb.search for the search types and
+        filters). With `user_id`, only chunks of shared contents and of that user's own; the
+        scope is part of the store's queries, so `limit` hits come back when that many match.
+        Hits leave out the reserved `_owner` metadata key."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty string")
+        filters = _scoped(filters, user_id)
         kind = search_type or self.vector_db.search_type
         self._ensure_store()
         embedding = self.embedder.embed_query(query) if kind in ("vector", "hybrid") else None
-        return self.vector_db.search(query, embedding=embedding, limit=limit, filters=filters, search_type=search_type)
+        hits = self.vector_db.search(query, embedding=embedding, limit=limit, filters=filters, search_type=search_type)
+        return [_without_owner(h) for h in hits]
 
     def get_content(self, content_id: str, *, user_id: str | None = None) -> KnowledgeContent | None:
         return self.contents_db.get_knowledge(content_id, user_id=user_id)
@@ -350,6 +403,9 @@ class Knowledge:
     async def asearch(self, query: str, **kwargs: Any) -> list[SearchHit]:
         return await asyncio.to_thread(lambda: self.search(query, **kwargs))
 
+    async def amark_owners(self) -> int:
+        return await asyncio.to_thread(self.mark_owners)
+
     async def adelete_content(self, content_id: str, *, user_id: str | None = None) -> bool:
         return await asyncio.to_thread(lambda: self.delete_content(content_id, user_id=user_id))
 
@@ -363,9 +419,32 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
-    if INGEST_KEY in metadata:
-        raise InvalidInputError(f"metadata key {INGEST_KEY!r} is reserved")
+    for key in (INGEST_KEY, OWNER_KEY):
+        if key in metadata:
+            raise InvalidInputError(f"metadata key {key!r} is reserved")
     return dict(metadata)
+
+
+def _owner(user_id: str | None) -> str:
+    return SHARED if user_id is None else user_id
+
+
+def _scoped(filters: Any, user_id: Any) -> Any:
+    """`filters` AND "the chunk is shared or `user_id`'s own"; as given without a user_id."""
+    if user_id is None:
+        return filters
+    check_id(user_id, "user_id")
+    if filters is not None and not isinstance(filters, dict):
+        raise InvalidInputError(f"filters must be a dict of metadata key -> value, got {type(filters).__name__}")
+    if OWNER_KEY in (filters or {}):
+        raise InvalidInputError(f"filter key {OWNER_KEY!r} is set by user_id=; leave it out of filters")
+    return {**(filters or {}), OWNER_KEY: {ANY_OF: [SHARED, user_id]}}
+
+
+def _without_owner(hit: SearchHit) -> SearchHit:
+    if OWNER_KEY not in hit.metadata:
+        return hit
+    return hit.model_copy(update={"metadata": {k: v for k, v in hit.metadata.items() if k != OWNER_KEY}})
 
 
 def _message(exc: BaseException) -> str:

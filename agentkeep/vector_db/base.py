@@ -14,10 +14,14 @@ offers the same operations with the same semantics:
 - `count(content_id=None, filters=None)`
 
 Metadata filters are a dict of top-level keys to scalar values (str, int, float, bool),
-matched by equality and AND-ed: `{"team": "support", "year": 2024}`. Numbers compare by
-value (1 matches 1.0), booleans only match booleans, strings match exactly; a key that is
-missing, or holds a list or an object, does not match. Anything else is refused with
-`InvalidInputError`, so no filter is ever silently ignored.
+matched by equality and AND-ed: `{"team": "support", "year": 2024}`; a key may instead take
+`{"$in": [v1, v2, ...]}` (1..100 scalars): it matches when the key holds any of them,
+`{"team": {"$in": ["support", "sales"]}, "year": 2024}`. Numbers compare by value (1 matches
+1.0), booleans only match booleans, strings match exactly; a key that is missing, or holds a
+list or an object, does not match. Anything else is refused with `InvalidInputError`, so no
+filter is ever silently ignored. Every store applies the whole filter inside each query it
+sends (never to the hits afterwards), so a search returns `limit` hits whenever that many
+chunks match.
 """
 
 # every name the stores and their callers import from here

@@ -19,7 +19,7 @@ from typing import Any, Unpack
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb, batches, check_choice
 from agentkeep.vector_db.base import check_dimensions, check_int, check_name, check_one_given, chunk_of, hit_of
-from agentkeep.vector_db.base import l2_score, sql_where, tagged_value
+from agentkeep.vector_db.base import expand_filters, filter_alternatives, l2_score, ranked, sql_where, tagged_value
 from agentkeep.vector_db.text import bm25, query_terms, terms
 
 SIMILARITY = {  # distance -> (SAI similarity_function, CQL function)
@@ -31,6 +31,7 @@ MAX_DIMENSIONS = 8192
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _VECTOR_TYPE = re.compile(r"^vector<float,\s*(\d+)>$")
 _ROW = "id, content_id, content, metadata, position"
+MAX_FAN_OUT = 100  # queries one filter with "$in" may become (see `CassandraStatements.fan_out`)
 
 
 def _name(value: Any, what: str) -> str:
@@ -133,7 +134,19 @@ class CassandraStatements:
     def row_matches(row: Any, content_id: str | None, filters: dict[str, Any]) -> bool:
         meta = row.meta or {}
         return ((content_id is None or row.content_id == content_id)
-                and all(meta.get(k) == tagged_value(v) for k, v in filters.items()))
+                and all(meta.get(k) in {tagged_value(v) for v in vs} for k, vs in filter_alternatives(filters)))
+
+    @staticmethod
+    def fan_out(filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """The equality filters a (checked) filter is queried as: SAI has no OR and applies IN
+        only after the index (an ANN search would come back short), so an "any of" runs one
+        query per combination of members; a chunk matches at most one of them."""
+        out = expand_filters(filters)
+        if len(out) > MAX_FAN_OUT:
+            raise InvalidInputError(
+                f'Cassandra runs a filter with "$in" as one query per combination of members: at most '
+                f"{MAX_FAN_OUT} combinations, this filter makes {len(out)}")
+        return out
 
     def delete_by_ids(self, ids: list[str]) -> tuple[str, tuple]:
         return f"DELETE FROM {self.table} WHERE id IN ?", (ids,)
@@ -299,7 +312,8 @@ class CassandraDb(VectorDb):
             rows = self._execute(self.statements.select_candidates_by_ids(ids))
             doomed = [r.id for r in rows if self.statements.row_matches(r, content_id, filters)]
         else:
-            doomed = [r.id for r in self._execute(self.statements.select_ids(content_id, filters))]
+            doomed = [r.id for f in self.statements.fan_out(filters)
+                      for r in self._execute(self.statements.select_ids(content_id, f))]
         for part in batches(doomed, 100):
             self._execute(self.statements.delete_by_ids(part))
         return len(doomed)
@@ -308,26 +322,36 @@ class CassandraDb(VectorDb):
         return [self.statements.chunk(r) for r in self._execute(self.statements.select_by_ids(ids))]
 
     def _count(self, content_id, filters) -> int:
-        return int(self._execute(self.statements.count(content_id, filters)).one()[0])
+        return sum(int(self._execute(self.statements.count(content_id, f)).one()[0])
+                   for f in self.statements.fan_out(filters))
 
     def search_plan(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> dict[str, Any]:
-        """The statements `search` runs (a keyword statement is None when nothing can match), with
-        the terms the ranking uses; runs nothing."""
-        plan = self._plan(query, embedding, limit, filters, search_type, self.statements.vector_search,
-                          self._keyword_statement)
+        """The statements `search` runs, a list per candidate list (one statement, or one per
+        combination of a filter's "$in" members; the keyword list is None when nothing can
+        match), with the terms the ranking uses; runs nothing."""
+        plan = self._plan(query, embedding, limit, filters, search_type, self._vector_statements,
+                          self._keyword_statements)
         if "keyword" in plan:
             plan["wanted"], plan["unwanted"] = query_terms(query)
         return plan
 
-    def _keyword_statement(self, query: str, n: int, filters: dict) -> tuple[str, tuple] | None:
+    def _vector_statements(self, embedding: list[float], n: int, filters: dict) -> list[tuple[str, tuple]]:
+        return [self.statements.vector_search(embedding, n, f) for f in self.statements.fan_out(filters)]
+
+    def _keyword_statements(self, query: str, n: int, filters: dict) -> list[tuple[str, tuple]] | None:
         wanted = query_terms(query)[0]
-        return self.statements.keyword_candidates(wanted, max(n, self.keyword_candidates), filters) if wanted else None
+        if not wanted:
+            return None
+        return [self.statements.keyword_candidates(wanted, max(n, self.keyword_candidates), f)
+                for f in self.statements.fan_out(filters)]
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
-        rows = self._execute(self.statements.vector_search(embedding, n, filters))
-        return [hit_of(r._asdict(), self.statements.vector_score(r.score)) for r in rows]
+        """The best `n` of each query's best `n`: the queries' matches are disjoint."""
+        hits = [hit_of(r._asdict(), self.statements.vector_score(r.score))
+                for statement in self._vector_statements(embedding, n, filters) for r in self._execute(statement)]
+        return ranked(hits)[:n]
 
     def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
         wanted, unwanted = query_terms(query)
-        rows = list(self._execute(self._keyword_statement(query, n, filters)))
+        rows = [r for statement in self._keyword_statements(query, n, filters) for r in self._execute(statement)]
         return [hit_of(r._asdict(), s) for r, s in self.statements.rank_keyword(rows, wanted, unwanted, n)]

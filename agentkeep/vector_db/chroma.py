@@ -17,7 +17,7 @@ from typing import Any, Unpack
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_int, check_name
 from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, distance_score, hit_of, number_forms
-from agentkeep.vector_db.base import typed_scalar
+from agentkeep.vector_db.base import filter_alternatives, typed_scalar
 from agentkeep.vector_db.text import bm25, idf, query_terms, terms
 
 SPACES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
@@ -34,14 +34,16 @@ def typed_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 def where_clause(filters: dict[str, Any], *extra: dict[str, Any], content_id: str | None = None) -> dict | None:
     """A Chroma `where` for a checked metadata filter, a content id and any extra conditions, AND-ed."""
     parts = list(extra) + ([] if content_id is None else [{"_cid": {"$eq": content_id}}])
-    for key, value in filters.items():
-        if isinstance(value, bool):
-            parts.append({"b:" + key: {"$eq": value}})
-        elif isinstance(value, str):
-            parts.append({"s:" + key: {"$eq": value}})
-        else:  # a number matches an integer or a float of the same value, exactly
-            either = [{kind + ":" + key: {"$eq": v}} for kind, v in number_forms(value)]
-            parts.append(all_of(either, lambda parts: {"$or": parts}))
+    for key, values in filter_alternatives(filters):
+        by_kind: dict[str, list[Any]] = {}  # each tagged key holds one type: "$in" needs that
+        for value in values:
+            if isinstance(value, (bool, str)):
+                by_kind.setdefault("b" if isinstance(value, bool) else "s", []).append(value)
+            else:  # a number matches an integer or a float of the same value, exactly
+                for kind, v in number_forms(value):
+                    by_kind.setdefault(kind, []).append(v)
+        either = [{f"{kind}:{key}": {"$eq": vs[0]} if len(vs) == 1 else {"$in": vs}} for kind, vs in by_kind.items()]
+        parts.append(all_of(either, lambda parts: {"$or": parts}))
     return all_of(parts)
 
 
@@ -158,8 +160,13 @@ class ChromaDb(VectorDb):
         def write(col):
             for batch in batches(records, self._client.get_max_batch_size()):
                 ids, embeddings, documents, metadatas = zip(*batch)
+                # Chroma's upsert merges metadata: a key the stored record has and this one lacks
+                # (a metadata key, the content id) is removed by giving it as None
+                old = col.get(ids=list(ids), include=["metadatas"])
+                stored = dict(zip(old["ids"], old["metadatas"] or []))
+                metadatas = [{**dict.fromkeys(set(stored.get(i) or {}) - set(m)), **m} for i, m in zip(ids, metadatas)]
                 col.upsert(ids=list(ids), embeddings=list(embeddings), documents=list(documents),
-                           metadatas=list(metadatas))
+                           metadatas=metadatas)
             if content_id is not None:
                 keep = {c.id for c in chunks}
                 stale = [i for i in col.get(where={"_cid": {"$eq": content_id}}, include=[])["ids"] if i not in keep]

@@ -16,7 +16,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import INT64, Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb
-from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, hit_of
+from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, filter_alternatives, hit_of
 from agentkeep.vector_db.text import query_terms, terms
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,205}$")
@@ -45,14 +45,20 @@ def filter_sql(filters: dict[str, Any], params: Params) -> list[str]:
     numbers match by value, booleans only booleans, strings exactly; a key that is missing
     or holds a list, an object or null never matches."""
     out = []
-    for key, value in filters.items():
+    for key, values in filter_alternatives(filters):
         k = params.add(key, "String")
-        if isinstance(value, bool):
-            out.append(_is(k, "Bool", "JSONExtractBool", params.add(int(value), "UInt8")))
-        elif isinstance(value, str):
-            out.append(_is(k, "String", "JSONExtractString", params.add(value, "String")))
-        else:
-            out.append("(" + " OR ".join(_number_sql(k, value, params)) + ")")
+        either = [_is(k, "Bool", "JSONExtractBool", params.add(int(v), "UInt8")) for v in values if isinstance(v, bool)]
+        strings = [v for v in values if isinstance(v, str)]
+        if len(strings) == 1:
+            either.append(_is(k, "String", "JSONExtractString", params.add(strings[0], "String")))
+        elif strings:  # "any of": one set lookup
+            either.append(f"(JSONType(metadata, {k}) = 'String'"
+                          f" AND has({params.add(strings, 'Array(String)')}, JSONExtractString(metadata, {k})))")
+        for v in values:
+            if not isinstance(v, (bool, str)):
+                either.extend(_number_sql(k, v, params))
+        single = len(values) == 1 and isinstance(values[0], (bool, str))  # already one parenthesized condition
+        out.append(either[0] if single else "(" + " OR ".join(either) + ")")
     return out
 
 

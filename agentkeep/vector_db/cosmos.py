@@ -16,8 +16,8 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_dimensions
-from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, filter_term, hit_of, json_document
-from agentkeep.vector_db.base import sql_where
+from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, filter_alternatives, filter_term, hit_of
+from agentkeep.vector_db.base import json_document, sql_where
 from agentkeep.vector_db.text import query_terms
 
 DISTANCE_FUNCTIONS = {"cosine": "cosine", "l2": "euclidean", "inner_product": "dotproduct"}
@@ -96,9 +96,12 @@ class CosmosQueries:
         if content_id is not None:
             parts.append("c.content_id = @content_id")
             params.append({"name": "@content_id", "value": content_id})
-        for i, (key, value) in enumerate((filters or {}).items()):
-            parts.append(f"ARRAY_CONTAINS(c.filter_terms, @f{i})")
-            params.append({"name": f"@f{i}", "value": filter_term(key, value)})
+        for i, (key, values) in enumerate(filter_alternatives(filters or {})):
+            names = [f"@f{i}" if len(values) == 1 else f"@f{i}_{j}" for j in range(len(values))]
+            # "any of": an OR of the indexed lookups
+            either = [f"ARRAY_CONTAINS(c.filter_terms, {name})" for name in names]
+            parts.append(either[0] if len(either) == 1 else "(" + " OR ".join(either) + ")")
+            params += [{"name": name, "value": filter_term(key, v)} for name, v in zip(names, values)]
         return parts, params
 
     def ids_query(self, ids=None, content_id=None, filters=None) -> tuple[str, list[dict[str, Any]]]:

@@ -1,5 +1,7 @@
-"""Metadata filters: their check, their reference semantics, and canonical forms of filter
-values for stores that index typed copies of the metadata."""
+"""Metadata filters: their check, their reference semantics (`matches`), the views of a
+checked filter a store translates ("any of" keys apart, or one equality filter per
+combination of members), and canonical forms of filter values for stores that index typed
+copies of the metadata."""
 
 from __future__ import annotations
 
@@ -10,33 +12,89 @@ from typing import Any, NamedTuple
 
 from agentkeep.db.errors import InvalidInputError
 
-__all__ = ["INT64", "Dialect", "Params", "all_of", "check_filters", "filter_scalar", "filter_term", "filter_terms",
-           "filter_token", "matches", "number_forms", "sql_where", "tagged_value", "typed_scalar"]
+__all__ = ["ANY_OF", "INT64", "MAX_ANY_OF", "Dialect", "Params", "all_of", "any_of", "check_filters", "expand_filters",
+           "filter_alternatives", "filter_scalar", "filter_term", "filter_terms", "filter_token", "matches",
+           "number_forms", "split_filters", "sql_where", "tagged_value", "typed_scalar"]
 
+ANY_OF = "$in"  # {"key": {"$in": [a, b]}}: the key holds any of these values
+MAX_ANY_OF = 100  # members of one "any of"
 _LONG_VALUE = 256  # longer tagged values and filter terms are replaced by their SHA-256
 _LONG_TERM = 512
 INT64 = 2**63  # engines with 64-bit integers hold -INT64 <= i < INT64
 
 
 def check_filters(filters: Any) -> dict[str, Any]:
-    """A metadata filter: top-level key -> str/int/float/bool, matched by equality, AND-ed."""
+    """A metadata filter: top-level key -> a str/int/float/bool matched by equality, or
+    `{"$in": [...]}` of such values (any of them), the keys AND-ed. An "any of" keeps its
+    first member of each value (1 and 1.0 are one value); with one member it is an equality."""
     if filters is None:
         return {}
     if not isinstance(filters, dict):
         raise InvalidInputError(f"filters must be a dict of metadata key -> value, got {type(filters).__name__}")
+    out: dict[str, Any] = {}
     for key, value in filters.items():
         if not isinstance(key, str) or not key or "\x00" in key:
             raise InvalidInputError(f"filter keys must be non-empty strings without NUL, got {key!r}")
-        if not isinstance(value, (str, int, float)):  # bool is an int
-            raise InvalidInputError(
-                f"filter {key!r}: values must be str, int, float or bool, got {type(value).__name__} "
-                "(only equality on top-level keys is supported)"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInputError(f"filter {key!r}: {value} cannot be matched")
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidInputError(f"filter {key!r}: values must not contain NUL characters")
-    return dict(filters)
+        if isinstance(value, dict):
+            members = _any_of_members(key, value)
+            out[key] = members[0] if len(members) == 1 else {ANY_OF: members}
+        else:
+            out[key] = _filter_value(key, value)
+    return out
+
+
+def _filter_value(key: str, value: Any, where: str = "values") -> Any:
+    if not isinstance(value, (str, int, float)):  # bool is an int
+        raise InvalidInputError(
+            f"filter {key!r}: {where} must be str, int, float or bool, got {type(value).__name__} "
+            f'(filters match top-level keys by equality, or by {{"{ANY_OF}": [...]}} of such values)'
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"filter {key!r}: {value} cannot be matched")
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidInputError(f"filter {key!r}: values must not contain NUL characters")
+    return value
+
+
+def _any_of_members(key: str, value: dict) -> list[Any]:
+    if list(value) != [ANY_OF]:
+        raise InvalidInputError(
+            f'filter {key!r}: the only operator is {{"{ANY_OF}": [...]}} (any of these values), got {value!r}')
+    members = value[ANY_OF]
+    if not isinstance(members, (list, tuple)):
+        raise InvalidInputError(f'filter {key!r}: "{ANY_OF}" takes a list of values, got {type(members).__name__}')
+    if not 0 < len(members) <= MAX_ANY_OF:
+        raise InvalidInputError(f'filter {key!r}: "{ANY_OF}" takes 1..{MAX_ANY_OF} values, got {len(members)}')
+    unique: dict[str, Any] = {}
+    for member in members:
+        _filter_value(key, member, f'"{ANY_OF}" members')
+        unique.setdefault(filter_token(member), member)
+    return list(unique.values())
+
+
+def any_of(value: Any) -> list[Any] | None:
+    """The members of a checked filter value that is an "any of"; None for an equality."""
+    return value[ANY_OF] if isinstance(value, dict) else None
+
+
+def filter_alternatives(filters: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """Each key of a checked filter with the values it accepts (one for an equality)."""
+    return [(key, any_of(value) or [value]) for key, value in filters.items()]
+
+
+def split_filters(filters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """A checked filter as (its equalities, its "any of" keys with their members)."""
+    equal = {k: v for k, v in filters.items() if not isinstance(v, dict)}
+    return equal, {k: v[ANY_OF] for k, v in filters.items() if isinstance(v, dict)}
+
+
+def expand_filters(filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Equality-only filters whose matches, together, are the filter's, each chunk matching at
+    most one of them (for an engine that cannot OR): one per combination of members."""
+    out: list[dict[str, Any]] = [{}]
+    for key, values in filter_alternatives(filters):
+        out = [{**f, key: v} for f in out for v in values]
+    return out
 
 
 def _same(stored: Any, wanted: Any) -> bool:
@@ -49,7 +107,8 @@ def _same(stored: Any, wanted: Any) -> bool:
 
 def matches(metadata: dict[str, Any], filters: dict[str, Any]) -> bool:
     """The reference semantics of a (checked) metadata filter."""
-    return all(key in metadata and _same(metadata[key], value) for key, value in filters.items())
+    return all(key in metadata and any(_same(metadata[key], v) for v in values)
+               for key, values in filter_alternatives(filters))
 
 
 def all_of(parts: list[Any], join: Callable[[list[Any]], Any] = lambda parts: {"$and": parts}) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Unpack
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int
 from agentkeep.vector_db.base import check_name, check_number, chunk_of, distance_score, filter_token, hit_of
+from agentkeep.vector_db.base import split_filters
 from agentkeep.vector_db.text import query_terms, terms
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -244,8 +245,11 @@ class LanceDb(VectorDb):
         parts = [] if ids is None else [f"id IN ({', '.join(map(_lit, ids))})"]
         if content_id is not None:
             parts.append(f"content_id = {_lit(content_id)}")
-        if filters:
-            parts.append(f"array_has_all(filter_tokens, [{', '.join(_lit(_token(k, v)) for k, v in filters.items())}])")
+        equal, any_of = split_filters(filters)
+        if equal:  # the LabelList index serves both functions
+            parts.append(f"array_has_all(filter_tokens, [{', '.join(_lit(_token(k, v)) for k, v in equal.items())}])")
+        for key, members in any_of.items():
+            parts.append(f"array_has_any(filter_tokens, [{', '.join(_lit(_token(key, v)) for v in members)}])")
         return " AND ".join(parts) if parts else None
 
     def _delete(self, ids, content_id, filters) -> int:

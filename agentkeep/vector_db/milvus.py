@@ -19,6 +19,7 @@ from agentkeep.db.messages import shorten
 from agentkeep.vector_db import text
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
 from agentkeep.vector_db.base import INT64, check_name, check_one_given, chunk_of, filter_token, hit_of, l2_score
+from agentkeep.vector_db.base import filter_alternatives
 from agentkeep.vector_db.text import terms
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -65,8 +66,13 @@ def filter_meta(metadata: dict[str, Any]) -> dict[str, str]:
 
 
 def filter_expr(filters: dict[str, Any]) -> list[str]:
-    """A (checked) metadata filter as Milvus boolean expressions, one per key, to AND."""
-    return [f'filter_meta["{_key(k)}"] == {quote(filter_token(v))}' for k, v in filters.items()]
+    """A (checked) metadata filter as Milvus boolean expressions, one per key, to AND; an
+    "any of" is an `or` of equalities (Milvus Lite takes `in [...]` on fields, not JSON paths)."""
+    out = []
+    for key, values in filter_alternatives(filters):
+        either = [f'filter_meta["{_key(key)}"] == {quote(filter_token(v))}' for v in values]
+        out.append(either[0] if len(either) == 1 else "(" + " or ".join(either) + ")")
+    return out
 
 
 def where(ids: list[str] | None = None, content_id: str | None = None, filters: dict | None = None) -> str:

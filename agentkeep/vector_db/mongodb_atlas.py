@@ -20,6 +20,7 @@ from agentkeep.db.errors import InvalidInputError, UnsupportedError
 from agentkeep.db.messages import shorten
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
 from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, filter_term, hit_of, json_document
+from agentkeep.vector_db.base import filter_alternatives, split_filters
 from agentkeep.vector_db.base import filter_terms, tagged_value  # noqa: F401  (part of this module's API)
 from agentkeep.vector_db.text import query_terms as split_query
 
@@ -92,8 +93,11 @@ class AtlasRequests:
             out["_id"] = {"$in": ids}
         if content_id is not None:
             out["content_id"] = {"$eq": content_id}
-        if filters:
-            out["filter_terms"] = {"$all": [filter_term(k, v) for k, v in filters.items()]}
+        equal, any_of = split_filters(filters or {})
+        if equal:
+            out["filter_terms"] = {"$all": [filter_term(k, v) for k, v in equal.items()]}
+        if any_of:  # one `$in` per "any of" key, all on the one array field
+            out["$and"] = [{"filter_terms": {"$in": [filter_term(k, v) for v in vs]}} for k, vs in any_of.items()]
         return out
 
     # search pipelines
@@ -112,8 +116,9 @@ class AtlasRequests:
             stage["exact"] = True
         else:
             stage["numCandidates"] = self.num_candidates(limit)
-        # `$vectorSearch.filter` takes $eq/$in/$and/... but not $all: one equality per term
-        where = all_of([{"filter_terms": {"$eq": filter_term(k, v)}} for k, v in filters.items()])
+        # `$vectorSearch.filter` takes $eq/$in/$and/... but not $all: one condition per key
+        where = all_of([{"filter_terms": {"$eq": filter_term(k, vs[0])} if len(vs) == 1
+                         else {"$in": [filter_term(k, v) for v in vs]}} for k, vs in filter_alternatives(filters)])
         if where is not None:
             stage["filter"] = where
         return [{"$vectorSearch": stage}, self._projection("vectorSearchScore")]
@@ -127,8 +132,9 @@ class AtlasRequests:
         if unwanted:
             compound["mustNot"] = [{"text": {"query": t, "path": "keywords"}} for t in unwanted]
         if filters:
-            compound["filter"] = [{"equals": {"path": "filter_terms", "value": filter_term(k, v)}}
-                                  for k, v in filters.items()]
+            compound["filter"] = [{"equals": {"path": "filter_terms", "value": filter_term(k, vs[0])}} if len(vs) == 1
+                                  else {"in": {"path": "filter_terms", "value": [filter_term(k, v) for v in vs]}}
+                                  for k, vs in filter_alternatives(filters)]
         return [{"$search": {"index": self.search_index_name, "compound": compound}},
                 {"$limit": limit}, self._projection("searchScore")]
 

@@ -21,7 +21,7 @@ from agentkeep.db.connection import CONNECT_TIMEOUT_S
 from agentkeep.db.errors import InvalidInputError, UnsupportedError
 from agentkeep.db.messages import shorten
 from agentkeep.vector_db.base import Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb, check_choice
-from agentkeep.vector_db.base import check_int, check_name, check_one_given
+from agentkeep.vector_db.base import check_int, check_name, check_one_given, split_filters
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPS = {  # distance -> (operator, operator class, score from distance d)
@@ -52,10 +52,15 @@ def _literal(vector: Sequence[float]) -> str:
 
 
 def _contains(filters: dict[str, Any], params: Params) -> list[str]:
-    """`metadata @> filters`, the filter in the PostgresDb codec (numbers round-trip exactly)."""
+    """`metadata @> equalities`, the filter in the PostgresDb codec (numbers round-trip exactly),
+    and for each "any of" an OR of containments: every condition is served by the GIN index."""
     from agentkeep.db.postgres import _json_param
 
-    return [f"metadata @> {params.add(_json_param(filters))}"]
+    equal, any_of = split_filters(filters)
+    parts = [f"metadata @> {params.add(_json_param(equal))}"] if equal else []
+    for key, members in any_of.items():
+        parts.append("(" + " OR ".join(f"metadata @> {params.add(_json_param({key: m}))}" for m in members) + ")")
+    return parts
 
 
 _WHERE = Dialect("id = ANY({})", "content_id = {}", _contains)

@@ -20,7 +20,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_name, check_number
-from agentkeep.vector_db.base import all_of, chunk_of, filter_scalar, hit_of, l2_score
+from agentkeep.vector_db.base import all_of, chunk_of, filter_alternatives, filter_scalar, hit_of, l2_score
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -159,11 +159,16 @@ def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str,
         parts.append({"chunk_id": {"$in": list(ids)}})
     if content_id is not None:
         parts.append({"content_id": {"$eq": content_id}})
-    for key, value in filters.items():
-        flat = _flat_key(key, value)
-        if flat is None:
+    for key, values in filter_alternatives(filters):
+        by_key: dict[str, list[Any]] = {}  # each type-tagged key holds one type
+        for flat in filter(None, (_flat_key(key, v) for v in values)):
+            by_key.setdefault(flat[0], []).append(flat[1])
+        if not by_key:
             return NOTHING
-        parts.append({flat[0]: {"$eq": flat[1]}})
+        # "$in" takes strings and numbers; a boolean "any of" is an "$or" of equalities
+        either = [{name: {"$eq": v}} for name, vs in by_key.items() for v in vs if len(vs) == 1 or isinstance(v, bool)]
+        either += [{name: {"$in": vs}} for name, vs in by_key.items() if len(vs) > 1 and not isinstance(vs[0], bool)]
+        parts.append(all_of(either, lambda parts: {"$or": parts}))
     return all_of(parts + list(extra))
 
 

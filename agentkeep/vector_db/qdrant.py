@@ -19,7 +19,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import StoreOptions, VectorDb, batches, check_name, chunk_of, hit_of, number_forms
-from agentkeep.vector_db.base import Chunk, check_one_given, typed_scalar
+from agentkeep.vector_db.base import Chunk, check_one_given, filter_alternatives, typed_scalar
 from agentkeep.vector_db.text import query_terms, terms
 
 VECTOR = "dense"
@@ -59,18 +59,21 @@ def filter_conditions(filters: dict[str, Any]) -> list[Any]:
     from qdrant_client import models
 
     out: list[Any] = []
-    for key, value in filters.items():
+    for key, values in filter_alternatives(filters):
         name = field_name(key)
-        if isinstance(value, (bool, str)):
-            kind = "b" if isinstance(value, bool) else "s"
-            out.append(models.FieldCondition(key=f"f.{kind}.{name}", match=models.MatchValue(value=value)))
-        else:  # a number matches an integer or a float of the same value
-            either = [
-                models.FieldCondition(key=f"f.n.{name}", range=models.Range(gte=v, lte=v)) if kind == "n"
-                else models.FieldCondition(key=f"f.i.{name}", match=models.MatchValue(value=v))
-                for kind, v in number_forms(value)
-            ]
-            out.append(models.Filter(should=either))
+        strings = [v for v in values if isinstance(v, str)]
+        ints = [i for v in values if not isinstance(v, (bool, str)) for kind, i in number_forms(v) if kind == "i"]
+        either = [models.FieldCondition(key=f"f.b.{name}", match=models.MatchValue(value=v))
+                  for v in values if isinstance(v, bool)]
+        # a number matches an integer or a float of the same value
+        either += [models.FieldCondition(key=f"f.n.{name}", range=models.Range(gte=f, lte=f))
+                   for v in values if not isinstance(v, (bool, str)) for kind, f in number_forms(v) if kind == "n"]
+        for kind, group in (("s", strings), ("i", ints)):
+            if group:
+                match = models.MatchValue(value=group[0]) if len(group) == 1 else models.MatchAny(any=group)
+                either.append(models.FieldCondition(key=f"f.{kind}.{name}", match=match))
+        single = len(values) == 1 and isinstance(values[0], (bool, str))
+        out.append(either[0] if single else models.Filter(should=either))
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any, Unpack
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
 from agentkeep.vector_db.base import batches, chunk_of, dimension_mismatch, distance_score, filter_token, hit_of
+from agentkeep.vector_db.base import filter_alternatives
 from agentkeep.vector_db.text import query_terms, terms
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -114,7 +115,8 @@ def content_token(content_id: str) -> str:
 def condition(content_id: str | None, filters: dict[str, Any]) -> str:
     """The FT.SEARCH clause for a content id and a (checked) metadata filter; "" for none."""
     parts = [] if content_id is None else [f"@cid:{{{content_token(content_id)}}}"]
-    parts += [f"@meta:{{{meta_token(k, v)}}}" for k, v in filters.items()]
+    # a tag list is a union: `@meta:{a | b}` is "any of" (the digests need no escaping)
+    parts += [f"@meta:{{{' | '.join(meta_token(k, v) for v in values)}}}" for k, values in filter_alternatives(filters)]
     return " ".join(parts)
 
 

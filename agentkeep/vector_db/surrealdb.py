@@ -18,7 +18,7 @@ from typing import Any, Unpack
 
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.vector_db.base import Chunk, StoreOptions, VectorDb, check_choice, check_int, check_name
-from agentkeep.vector_db.base import check_number, chunk_of, hit_of, typed_scalar
+from agentkeep.vector_db.base import check_number, chunk_of, filter_alternatives, hit_of, typed_scalar
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -105,9 +105,13 @@ def where(content_id: str | None, filters: dict[str, Any], params: dict[str, Any
     if content_id is not None:
         parts.append("content_id = $content_id")
         params["content_id"] = content_id
-    for i, (key, value) in enumerate(filters.items()):
-        parts.append(f"meta[$fk{i}] = $fv{i}")
-        params.update({f"fk{i}": key, f"fv{i}": typed_scalar(value)[1]})
+    for i, (key, values) in enumerate(filter_alternatives(filters)):
+        if len(values) == 1:
+            parts.append(f"meta[$fk{i}] = $fv{i}")
+            params.update({f"fk{i}": key, f"fv{i}": typed_scalar(values[0])[1]})
+        else:  # `IN` compares as `=` does
+            parts.append(f"meta[$fk{i}] IN $fv{i}")
+            params.update({f"fk{i}": key, f"fv{i}": [typed_scalar(v)[1] for v in values]})
     return " AND ".join(parts) or "true"
 
 

@@ -20,7 +20,7 @@ from typing import Any, Unpack
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int
 from agentkeep.vector_db.base import check_name, check_number, check_one_given, chunk_of, filter_scalar, hit_of
-from agentkeep.vector_db.base import all_of, distance_score, ranked
+from agentkeep.vector_db.base import all_of, distance_score, filter_alternatives, ranked
 from agentkeep.vector_db.text import query_terms
 from agentkeep.vector_db.text import terms as keyword_terms
 
@@ -96,11 +96,13 @@ def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str,
         parts.append({"op": "id_in", "value": [object_uuid(i) for i in ids]})
     if content_id is not None:
         parts.append({"op": "equal", "path": "content_id", "value": content_id})
-    for key, value in filters.items():
-        found = meta_property(key, value)
-        if found is None or found[0] not in known:
+    for key, values in filter_alternatives(filters):
+        # a member whose property no object has can match nothing; with none left, the key cannot
+        either = [{"op": "equal", "path": found[0], "value": found[2]} for v in values
+                  if (found := meta_property(key, v)) is not None and found[0] in known]
+        if not either:
             return NOTHING
-        parts.append({"op": "equal", "path": found[0], "value": found[2]})
+        parts.append(all_of(either, lambda parts: {"op": "or", "filters": parts}))
     return all_of(parts + list(extra), lambda parts: {"op": "and", "filters": parts})
 
 
@@ -150,6 +152,8 @@ def to_filter(doc: dict | None):
     op = doc["op"]
     if op == "and":
         return Filter.all_of([to_filter(d) for d in doc["filters"]])
+    if op == "or":
+        return Filter.any_of([to_filter(d) for d in doc["filters"]])
     if op == "not":
         return Filter.not_(to_filter(doc["filter"]))
     if op == "id_in":
@@ -234,8 +238,8 @@ class WeaviateDb(VectorDb):
     def _known_for(self, filters: dict) -> set[str]:
         """The schema's property names, reloaded when a filter names one not seen yet (another
         process may have added it)."""
-        if self._properties is None or any(
-                (m := meta_property(k, v)) is not None and m[0] not in self._properties for k, v in filters.items()):
+        if self._properties is None or any((m := meta_property(k, v)) is not None and m[0] not in self._properties
+                                           for k, values in filter_alternatives(filters) for v in values):
             self._stored_dimensions()
         return self._properties or set()
 

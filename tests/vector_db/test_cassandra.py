@@ -10,7 +10,7 @@ import math
 import re
 import subprocess
 import sys
-from collections import namedtuple
+from collections import Counter, namedtuple
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
-from agentkeep.vector_db.base import matches
+from agentkeep.vector_db.base import check_filters, matches
 from agentkeep.vector_db.cassandra import CassandraDb, CassandraStatements, meta_entries
 
 T = '"ks"."kb"'
@@ -154,11 +154,18 @@ values = st.one_of(scalars, st.none(), st.lists(scalars, max_size=2),
 keys = st.sampled_from(["k", "K", "k.k", "$k", "meta"])
 
 
+any_ofs = st.lists(scalars, min_size=1, max_size=3).map(lambda members: {"$in": members})
+
+
 @settings(max_examples=300, deadline=None)
-@given(meta=st.dictionaries(keys, values, max_size=4), filters=st.dictionaries(keys, scalars, max_size=3),
+@given(meta=st.dictionaries(keys, values, max_size=4),
+       filters=st.dictionaries(keys, st.one_of(scalars, any_ofs), max_size=3).map(check_filters),
        content=st.sampled_from([None, "c1", "c2"]), wanted=st.sampled_from([None, "c1"]))
 def test_map_entry_filters_match_exactly_as_the_reference_semantics(meta, filters, content, wanted):
     row = Row(id="x", content_id=content, meta=meta_entries(meta))
+    # each chunk matches the filter exactly when it matches one of the queries it fans out to
+    assert sum(CassandraStatements.row_matches(row, wanted, f) for f in CassandraStatements.fan_out(filters)) == (
+        CassandraStatements.row_matches(row, wanted, filters))
     expected = matches(meta, filters) and (wanted is None or content == wanted)
     assert CassandraStatements.row_matches(row, wanted, filters) == expected
 
@@ -298,10 +305,72 @@ def test_search_plans():
     s = store(search_type="hybrid", hybrid_candidates=30, keyword_candidates=500)
     plan = s.search_plan("disk -quota", embedding=[1, 0, 0, 0], limit=5, filters={"team": "ops"})
     assert (plan["kind"], plan["limit"], plan["n"]) == ("hybrid", 5, 30)
-    assert plan["vector"] == st_().vector_search([1.0, 0.0, 0.0, 0.0], 30, {"team": "ops"})
-    assert plan["keyword"] == st_().keyword_candidates(["disk"], 500, {"team": "ops"})
+    assert plan["vector"] == [st_().vector_search([1.0, 0.0, 0.0, 0.0], 30, {"team": "ops"})]
+    assert plan["keyword"] == [st_().keyword_candidates(["disk"], 500, {"team": "ops"})]
     assert (plan["wanted"], plan["unwanted"]) == (["disk"], ["quota"])
     assert s.search_plan("the -disk", embedding=[1, 0, 0, 0])["keyword"] is None
+
+
+# -- "any of": SAI has no OR, so one query per combination of members ---------------------------
+
+
+def test_an_any_of_filter_fans_out_to_one_query_per_member():
+    s = store(search_type="hybrid", hybrid_candidates=30, keyword_candidates=500)
+    scope = {"owner": {"$in": ["", "alice"]}, "team": "ops"}
+    plan = s.search_plan("disk", embedding=[1, 0, 0, 0], limit=5, filters=scope)
+    each = [{"owner": "", "team": "ops"}, {"owner": "alice", "team": "ops"}]
+    assert plan["vector"] == [st_().vector_search([1.0, 0.0, 0.0, 0.0], 30, f) for f in each]
+    assert plan["keyword"] == [st_().keyword_candidates(["disk"], 500, f) for f in each]
+    two_keys = CassandraStatements.fan_out(check_filters({"a": {"$in": [1, 2]}, "b": {"$in": ["x", "y", "z"]}}))
+    assert len(two_keys) == 6 and {"a": 2, "b": "y"} in two_keys
+    with pytest.raises(InvalidInputError, match="at most 100 combinations, this filter makes 110"):
+        s.search_plan(embedding=[1, 0, 0, 0], search_type="vector",
+                      filters={"a": {"$in": list(range(11))}, "b": {"$in": list(range(10))}})
+
+
+class FakeSession:
+    """Answers the store's statements from rows held here, by the owner value each binds."""
+
+    def __init__(self, rows):
+        self.rows, self.sent = rows, []
+
+    def execute(self, statement):
+        cql, values = statement
+        self.sent.append(statement)
+        owners = [v for v in values if isinstance(v, str) and v.startswith("s:")]
+        found = [r for r in self.rows if not owners or (r.meta or {}).get("owner") in owners]
+        if cql.startswith("SELECT COUNT(*)"):
+            return FakeResult([(len(found),)])
+        if "ANN OF" in cql:
+            found = sorted(found, key=lambda r: -r.score)[:values[-1]]
+        return FakeResult(found)
+
+
+class FakeResult(list):
+    def one(self):
+        return self[0]
+
+
+def test_fanned_out_queries_are_merged_as_one_query_would_answer():
+    def row(id_, owner, score, words=("disk",)):
+        return Row(id=id_, content_id="c", content=" ".join(words), metadata="{}", position=0,
+                   meta={"owner": "s:" + owner}, term_freqs=dict(Counter(words)), term_count=len(words),
+                   score=(1 + score) / 2)
+
+    rows = [row("b1", "bob", 0.99), row("b2", "bob", 0.98), row("s1", "", 0.5), row("s2", "", 0.2),
+            row("a1", "alice", 0.9), row("a2", "alice", 0.1), row("a3", "alice", 0.05, ("disk",) * 3)]
+    s = store(search_type="vector")
+    fake = FakeSession(rows)
+    s._known, s._execute = True, fake.execute  # no cluster: the statements are answered here
+    scope = {"owner": {"$in": ["", "alice"]}}
+    hits = s.search(embedding=[1, 0, 0, 0], limit=3, filters=scope)
+    assert [h.id for h in hits] == ["a1", "s1", "s2"] and len(fake.sent) == 2
+    assert [h.score for h in hits] == pytest.approx([0.9, 0.5, 0.2])
+    assert [h.id for h in s.search("disk", search_type="keyword", limit=1, filters=scope)] == ["a3"]
+    assert s.count(filters=scope) == 5 and s.count(filters={"owner": "bob"}) == 2
+    fake.sent.clear()
+    assert s.delete(filters={"owner": {"$in": ["bob", "carol"]}}) == 2
+    assert [v[-1] for _, v in fake.sent[:2]] == ["s:bob", "s:carol"]  # one select per member, then deletes
 
 
 def test_importing_and_planning_needs_no_driver():

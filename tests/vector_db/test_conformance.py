@@ -70,11 +70,15 @@ def test_a_missing_store_is_reported(store):
 
 def test_upsert_replaces_by_id(store):
     store.create(DIM)
-    assert store.upsert([c("a", "old words", (1, 0, 0, 0), "c1", {"v": 1})]) == 1
+    assert store.upsert([c("a", "old words", (1, 0, 0, 0), "c1", {"v": 1, "gone": "x"})]) == 1
     store.upsert([c("a", "fresh words", (0, 1, 0, 0), "c2", {"v": 2}, position=7)])
     assert store.count() == 1
     [got] = store.get(["a"])
     assert (got.content, got.content_id, got.metadata, got.position) == ("fresh words", "c2", {"v": 2}, 7)
+    # nothing of the old chunk is left to match: not a metadata key it lost, nor its content id
+    assert store.count(filters={"gone": "x"}) == store.count(filters={"v": 1}) == store.count(content_id="c1") == 0
+    store.upsert([c("a", "fresh words")])
+    assert store.count(content_id="c2") == store.count(filters={"v": 2}) == 0 and store.count() == 1
     assert got.embedding == pytest.approx([0, 1, 0, 0])
     assert [h.id for h in store.search("fresh", search_type="keyword")] == ["a"]
     assert store.search("old", search_type="keyword") == []
@@ -235,6 +239,92 @@ def test_a_filter_finds_matches_far_from_the_query(make_store):
     store.upsert(near + far)
     hits = store.search(embedding=unit(1, 0, 0, 0, 0, 0, 0, 0), search_type="vector", limit=5, filters={"tag": "rare"})
     assert sorted(h.id for h in hits) == [f"f{i}" for i in range(5)]
+
+
+# -- "any of" filters --------------------------------------------------------------------------
+
+
+def _owners(store):
+    store.create(DIM)
+    store.upsert([
+        c("s1", "shared keys", metadata={"owner": "", "team": "a"}),
+        c("s2", "alice keys", metadata={"owner": "alice", "team": "b"}),
+        c("s3", "bob keys", metadata={"owner": "bob", "team": "a"}),
+        c("n1", metadata={"k": 1}), c("n2", metadata={"k": 2.5}), c("t", metadata={"k": True}),
+        c("one", metadata={"k": "1"}), c("l", metadata={"k": [1, "1"]}), c("o", metadata={"k": {"k": 1}}),
+        c("none", metadata={}),
+    ])
+
+
+def test_any_of_filters(store):
+    _owners(store)
+
+    def ids(filters, **kwargs):
+        return sorted(x.id for x in store.search(embedding=[1, 0, 0, 0], search_type="vector", limit=100,
+                                                 filters=filters, **kwargs))
+
+    assert ids({"owner": {"$in": ["", "alice"]}}) == ["s1", "s2"]
+    assert ids({"owner": {"$in": ("carol", "dave")}}) == []
+    assert ids({"owner": {"$in": ["", "alice", "bob"]}, "team": "a"}) == ["s1", "s3"]  # AND-ed with equalities
+    assert ids({"owner": {"$in": ["alice", "bob"]}, "team": {"$in": ["a", "z"]}}) == ["s3"]
+    assert ids({"owner": {"$in": ["alice"]}}) == ids({"owner": "alice"}) == ["s2"]
+    assert ids({"k": {"$in": [1.0, 2.5]}}) == ["n1", "n2"]  # numbers by value
+    assert ids({"k": {"$in": [2.5, 1, 1.0, 2.5]}}) == ["n1", "n2"]  # repeats are one value
+    assert ids({"k": {"$in": [True, "1"]}}) == ["one", "t"]  # types mixed; a bool is not a number
+    assert ids({"k": {"$in": [False, 0, "x"]}}) == []
+    assert ids({"missing": {"$in": ["", 0]}}) == []
+    assert ids({"owner": {"$in": ["", "alice"] + [f"u{i}" for i in range(98)]}}) == ["s1", "s2"]  # at the cap
+    assert store.count(filters={"owner": {"$in": ["", "bob"]}}) == 2
+    assert store.count(filters={"owner": {"$in": ["", "bob"]}}, content_id="x") == 0
+    keyword = store.search("keys", search_type="keyword", filters={"owner": {"$in": ["", "alice"]}}, limit=10)
+    assert sorted(h.id for h in keyword) == ["s1", "s2"]
+    hybrid = store.search("keys", embedding=[1, 0, 0, 0], search_type="hybrid", limit=10,
+                          filters={"owner": {"$in": ["bob", "alice"]}, "team": "a"})
+    assert [h.id for h in hybrid] == ["s3"]
+    assert store.delete(filters={"owner": {"$in": ["alice", "bob"]}, "team": {"$in": ["b", "c"]}}) == 1
+    assert store.delete(filters={"k": {"$in": [1, True]}}) == 2
+    assert sorted(x.id for x in store.get(["s1", "s2", "s3", "n1", "t", "n2"])) == ["n2", "s1", "s3"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"k": {"$in": []}}, {"k": {"$in": [None]}}, {"k": {"$in": [[1]]}}, {"k": {"$in": ["a", {"a": 1}]}},
+    {"k": {"$in": [float("nan")]}}, {"k": {"$in": ["a\x00"]}}, {"k": {"$in": list(range(101))}},
+    {"k": {"$in": "ab"}}, {"k": {"$in": {"a", "b"}}}, {"k": {"$in": None}}, {"k": {"$in": ["a"], "$eq": "a"}},
+    {"k": {"$nin": ["a"]}}, {"k": {"$eq": "a"}}, {"k": {}}, {"k": {"$in": [b"a"]}},
+])
+def test_unsupported_any_of_filters_are_refused_and_change_nothing(store, bad):
+    _owners(store)
+    with pytest.raises(InvalidInputError, match="filter 'k'"):
+        store.search(embedding=[1, 0, 0, 0], search_type="vector", filters=bad)
+    with pytest.raises(InvalidInputError, match="filter 'k'"):
+        store.search("keys", search_type="keyword", filters=bad)
+    with pytest.raises(InvalidInputError, match="filter 'k'"):
+        store.count(filters=bad)
+    with pytest.raises(InvalidInputError, match="filter 'k'"):
+        store.delete(filters=bad)
+    assert store.count() == 10
+
+
+@pytest.mark.parametrize("search_type", ["vector", "keyword", "hybrid"])
+def test_an_any_of_filter_is_applied_inside_each_candidate_list(make_store, search_type):
+    # most chunks belong to another owner and rank first: a store that filtered its top hits
+    # afterwards would come back short
+    store = make_store(hybrid_candidates=10)
+    store.create(8)
+    others = [Chunk(id=f"x{i:04}", content="rotate api keys now " * 3, metadata={"owner": "bob"},
+                    embedding=unit(1, 0.01 * (i % 97), 0, 0, 0, 0, 0, 0.001 * i)) for i in range(1500)]
+    mine = [Chunk(id=f"m{i}", content=f"rotate api keys step {i} of the long guide", metadata={"owner": owner},
+                  embedding=unit(0.1, 0, 0, 0, 0, 1, 0.1 * i, 0)) for i, owner in enumerate(["", "alice"] * 4)]
+    store.upsert(others + mine)
+    scope = {"owner": {"$in": ["", "alice"]}}
+    hits = store.search("rotate keys", embedding=unit(1, 0, 0, 0, 0, 0, 0, 0), search_type=search_type, limit=5,
+                        filters=scope)
+    assert len(hits) == 5 and all(h.id.startswith("m") for h in hits)
+    everything = store.search("rotate keys", embedding=unit(1, 0, 0, 0, 0, 0, 0, 0), search_type=search_type,
+                              limit=100, filters=scope)
+    assert sorted(h.id for h in everything) == sorted(c.id for c in mine)
+    if search_type != "hybrid":  # the best five are the first five of all the scoped hits
+        assert [h.id for h in hits] == [h.id for h in everything[:5]]
 
 
 # -- search ------------------------------------------------------------------------------------

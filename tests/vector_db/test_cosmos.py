@@ -13,6 +13,7 @@ import pytest
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
+from agentkeep.vector_db.base import check_filters
 from agentkeep.vector_db.cosmos import CosmosDb, CosmosQueries
 
 
@@ -117,6 +118,18 @@ def test_conditions():
         "SELECT VALUE COUNT(1) FROM c WHERE c.content_id = @content_id AND ARRAY_CONTAINS(c.filter_terms, @f0)",
         [{"name": "@content_id", "value": "c1"}, {"name": "@f0", "value": "1:k=b:true"}],
     )
+
+
+def test_any_of_conditions():
+    text, params = q().count_query(None, check_filters({"owner": {"$in": ["", "alice"]}, "team": "s"}))
+    assert text == ("SELECT VALUE COUNT(1) FROM c WHERE"
+                    " (ARRAY_CONTAINS(c.filter_terms, @f0_0) OR ARRAY_CONTAINS(c.filter_terms, @f0_1))"
+                    " AND ARRAY_CONTAINS(c.filter_terms, @f1)")
+    assert params == [{"name": "@f0_0", "value": "5:owner=s:"}, {"name": "@f0_1", "value": "5:owner=s:alice"},
+                      {"name": "@f1", "value": "4:team=s:s"}]
+    text, params = q().keyword_query("keys", 3, check_filters({"k": {"$in": [1, True]}}))
+    assert "(ARRAY_CONTAINS(c.filter_terms, @f0_0) OR ARRAY_CONTAINS(c.filter_terms, @f0_1))" in text
+    check_parameters(text, params)
 
 
 def test_vector_query():

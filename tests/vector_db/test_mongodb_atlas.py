@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from agentkeep.db.errors import InvalidInputError, NotFoundError, UnsupportedError
 from agentkeep.vector_db import Chunk
-from agentkeep.vector_db.base import matches
+from agentkeep.vector_db.base import check_filters, filter_alternatives, matches
 from agentkeep.vector_db.mongodb_atlas import (
     AtlasRequests,
     MongoAtlasVectorDb,
@@ -74,6 +74,16 @@ keys = st.sampled_from(["k", "K", "k.k", "$k", "a=s:b"])
 def test_filter_terms_match_exactly_as_the_reference_semantics(meta, filters):
     stored = set(filter_terms(meta))
     assert all(filter_term(k, v) in stored for k, v in filters.items()) == matches(meta, filters)
+
+
+@settings(max_examples=300, deadline=None)
+@given(meta=st.dictionaries(keys, values, max_size=4),
+       lists=st.dictionaries(keys, st.lists(scalars, min_size=1, max_size=3), max_size=3))
+def test_any_of_filter_terms_match_exactly_as_the_reference_semantics(meta, lists):
+    stored = set(filter_terms(meta))
+    filters = check_filters({k: {"$in": vs} for k, vs in lists.items()})
+    wanted = all(any(filter_term(k, v) in stored for v in vs) for k, vs in filter_alternatives(filters))
+    assert wanted == matches(meta, filters)
 
 
 def test_the_query_is_read_as_in_memory_reads_it():
@@ -144,6 +154,19 @@ def test_match_documents():
         "content_id": {"$eq": "c1"}, "filter_terms": {"$all": ["4:team=s:s", "1:n=n:1"]}}
     assert AtlasRequests.match(["a"], "c", {"k": True}) == {
         "_id": {"$in": ["a"]}, "content_id": {"$eq": "c"}, "filter_terms": {"$all": ["1:k=b:true"]}}
+
+
+def test_any_of_filters_in_every_request():
+    scope = {"owner": {"$in": ["", "alice"]}, "team": "sec"}
+    terms = ["5:owner=s:", "5:owner=s:alice"]
+    assert AtlasRequests.match(content_id="c1", filters=scope) == {
+        "content_id": {"$eq": "c1"}, "filter_terms": {"$all": ["4:team=s:sec"]},
+        "$and": [{"filter_terms": {"$in": terms}}]}
+    assert AtlasRequests.match(filters={"owner": {"$in": ["", "alice"]}}) == {"$and": [{"filter_terms": {"$in": terms}}]}
+    assert AtlasRequests().vector_pipeline([1.0], 5, scope)[0]["$vectorSearch"]["filter"] == {
+        "$and": [{"filter_terms": {"$in": terms}}, {"filter_terms": {"$eq": "4:team=s:sec"}}]}
+    assert AtlasRequests().keyword_pipeline("keys", 5, scope)[0]["$search"]["compound"]["filter"] == [
+        {"in": {"path": "filter_terms", "value": terms}}, {"equals": {"path": "filter_terms", "value": "4:team=s:sec"}}]
 
 
 def test_operators_in_ids_keys_and_values_stay_data():
@@ -334,6 +357,9 @@ def test_writes_reads_and_filters_on_the_emulator(emulated):
     assert s.count(filters={"k": 1}) == 3 and s.count(filters={"k": 1.0}) == 3
     assert s.count(filters={"k": "1"}) == 1 and s.count(filters={"k": True}) == 1 and s.count(filters={"k": False}) == 0
     assert s.count(filters={"k": 1, "team": "s"}) == 1 and s.count(filters={"$key.with.dots": True}) == 1
+    assert s.count(filters={"k": {"$in": [1, "1", False]}}) == 4
+    assert s.count(filters={"k": {"$in": [1, True]}, "team": {"$in": ["s", "x"]}}) == 1
+    assert s.delete(filters={"k": {"$in": ["1", True]}}) == 2 and s.count() == 7
 
 
 def test_replace_and_delete_on_the_emulator(emulated):

@@ -14,6 +14,7 @@ import pytest
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
+from agentkeep.vector_db.base import check_filters
 from agentkeep.vector_db.in_memory import terms
 
 pytest.importorskip("pinecone")
@@ -152,6 +153,18 @@ def test_filter_language_and_type_rules():
         {"chunk_id": {"$in": ["a", "b"]}}, {"content_id": {"$eq": "c1"}},
         {"s:team": {"$eq": "s"}}, {"n:$odd.key": {"$eq": 2.0}},
     ]}
+
+
+def test_any_of_filters():
+    def doc(filters):
+        return pc.filter_doc(None, None, check_filters(filters))
+
+    assert doc({"owner": {"$in": ["", "alice"]}}) == {"s:owner": {"$in": ["", "alice"]}}
+    assert doc({"k": {"$in": [1, 2.5, "1"]}, "team": "s"}) == {"$and": [
+        {"$or": [{"s:k": {"$eq": "1"}}, {"n:k": {"$in": [1.0, 2.5]}}]}, {"s:team": {"$eq": "s"}}]}
+    assert doc({"k": {"$in": [True, False]}}) == {"$or": [{"b:k": {"$eq": True}}, {"b:k": {"$eq": False}}]}
+    assert doc({"k": {"$in": [10**400, "x"]}}) == {"s:k": {"$eq": "x"}}  # a member no record holds drops out
+    assert doc({"k": {"$in": [10**400, -10**400]}}) is pc.NOTHING
 
 
 def test_query_requests():

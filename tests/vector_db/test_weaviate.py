@@ -14,6 +14,7 @@ import pytest
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
+from agentkeep.vector_db.base import check_filters
 
 pytest.importorskip("weaviate")
 
@@ -70,6 +71,27 @@ def test_filter_doc_and_type_rules():
         {"op": "equal", "path": "content_id", "value": "c1"},
         {"op": "equal", "path": prop("team", "s"), "value": "s"},
     ]}
+
+
+def test_any_of_filters_are_an_or_of_equalities():
+    known = {prop("owner", ""), prop("owner", "alice"), prop("k", 1), prop("team", "s")}
+
+    def doc(filters, known=known):
+        return w.filter_doc(None, None, check_filters(filters), known)
+
+    assert doc({"owner": {"$in": ["", "alice"]}, "team": "s"}) == {"op": "and", "filters": [
+        {"op": "or", "filters": [{"op": "equal", "path": prop("owner", ""), "value": ""},
+                                 {"op": "equal", "path": prop("owner", "alice"), "value": "alice"}]},
+        {"op": "equal", "path": prop("team", "s"), "value": "s"},
+    ]}
+    # a member whose property no object has drops out; with none left nothing matches
+    assert doc({"k": {"$in": [1, True]}}) == {"op": "equal", "path": prop("k", 1), "value": 1.0}
+    assert doc({"k": {"$in": [False, "x"]}}) is w.NOTHING
+    from weaviate.collections.filters import _FilterToGRPC
+
+    message = _FilterToGRPC.convert(w.to_filter(doc({"owner": {"$in": ["", "alice"]}})))
+    assert message.operator == message.OPERATOR_OR
+    assert [p.value_text for p in message.filters] == ["", "alice"]
 
 
 def test_filters_become_the_grpc_message_weaviate_receives():
