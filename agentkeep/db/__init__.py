@@ -25,6 +25,7 @@ from agentkeep.db.models import (
     Approval,
     EvalRun,
     ImportCount,
+    Job,
     KnowledgeContent,
     MemoryStats,
     MetricsDay,
@@ -44,8 +45,8 @@ from agentkeep.db.models import (
 from agentkeep.db.urls import connect
 
 __all__ = [
-    "Approval", "ConflictError", "ConnectionFailedError", "DbError", "EvalRun", "ImportCount", "InvalidInputError", "KnowledgeContent",
-    "MemoryStats", "MetricsDay", "NotFoundError", "OwnershipError", "Page", "Run", "RunMetrics",
+    "Approval", "ConflictError", "ConnectionFailedError", "DbError", "EvalRun", "ImportCount", "InvalidInputError",
+    "Job", "KnowledgeContent", "MemoryStats", "MetricsDay", "NotFoundError", "OwnershipError", "Page", "Run", "RunMetrics",
     "Schedule", "ScheduleRun", "ScheduleTarget", "SchemaError", "Session", "Span", "Trace",
     "TraceStats", "UnsupportedError", "UserMemory", "connect", "new_id",
 ]

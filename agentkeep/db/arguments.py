@@ -44,8 +44,9 @@ _INTS = {model: tuple(c.name for c in spec.columns if c.kind == "int" and c.name
 _NESTED = {model: tuple(name for name, f in model.model_fields.items()
                         if isinstance(f.annotation, type) and issubclass(f.annotation, m.Record))
            for model in _SPECS}
-# ids a record refers to its parent by: looked up like keys, so held to the same rules
-_PARENT_IDS = {m.Run: ("session_id",), m.Span: ("trace_id",), m.ScheduleRun: ("schedule_id",)}
+# ids a record refers to its parent by, and a job's kind: looked up like keys, so held to
+# the same rules
+_PARENT_IDS = {m.Run: ("session_id",), m.Span: ("trace_id",), m.ScheduleRun: ("schedule_id",), m.Job: ("kind",)}
 
 
 def check_record(model: type[m.Record], value: Any, what: str) -> dict:
@@ -88,6 +89,12 @@ def _records(model: type[m.Record], what: str) -> Rule:
         return [check_record(model, item, f"{what} {i}") for i, item in enumerate(values)]
 
     return rule
+
+
+def _job(value: Any) -> dict:
+    row = check_record(m.Job, value, "job")
+    v.check_int(row["max_attempts"], "job.max_attempts", 1)
+    return row
 
 
 # -- scalars ------------------------------------------------------------------------------
@@ -174,13 +181,27 @@ def _topics(values: Any) -> list[str] | None:
     return list(dict.fromkeys(v.check_text(t, "a topic", v.MAX_ID_LENGTH) for t in values))
 
 
-def _resolution(value: Any) -> dict | None:
-    if value is None:
+def _json_dict(name: str) -> Rule:
+    def rule(value: Any) -> dict | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise InvalidInputError(f"{name} must be a dict, got {type(value).__name__}")
+        v.check_payload({name: value}, name)
+        return value
+
+    return rule
+
+
+def _kinds(values: Any) -> list[str] | None:
+    if values is None:
         return None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"resolution must be a dict, got {type(value).__name__}")
-    v.check_payload({"resolution": value}, "resolution")
-    return value
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InvalidInputError("kinds must be a list of job kinds")
+    kinds = list(dict.fromkeys(v.check_id(k, "a job kind") for k in values))
+    if not kinds:
+        raise InvalidInputError("kinds must name at least one job kind (None: every kind)")
+    return kinds
 
 
 def _tables(values: Any) -> list[str] | None:
@@ -211,9 +232,10 @@ def _file(value: Any) -> Any:
 RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     **{name: (lambda n: lambda p, own: _id(n, p.default is inspect.Parameter.empty))(name) for name in (
         "session_id", "run_id", "memory_id", "content_id", "trace_id", "approval_id", "schedule_id",
-        "eval_run_id", "worker_id", "user_id", "agent_id", "team_id", "workflow_id", "linked_to")},
+        "eval_run_id", "job_id", "worker_id", "user_id", "agent_id", "team_id", "workflow_id", "linked_to",
+        "kind")},
     **{name: (lambda n: lambda p, own: _ids(n))(name) for name in ("session_ids", "memory_ids", "eval_run_ids",
-                                                                              "alive")},
+                                                                              "job_ids", "alive")},
     "session": lambda p, own: _record(m.Session, "session"),
     "run": lambda p, own: _record(own.get("run", m.Run), "run"),
     "memory": lambda p, own: _record(m.UserMemory, "memory"),
@@ -223,6 +245,8 @@ RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     "approval": lambda p, own: _record(m.Approval, "approval"),
     "schedule": lambda p, own: _record(m.Schedule, "schedule"),
     "eval_run": lambda p, own: _record(m.EvalRun, "eval run"),
+    "job": lambda p, own: _job,
+    "kinds": lambda p, own: _kinds,
     "expected_revision": lambda p, own: _optional(lambda x, n: v.check_int(x, n, 0), "expected_revision"),
     "after_seq": lambda p, own: _optional(v.check_int, "after_seq"),
     "limit": lambda p, own: _limit,
@@ -243,9 +267,12 @@ RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     "search": lambda p, own: _search("search"),
     "topics": lambda p, own: _topics,
     "resolved_by": lambda p, own: _optional(lambda x, n: v.check_text(x, n, v.MAX_ID_LENGTH), "resolved_by"),
-    "resolution": lambda p, own: _resolution,
+    "resolution": lambda p, own: _json_dict("resolution"),
+    "result": lambda p, own: _json_dict("result"),
+    "error": lambda p, own: _optional(v.check_text, "error"),
     **{name: (lambda n: lambda p, own: lambda value: v.check_time(value, n))(name) for name in (
-        "updated_after", "updated_before", "started_after", "started_before", "now", "next_run_at")},
+        "updated_after", "updated_before", "started_after", "started_before", "now", "next_run_at",
+        "retry_at")},
     "start_date": lambda p, own: lambda value: v.check_date(value, "start_date"),
     "end_date": lambda p, own: lambda value: v.check_date(value, "end_date"),
     "with_total": lambda p, own: _bool("with_total"),

@@ -18,6 +18,8 @@ TraceStatus = Literal["ok", "error", "unset"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 ScheduleRunStatus = Literal["running", "success", "failed", "skipped"]
 EvalType = Literal["accuracy", "performance", "reliability", "agent_as_judge"]
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+JOB_FINISHED = ("completed", "failed", "cancelled")
 
 
 def new_id() -> str:
@@ -287,6 +289,27 @@ class EvalRun(Record):
     user_id: Optional[str] = None
     created_at: Optional[Timestamp] = None
     updated_at: Optional[Timestamp] = None
+
+
+class Job(Record):
+    """Durable background work: queued, claimed by one worker under a lease, finished."""
+
+    id: str = Field(default_factory=new_id)
+    kind: str  # what to do, e.g. "knowledge.add"
+    status: JobStatus = "queued"
+    user_id: Optional[str] = None
+    payload: JsonDict = Field(default_factory=dict)
+    result: Optional[JsonDict] = None
+    error: Optional[LongText] = None
+    attempts: int = 0  # claims so far
+    max_attempts: int = 3
+    run_after: Optional[Timestamp] = None  # not claimable before (a retry's backoff)
+    locked_by: Optional[str] = None  # the worker holding the lease while running
+    locked_until: Optional[Timestamp] = None
+    revision: Optional[int] = None
+    created_at: Optional[Timestamp] = None
+    updated_at: Optional[Timestamp] = None
+    finished_at: Optional[Timestamp] = None
 
 
 class ImportCount(int):

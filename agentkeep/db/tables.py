@@ -188,6 +188,13 @@ def default_specs() -> dict[str, TableSpec]:
         _spec("metrics", m.MetricsDay, ("date", "user_id"), [("user_id", "date")]),
         _spec("eval_runs", m.EvalRun, ("id",), [("user_id", "created_at"), ("created_at",)]),
         _spec(
+            "jobs", m.Job, ("id",),
+            # claims read (status, run_after) or, for some kinds, (kind, status, run_after);
+            # leases that ran out are found on (status, locked_until)
+            [("status", "run_after"), ("kind", "status", "run_after"), ("status", "locked_until"),
+             ("user_id", "created_at"), ("created_at",)],
+        ),
+        _spec(
             "meta", None, ("key",), [],
             extra=(Column("key", "str", False), Column("value", "json"), Column("updated_at", "time")),
         ),
@@ -218,7 +225,8 @@ def build_specs(table_prefix: str = "agentkeep_", overrides: dict[str, str] | No
 TABLE_ALIASES = {
     "session": "sessions", "run": "runs", "memory": "memories", "knowledge": "knowledge", "trace": "traces",
     "span": "spans", "approval": "approvals", "schedule": "schedules", "schedule_run": "schedule_runs",
-    "metrics": "metrics", "eval": "eval_runs", "eval_run": "eval_runs", "meta": "meta", "versions": "meta",
+    "metrics": "metrics", "eval": "eval_runs", "eval_run": "eval_runs", "job": "jobs", "meta": "meta",
+    "versions": "meta",
     **{t: t for t in TABLES},
 }
 TABLE_KEYWORDS = tuple(f"{alias}_table" for alias in TABLE_ALIASES)

@@ -19,6 +19,7 @@ from agentkeep.db import (  # noqa: E402
     ConflictError,
     EvalRun,
     InvalidInputError,
+    Job,
     KnowledgeContent,
     Run,
     Session,
@@ -258,6 +259,17 @@ def test_every_query_the_kernel_sends_has_its_index(db):
     db.list_eval_runs(user_id="u0", agent_id="a", eval_type="accuracy", with_total=True)
     db.refresh_metrics()
     db.get_metrics(user_id="u0", start_date=dt.date(2000, 1, 1))
+    db.memory_stats(user_id="u0")
+    db.trace_stats(group_by="session", user_id="u0", started_after=T0 - dt.timedelta(days=1))
+    db.get_spans("t0", user_id="u0")
+    for i in range(4):
+        db.enqueue_job(Job(id=f"j{i}", user_id=f"u{i % 2}", kind=f"k{i % 2}", run_after=T0))
+    db.claim_jobs(worker_id="w", now=T0, lease_seconds=1)
+    db.claim_jobs(worker_id="w", kinds=["k1"], now=T0, limit=2)
+    db.claim_jobs(worker_id="w", kinds=["k0", "k1"], now=T0 + dt.timedelta(seconds=5), limit=3)
+    db.claim_jobs(worker_id="w", kinds=["k1"], now=T0 + dt.timedelta(hours=1))
+    db.list_jobs(user_id="u0", kind="k0", status="running", with_total=True)
+    db.list_jobs(status="queued", order="created_asc")
     db.purge_expired(now=T0 + dt.timedelta(days=1))
     db.delete_user("u1")
     db.delete_sessions(["s0"])

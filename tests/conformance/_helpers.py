@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 from agentkeep.db import (
     Approval,
     EvalRun,
+    Job,
     KnowledgeContent,
     Run,
     RunMetrics,
@@ -99,7 +100,7 @@ def dump(record: Any, exclude: set[str] | None = None) -> dict:
 
 KINDS = (
     "sessions", "runs", "memories", "knowledge", "traces", "spans", "approvals",
-    "schedules", "schedule_runs", "metrics", "eval_runs",
+    "schedules", "schedule_runs", "metrics", "eval_runs", "jobs",
 )
 
 
@@ -110,6 +111,8 @@ def kind_of(table: str) -> str | None:
         return "schedule_runs"
     if "eval" in t:
         return "eval_runs"
+    if "job" in t:
+        return "jobs"
     if "schedule" in t:
         return "schedules"
     if "run" in t:
@@ -185,6 +188,7 @@ def snapshot(db: Any) -> dict[str, list[dict]]:
         (dump(r) for s in schedules for r in all_items(db.list_schedule_runs, s.id)), key=lambda d: d["id"]
     )
     out["eval_runs"] = sorted((dump(e) for e in all_items(db.list_eval_runs)), key=lambda d: d["id"])
+    out["jobs"] = sorted((dump(j) for j in all_items(db.list_jobs)), key=lambda d: d["id"])
     users = {s.user_id for s in sessions if s.user_id} | {r.user_id for r in runs if r.user_id}
     rows = {(str(m.date), m.user_id): dump(m) for m in db.get_metrics()}
     for user in users:
@@ -198,7 +202,8 @@ def snapshot(db: Any) -> dict[str, list[dict]]:
 
 def seed_user(db: Any, user: str) -> dict[str, list[str]]:
     """One user's records in every table: 2 sessions with 3 runs, 2 memories, 1 knowledge
-    row, 1 approval, 1 schedule with 2 schedule runs, 1 eval run, 1 trace with 2 spans."""
+    row, 1 approval, 1 schedule with 2 schedule runs, 1 eval run, 1 trace with 2 spans,
+    2 jobs (one of them claimed)."""
     day = dt.datetime(2024, 2, 1, 10, tzinfo=UTC)
     out: dict[str, list[str]] = {k: [] for k in KINDS}
     for i in range(2):
@@ -226,6 +231,10 @@ def seed_user(db: Any, user: str) -> dict[str, list[str]]:
     e = db.save_eval_run(EvalRun(user_id=user, eval_type="accuracy", name=f"{user} eval", result={"ok": 1},
                                  score=0.5))
     out["eval_runs"].append(e.id)
+    for i in range(2):
+        j = db.enqueue_job(Job(user_id=user, kind=f"{user}.work", payload={"i": i, "ü": [1.5, None]}, run_after=day))
+        out["jobs"].append(j.id)
+    db.claim_jobs(worker_id=f"{user}-worker", kinds=[f"{user}.work"], now=day)
     trace_id = f"trace-{user}"
     db.write_spans([
         span(trace_id, f"{trace_id}-root", day, 100, name="root", status_code="OK",

@@ -41,6 +41,21 @@ def claim_all(opener: Callable[[], Any], worker_id: str, now: Any, barrier: Any,
         out.put(("error", traceback.format_exc()))
 
 
+def claim_jobs(opener: Callable[[], Any], worker_id: str, now: Any, barrier: Any, out: Any) -> None:
+    try:
+        db = opener()
+        try:
+            barrier.wait(timeout=120)
+            claimed: list[str] = []
+            while got := db.claim_jobs(worker_id=worker_id, now=now, lease_seconds=600, limit=2):
+                claimed.extend(j.id for j in got)
+        finally:
+            db.close()
+        out.put(("ok", claimed))
+    except BaseException:  # noqa: BLE001
+        out.put(("error", traceback.format_exc()))
+
+
 def create_tables(opener: Callable[[], Any], barrier: Any, out: Any) -> None:
     try:
         db = opener()

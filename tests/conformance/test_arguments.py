@@ -18,6 +18,7 @@ from agentkeep.db import (
     DbError,
     EvalRun,
     InvalidInputError,
+    Job,
     KnowledgeContent,
     Run,
     ScheduleRun,
@@ -82,6 +83,8 @@ class World:
         self.approval = db.create_approval(Approval(user_id="u1", tool_name="rm"))
         self.schedule = db.upsert_schedule(schedule(user_id="u1"))
         self.eval_run = db.save_eval_run(EvalRun(user_id="u1", eval_type="accuracy"))
+        self.job = db.enqueue_job(Job(user_id="u1", kind="k", run_after=T0))
+        db.claim_jobs(worker_id="w1", now=T0)
 
     def valid(self, method: str, param: str) -> Any:
         """A valid value for a required parameter (optional ones keep their defaults)."""
@@ -98,6 +101,7 @@ class World:
             "approval": lambda: Approval(user_id="u1"),
             "schedule": lambda: schedule(user_id="u1"),
             "eval_run": lambda: EvalRun(user_id="u1", eval_type="performance"),
+            "job": lambda: Job(user_id="u1", kind="k2"),
             "session_id": lambda: sid,
             "run_id": lambda: self.run.run_id,
             "memory_id": lambda: self.memory.memory_id,
@@ -106,13 +110,15 @@ class World:
             "approval_id": lambda: self.approval.id,
             "schedule_id": lambda: self.schedule.id,
             "eval_run_id": lambda: self.eval_run.id,
+            "job_id": lambda: self.job.id,
             "session_ids": lambda: ["nope"],
             "memory_ids": lambda: ["nope"],
             "eval_run_ids": lambda: ["nope"],
+            "job_ids": lambda: ["nope"],
             "worker_id": lambda: "w1",
             "user_id": lambda: "someone-else",  # required only by clear_memories and delete_user
             "name": lambda: "renamed",
-            "status": lambda: "approved",
+            "status": lambda: "completed" if method == "finish_job" else "approved",
             "resolved_by": lambda: "ops",
             "next_run_at": lambda: T0,
             "lease_seconds": lambda: 30,
@@ -130,7 +136,7 @@ class World:
 
 RECORD_MODELS = {
     "session": Session, "memory": UserMemory, "memories": UserMemory, "content": KnowledgeContent,
-    "spans": Span, "approval": Approval, "schedule": models.Schedule, "eval_run": EvalRun,
+    "spans": Span, "approval": Approval, "schedule": models.Schedule, "eval_run": EvalRun, "job": Job,
 }
 
 
@@ -240,6 +246,11 @@ def _cases(world: World) -> dict[str, Callable[[Any], Any]]:
             tzinfo=UTC), lease_seconds=600),
         "time outside 1..9999 in UTC": lambda db: db.upsert_session({"expires_at": dt.datetime(
             1, 1, 1, tzinfo=PLUS_14)}),
+        "max_attempts past 64 bits": lambda db: db.enqueue_job(Job(kind="k", max_attempts=2**70)),
+        "job lease past the year 9999": lambda db: db.renew_job(world.job.id, worker_id="w1", now=dt.datetime.max.replace(
+            tzinfo=UTC)),
+        "job result of 5 MB": lambda db: db.finish_job(world.job.id, worker_id="w1", status="completed",
+                                                       result={"x": FIVE_MB}),
     }
 
 
@@ -256,7 +267,7 @@ CASE_NAMES = [
     "lone surrogate key", "lone surrogate id", "lone surrogate name_contains", "lone surrogate search",
     "lone surrogate topic", "int of 5,000 digits", "eval name of 5 MB", "resolved_by of 300",
     "cursor past 64 bits", "cursor with a lone surrogate", "lease past the year 9999",
-    "time outside 1..9999 in UTC",
+    "time outside 1..9999 in UTC", "max_attempts past 64 bits", "job lease past the year 9999", "job result of 5 MB",
 ]
 
 

@@ -16,6 +16,7 @@ from agentkeep.db import (
     ConflictError,
     EvalRun,
     InvalidInputError,
+    Job,
     OwnershipError,
     ScheduleRun,
     Session,
@@ -57,11 +58,12 @@ def test_upsert_memories_with_one_bad_record_writes_none(db: Any) -> None:
     assert _count_memories(db) == 0
 
 
-@pytest.mark.parametrize("method", ["delete_sessions", "delete_memories", "delete_eval_runs"])
+@pytest.mark.parametrize("method", ["delete_sessions", "delete_memories", "delete_eval_runs", "delete_jobs"])
 def test_bulk_delete_with_one_bad_id_deletes_nothing(db: Any, method: str) -> None:
     ids = [
         db.upsert_session(Session(user_id="bob")).session_id if method == "delete_sessions"
         else db.upsert_memory(UserMemory(user_id="bob", memory="m")).memory_id if method == "delete_memories"
+        else db.enqueue_job(Job(user_id="bob", kind="k")).id if method == "delete_jobs"
         else db.save_eval_run(EvalRun(user_id="bob", eval_type="accuracy")).id
         for _ in range(3)
     ]

@@ -138,7 +138,7 @@ def test_delete_user(db):
     assert set(result) <= set(db.schema_status()), "delete_user keys must be table names"
     counts = by_kind(result)
     for kind in ("sessions", "runs", "memories", "knowledge", "approvals", "schedules", "schedule_runs",
-                 "eval_runs", "traces"):
+                 "eval_runs", "traces", "jobs"):
         assert counts.get(kind) == len(alice[kind]), (kind, result)
 
     assert all(db.get_session(i) is None for i in alice["sessions"])
@@ -148,6 +148,7 @@ def test_delete_user(db):
     assert all(db.get_approval(i) is None for i in alice["approvals"])
     assert all(db.get_schedule(i) is None for i in alice["schedules"])
     assert all(db.get_eval_run(i) is None for i in alice["eval_runs"])
+    assert all(db.get_job(i) is None for i in alice["jobs"])
     assert all(db.get_trace(i) is None for i in alice["traces"])
     assert db.get_metrics(user_id="alice") == []
 
@@ -156,7 +157,7 @@ def test_delete_user(db):
     keys = {"sessions": "session_id", "runs": "run_id", "memories": "memory_id", "traces": "trace_id",
             "spans": "span_id"}
     for table in ("sessions", "runs", "memories", "knowledge", "approvals", "schedules", "schedule_runs",
-                  "eval_runs", "traces", "spans"):
+                  "eval_runs", "traces", "spans", "jobs"):
         key = keys.get(table, "id")
         want = [r for r in bob_before[table] if r[key] in bob[table]]
         assert [r for r in after[table] if r[key] in bob[table]] == want, table

@@ -193,3 +193,19 @@ def test_memory_stats_orders_user_ids_by_code_point(db):
         _mem(db, user=u)
     got = [s.user_id for s in all_items(db.memory_stats, limit=5)]
     assert got == sorted(users)
+
+
+def test_memory_stats_of_one_user(db):
+    for user, n in (("carol", 2), ("alice", 3), ("bob", 1), ("bo", 1), ("bob2", 2)):
+        for i in range(n):
+            _mem(db, user=user, memory=f"{user}{i}")
+    page = db.memory_stats(user_id="bob")
+    assert [(s.user_id, s.memories) for s in page.items] == [("bob", 1)] and page.next_cursor is None
+    newest = max(m.updated_at for m in all_items(db.list_memories, user_id="bob"))
+    assert page.items[0].last_updated == newest
+    assert [(s.user_id, s.memories) for s in db.memory_stats(user_id="alice", limit=1).items] == [("alice", 3)]
+    assert db.memory_stats(user_id="dave").items == []
+    # a cursor of the unscoped walk: the user's row comes only if it lies past it
+    after_alice = db.memory_stats(limit=1).next_cursor
+    assert [s.user_id for s in db.memory_stats(user_id="bob", cursor=after_alice).items] == ["bob"]
+    assert db.memory_stats(user_id="alice", cursor=after_alice).items == []

@@ -20,6 +20,7 @@ from agentkeep.db import (
     Approval,
     EvalRun,
     InvalidInputError,
+    Job,
     KnowledgeContent,
     Run,
     ScheduleRun,
@@ -189,8 +190,20 @@ def _eval_runs() -> Listing:
     )
 
 
+def _jobs() -> Listing:
+    return Listing(
+        name="jobs",
+        make=lambda db, ctx, n, slot: db.enqueue_job(Job(id=f"j{n:03d}", user_id=OWNER, kind="k",
+                                                         created_at=at(slot))).id,
+        call=lambda db, ctx, **kw: db.list_jobs(user_id=OWNER, **kw),
+        key=lambda j: j.id,
+        sort={"created_desc": (lambda j: j.created_at, True), "created_asc": (lambda j: j.created_at, False)},
+        noise=lambda db, ctx, n: db.enqueue_job(Job(user_id="other", kind="k", created_at=at(n))),
+    )
+
+
 LISTINGS = [_sessions(), _runs(), _memories(), _memory_stats(), _knowledge(), _traces(), _approvals(),
-            _schedules(), _schedule_runs(), _eval_runs()]
+            _schedules(), _schedule_runs(), _eval_runs(), _jobs()]
 ORDERED = [(l, o) for l in LISTINGS for o in l.orders]
 WITH_ORDER = [l for l in LISTINGS if l.takes_order]
 

@@ -15,6 +15,7 @@ from agentkeep.db import (
     OwnershipError,
     EvalRun,
     InvalidInputError,
+    Job,
     KnowledgeContent,
     Run,
     ScheduleRun,
@@ -150,6 +151,19 @@ def test_eval_payloads_round_trip(db, inp, result):
     got = db.get_eval_run(e.id)
     strict_equal(got.input, inp)
     strict_equal(got.result, result)
+
+
+@SETTINGS
+@given(payload=json_dicts, result=json_dicts, error=st.none() | texts)
+def test_job_payloads_round_trip(db, payload, result, error):
+    j = db.enqueue_job(Job(user_id="u", kind="payloads", payload=payload))
+    strict_equal(db.get_job(j.id).payload, payload)
+    db.claim_jobs(worker_id="w", kinds=["payloads"])
+    db.finish_job(j.id, worker_id="w", status="completed", result=result, error=error)
+    got = db.get_job(j.id)
+    strict_equal(got.payload, payload)
+    strict_equal(got.result, result)
+    strict_equal(got.error, error)
 
 
 @SETTINGS

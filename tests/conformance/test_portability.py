@@ -14,6 +14,7 @@ from agentkeep.db import (
     ConflictError,
     DbError,
     InvalidInputError,
+    Job,
     KnowledgeContent,
     Run,
     Session,
@@ -40,6 +41,10 @@ def populate(db) -> None:
     db.resolve_approval(bob["approvals"][0], status="approved", resolved_by="admin", resolution={"ok": True})
     db.create_approval(Approval(user_id="carol", tool_name="t", expires_at=NOW))
     db.claim_due_schedules(worker_id="w1", now=NOW, lease_seconds=60, limit=1)
+    for status, outcome in (("completed", {"result": {"rows": [1, None]}}), ("failed", {"error": "boom \u2603"})):
+        job = db.enqueue_job(Job(kind=f"admin.{status}", max_attempts=1, run_after=NOW))
+        db.claim_jobs(worker_id="w1", kinds=[job.kind], now=NOW)
+        db.finish_job(job.id, worker_id="w1", status=status, **outcome)
     db.refresh_metrics()
 
 
@@ -159,7 +164,7 @@ def test_import_of_garbage_is_invalid_and_writes_nothing(db, tmp_path):
 
 def snapshot_empty() -> dict:
     return {k: [] for k in ("sessions", "runs", "memories", "knowledge", "traces", "spans", "approvals",
-                            "schedules", "schedule_runs", "eval_runs", "metrics")}
+                            "schedules", "schedule_runs", "eval_runs", "metrics", "jobs")}
 
 
 def test_export_selected_tables(db, make_db, tmp_path):

@@ -235,3 +235,36 @@ def test_delete_schedule_deletes_its_runs(db):
     db.upsert_schedule(schedule(id=s.id, user_id="alice"))
     assert db.list_schedule_runs(s.id).items == []
     assert len(db.list_schedule_runs(kept.id).items) == 1
+
+
+def test_schedule_runs_go_through_the_schedules_owner_only(db):
+    s = db.upsert_schedule(schedule(user_id="alice"))
+    b = db.upsert_schedule(schedule(user_id="bob"))
+    shared = db.upsert_schedule(schedule(user_id=None))
+    r = db.record_schedule_run(ScheduleRun(schedule_id=s.id, started_at=at(1)), user_id="alice")
+    db.record_schedule_run(ScheduleRun(schedule_id=shared.id, started_at=at(1)))
+    before = [dump(x) for x in all_items(db.list_schedule_runs, s.id)]
+    # another user's schedule is missing to bob, as an unknown one is
+    with pytest.raises(NotFoundError):
+        db.record_schedule_run(ScheduleRun(schedule_id=s.id, started_at=at(2)), user_id="bob")
+    with pytest.raises(NotFoundError):
+        db.record_schedule_run(ScheduleRun(id=r.id, schedule_id=s.id, status="failed"), user_id="bob")
+    with pytest.raises(NotFoundError):
+        db.record_schedule_run(ScheduleRun(schedule_id=shared.id), user_id="bob")
+    # alice's run cannot be moved under bob's own schedule either
+    with pytest.raises(ConflictError):
+        db.record_schedule_run(ScheduleRun(id=r.id, schedule_id=b.id, status="failed"), user_id="bob")
+    assert [dump(x) for x in all_items(db.list_schedule_runs, s.id)] == before
+    assert all_items(db.list_schedule_runs, b.id) == []
+    # reads: bob gets what a missing schedule gives
+    for schedule_id in (s.id, shared.id, "missing"):
+        page = db.list_schedule_runs(schedule_id, user_id="bob", with_total=True)
+        assert (page.items, page.total, page.next_cursor) == ([], 0, None)
+    assert [x.id for x in db.list_schedule_runs(s.id, user_id="alice").items] == [r.id]
+    assert db.list_schedule_runs(s.id, user_id="alice", with_total=True).total == 1
+    with pytest.raises(InvalidInputError):
+        db.list_schedule_runs(s.id, user_id="bob", cursor="not-a-cursor")
+    # the owner replaces her own run
+    done = db.record_schedule_run(ScheduleRun(id=r.id, schedule_id=s.id, started_at=at(1), status="success"),
+                                  user_id="alice")
+    assert db.list_schedule_runs(s.id, user_id="alice").items == [done]

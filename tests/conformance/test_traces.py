@@ -183,3 +183,36 @@ def test_trace_stats_other_groupings(db, group_by, attr):
 def test_trace_stats_unknown_grouping(db):
     with pytest.raises(InvalidInputError):
         db.trace_stats(group_by="planet")
+
+
+# -- scoped to a user ------------------------------------------------------------------------
+
+
+def test_get_spans_of_another_users_trace_are_those_of_a_missing_trace(db):
+    db.write_spans([span("ta", "a1", at(1), 100, attributes={"user.id": "alice"}),
+                    span("ta", "a2", at(1.5), 50, parent_span_id="a1")])
+    db.write_spans([span("tb", "b1", at(2), 300, attributes={"user.id": "bob"})])
+    db.write_spans([span("tn", "n1", at(3), 10)])  # a trace of no user
+    assert [s.span_id for s in db.get_spans("ta", user_id="alice")] == ["a1", "a2"]
+    assert [dump(s) for s in db.get_spans("ta", user_id="alice")] == [dump(s) for s in db.get_spans("ta")]
+    assert db.get_spans("ta", user_id="bob") == [] == db.get_spans("missing", user_id="bob")
+    assert db.get_spans("tn", user_id="alice") == []
+    assert db.get_trace("ta", user_id="bob") is None
+    assert ids(db.get_spans("tb"), "span_id") == {"b1"}  # unscoped: every trace
+
+
+def test_trace_stats_of_one_user(db):
+    _trace(db, "a1", at(1), 100, **{"user.id": "alice", "agent.id": "ag"})
+    _trace(db, "a2", at(2), 300, error=True, **{"user.id": "alice", "agent.id": "ag"})
+    _trace(db, "b1", at(3), 50, **{"user.id": "bob", "agent.id": "ag"})
+    _trace(db, "n1", at(4), 70, **{"agent.id": "ag"})
+    alice = {s.key: s for s in db.trace_stats(group_by="agent", user_id="alice")}
+    assert set(alice) == {"ag"}
+    assert (alice["ag"].traces, alice["ag"].errors, alice["ag"].max_ms) == (2, 1, pytest.approx(300))
+    assert (alice["ag"].first_start, alice["ag"].last_start) == (at(1), at(2))
+    bob = db.trace_stats(group_by="agent", user_id="bob")
+    assert [(s.key, s.traces, s.errors) for s in bob] == [("ag", 1, 0)]
+    assert [(s.key, s.traces) for s in db.trace_stats(group_by="agent")] == [("ag", 4)]
+    assert [s.traces for s in db.trace_stats(user_id="alice", started_after=at(1.5))] == [1]
+    assert db.trace_stats(user_id="alice", started_before=at(1)) == []
+    assert db.trace_stats(group_by="session", user_id="carol") == []

@@ -18,6 +18,7 @@ import tempfile
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
+from agentkeep.db import jobs
 from agentkeep.db import kernel as kernels
 from agentkeep.db import models as m
 from agentkeep.db import validate as v
@@ -660,11 +661,15 @@ class AsyncDb:
         return sorted(await self.kernel.distinct("memories", "topics", tuple(where)))
 
     @api
-    async def memory_stats(self, *, limit: int = 20, cursor: str | None = None) -> m.Page[m.MemoryStats]:
+    async def memory_stats(
+        self, *, user_id: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> m.Page[m.MemoryStats]:
         after = v.decode_cursor(cursor, "user_asc", 1)
         if after is not None and not isinstance(after[0], str):
             raise InvalidInputError("invalid cursor: it was not made by memory_stats")
-        where = (Cond("user_id", "gt", after[0] if after else ""),)
+        where: tuple[Cond, ...] = (Cond("user_id", "gt", after[0] if after else ""),)
+        if user_id is not None:  # that user's row alone: a range every store's group walk bounds natively
+            where += (Cond("user_id", "gte", user_id), Cond("user_id", "lte", user_id))
         groups = await self.kernel.group_count("memories", "user_id", "updated_at", where, limit + 1)
         items = [m.MemoryStats(user_id=k, memories=n, last_updated=last) for k, n, last in groups[:limit]]
         next_cursor = v.encode_cursor("user_asc", [items[-1].user_id]) if len(groups) > limit else None
@@ -795,7 +800,10 @@ class AsyncDb:
         return self._model("traces", await self._get_visible("traces", (trace_id,), user_id))
 
     @api
-    async def get_spans(self, trace_id: str) -> list[m.Span]:
+    async def get_spans(self, trace_id: str, *, user_id: str | None = None) -> list[m.Span]:
+        """The trace's spans; with `user_id`, another user's trace has none, as a missing one."""
+        if user_id is not None and await self._get_visible("traces", (trace_id,), user_id) is None:
+            return []
         rows = await self.kernel.find(Query("spans", (eq("trace_id", trace_id),), ("start_time", "span_id")))
         return [self._model("spans", r) for r in rows]
 
@@ -841,9 +849,12 @@ class AsyncDb:
         group_by: str = "agent",
         started_after: dt.datetime | None = None,
         started_before: dt.datetime | None = None,
+        user_id: str | None = None,
     ) -> list[m.TraceStats]:
         field = TRACE_GROUPS[group_by]
-        where = tuple(self._time_range("start_time", started_after, started_before))
+        scope: list[Cond] = []
+        _scope(scope, "user_id", user_id)  # served by the (user_id, start_time) index
+        where = tuple(scope + self._time_range("start_time", started_after, started_before))
         rows = []
         async for batch in self._scan("traces", where, (field, "status", "duration_ms"), by="start_time"):
             rows.extend((r[field], r["status"], r["duration_ms"], r["start_time"]) for r in batch)
@@ -1034,11 +1045,12 @@ class AsyncDb:
         raise ConflictError(f"schedule {schedule_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
     @api(run=m.ScheduleRun)
-    async def record_schedule_run(self, run: m.ScheduleRun) -> m.ScheduleRun:
-        """Create or replace a schedule run; a run id never moves to another schedule."""
+    async def record_schedule_run(self, run: m.ScheduleRun, *, user_id: str | None = None) -> m.ScheduleRun:
+        """Create or replace a schedule run; a run id never moves to another schedule. With
+        `user_id`, another user's schedule is missing (NotFoundError), as in append_run."""
         row = run
         run_id, schedule_id = row["id"], row["schedule_id"]
-        if await self.kernel.get("schedules", (schedule_id,)) is None:
+        if await self._get_visible("schedules", (schedule_id,), user_id) is None:
             raise NotFoundError(f"schedule {schedule_id!r} not found")
         row["started_at"] = row["started_at"] or _now()
         values = {k: val for k, val in row.items() if k != "id"}
@@ -1050,6 +1062,8 @@ class AsyncDb:
                 pass
             cur = await self.kernel.get("schedule_runs", (run_id,))
             if cur is not None:
+                if user_id is not None and cur["schedule_id"] != schedule_id:  # its schedule may be another user's
+                    raise ConflictError(f"schedule run {run_id!r} belongs to another schedule")
                 self._check_parents("schedule run", {run_id: row}, {run_id: cur["schedule_id"]}, "schedule_id")
                 where = (eq("schedule_id", schedule_id),)
                 if await self.kernel.update("schedule_runs", (run_id,), set=values, where=where) is not None:
@@ -1058,9 +1072,13 @@ class AsyncDb:
 
     @api
     async def list_schedule_runs(
-        self, schedule_id: str, *, limit: int = 20, cursor: str | None = None, offset: int = 0,
-        with_total: bool = False,
+        self, schedule_id: str, *, user_id: str | None = None, limit: int = 20, cursor: str | None = None,
+        offset: int = 0, with_total: bool = False,
     ) -> m.Page[m.ScheduleRun]:
+        """Newest first; with `user_id`, another user's schedule has no runs, as a missing one."""
+        if user_id is not None and await self._get_visible("schedules", (schedule_id,), user_id) is None:
+            v.decode_cursor(cursor, "started_desc", 2)  # a mangled cursor is refused all the same
+            return m.Page(items=[], total=0 if with_total else None)
         where = [eq("schedule_id", schedule_id)]
         return await self._page("schedule_runs", where, SCHEDULE_RUN_ORDER, "started_desc", limit, cursor, with_total,
                                 offset)
@@ -1151,6 +1169,148 @@ class AsyncDb:
     @api
     async def delete_eval_runs(self, eval_run_ids: Sequence[str], *, user_id: str | None = None) -> int:
         return await self._delete_ids("eval_runs", eval_run_ids, user_id)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    @api
+    async def enqueue_job(self, job: m.Job) -> m.Job:
+        """Queue a job. Single-flight by id: a job of that id still queued or running is
+        returned unchanged; a finished one is replaced by this one."""
+        row = jobs.enqueued(job, _now())
+        job_id = row["id"]
+        for _ in range(MAX_RETRIES):
+            try:
+                await self.kernel.insert("jobs", row)
+                return self._model("jobs", row)
+            except DuplicateKey:
+                pass
+            cur = await self.kernel.get("jobs", (job_id,))
+            if cur is None:
+                continue  # deleted since the insert failed: create it again
+            if cur.get("user_id") != row["user_id"]:
+                raise OwnershipError(f"job {job_id!r} belongs to another user")
+            if cur["status"] not in m.JOB_FINISHED:
+                return self._model("jobs", cur)
+            new = {**row, "revision": cur["revision"] + 1}
+            values = {k: val for k, val in new.items() if k != "id"}
+            if await self.kernel.update("jobs", (job_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
+                return self._model("jobs", new)
+        raise ConflictError(f"job {job_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    @api
+    async def claim_jobs(
+        self, *, worker_id: str, kinds: Sequence[str] | None = None, now: dt.datetime | None = None,
+        lease_seconds: float = 60, limit: int = 1,
+    ) -> list[m.Job]:
+        """Lease up to `limit` jobs to `worker_id` until now + `lease_seconds`: first running
+        jobs whose lease ran out (their worker stopped), then queued jobs due by `now`, oldest
+        `run_after` first. Each claim is a compare-and-set on the job's revision, so of several
+        workers exactly one gets a job. A job whose lease ran out with no attempt left is
+        failed instead of claimed."""
+        now = now or _now()
+        until = self._lease_end(now, lease_seconds)
+        of_kind = (Cond("kind", "in", kinds),) if kinds else ()
+        claimed: list[m.Job] = []
+        for where, order in (((eq("status", "running"), Cond("locked_until", "lte", now)), ("locked_until", "id")),
+                             ((eq("status", "queued"), Cond("run_after", "lte", now)), ("run_after", "id"))):
+            batch = max(2 * limit, 16)
+            after = None
+            while len(claimed) < limit:
+                # the scalar columns only: losers of a race read no payloads, JsonDb opens no file
+                query = Query("jobs", where + of_kind, order, False, batch, after, jobs.CLAIM_FIELDS)
+                rows = await self.kernel.find(query)
+                for row in rows:
+                    values = jobs.taken(row, worker_id, until, _now())
+                    cas = (eq("revision", row["revision"]),)  # lost: another worker took it first
+                    if await self.kernel.update("jobs", (row["id"],), set=values, where=cas) is None:
+                        continue
+                    full = await self.kernel.get("jobs", (row["id"],)) if values["status"] == "running" else None
+                    if full is not None:  # else failed as no attempt was left, or deleted since
+                        claimed.append(self._model("jobs", full))
+                        if len(claimed) == limit:
+                            break
+                if len(rows) < batch:
+                    break
+                after = tuple(rows[-1][f] for f in order)
+        return claimed
+
+    async def _held_job(self, job_id: str, worker_id: str) -> dict:
+        cur = await self.kernel.get("jobs", (job_id,))
+        if cur is None:
+            raise NotFoundError(f"job {job_id!r} not found")
+        if cur["status"] != "running" or cur["locked_by"] != worker_id:
+            raise ConflictError(f"job {job_id!r} is not leased to worker {worker_id!r} (it is {cur['status']})")
+        return cur
+
+    @api
+    async def renew_job(
+        self, job_id: str, *, worker_id: str, lease_seconds: float = 60, now: dt.datetime | None = None
+    ) -> m.Job:
+        """Extend the lease of a running job to now + `lease_seconds` (its worker's heartbeat)."""
+        for _ in range(MAX_RETRIES):
+            cur = await self._held_job(job_id, worker_id)
+            values = {"locked_until": self._lease_end(now or _now(), lease_seconds),
+                      "revision": cur["revision"] + 1, "updated_at": _now()}
+            if await self.kernel.update("jobs", (job_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
+                return self._model("jobs", {**cur, **values})
+        raise ConflictError(f"job {job_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    @api(status=("completed", "failed"))
+    async def finish_job(
+        self, job_id: str, *, worker_id: str, status: str, result: dict | None = None, error: str | None = None,
+        retry_at: dt.datetime | None = None,
+    ) -> m.Job:
+        """End the worker's attempt: completed or failed, or with `retry_at` (and attempts
+        left) queued again until then; the lease is released."""
+        jobs.check_finish(status, retry_at)
+        for _ in range(MAX_RETRIES):
+            cur = await self._held_job(job_id, worker_id)
+            v.check_payload({"payload": cur["payload"], "result": result, "error": error}, f"job {job_id!r}")
+            values = jobs.finished(cur, status, result, error, retry_at, _now())
+            if await self.kernel.update("jobs", (job_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
+                return self._model("jobs", {**cur, **values})
+        raise ConflictError(f"job {job_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    @api
+    async def get_job(self, job_id: str, *, user_id: str | None = None) -> m.Job | None:
+        return self._model("jobs", await self._get_visible("jobs", (job_id,), user_id))
+
+    @api(order=CREATED_ORDERS, status=m.JobStatus)
+    async def list_jobs(
+        self,
+        *,
+        user_id: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        order: str = "created_desc",
+        limit: int = 20,
+        cursor: str | None = None,
+        offset: int = 0,
+        with_total: bool = False,
+    ) -> m.Page[m.Job]:
+        where: list[Cond] = []
+        for f, val in (("user_id", user_id), ("kind", kind), ("status", status)):
+            _scope(where, f, val)
+        return await self._page("jobs", where, CREATED_ORDERS, order, limit, cursor, with_total, offset)
+
+    @api
+    async def cancel_job(self, job_id: str, *, user_id: str | None = None) -> m.Job:
+        """Cancel a queued job; one running or finished is a ConflictError."""
+        for _ in range(MAX_RETRIES):
+            cur = await self._get_visible("jobs", (job_id,), user_id)
+            if cur is None:
+                raise NotFoundError(f"job {job_id!r} not found")
+            if cur["status"] != "queued":
+                raise ConflictError(f"job {job_id!r} is {cur['status']}: only a queued job can be cancelled")
+            now = _now()
+            values = {"status": "cancelled", "finished_at": now, "updated_at": now, "revision": cur["revision"] + 1}
+            if await self.kernel.update("jobs", (job_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
+                return self._model("jobs", {**cur, **values})
+        raise ConflictError(f"job {job_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
+
+    @api
+    async def delete_jobs(self, job_ids: Sequence[str], *, user_id: str | None = None) -> int:
+        return await self._delete_ids("jobs", job_ids, user_id)
 
     # -- lifecycle and data management -----------------------------------------------------
 

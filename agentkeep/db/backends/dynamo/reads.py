@@ -441,15 +441,18 @@ class Reads:
         last_seen: str | None = None
         while len(out) < limit:
             kc = key_cond
-            if last_seen is not None:  # past every item of the value seen last (they share its sort value)
-                _, _, hi, hi_inc = kc or (None, True, None, True)
-                kc = (last_seen, False, hi, hi_inc)
+            if last_seen is not None:  # past every item of the value seen last (they share its sort value);
+                # no upper bound then, as BETWEEN would take that value again: it is checked below
+                kc = (last_seen, False, None, True)
             items = list(itertools.islice(self._query(t, g, ALL, kc, False, [], _Expr(), None, 1), 1))
             if not items:
                 break
             last_seen = items[0][g.sort_attr]["S"]
             value = None if by not in items[0] else decode_value(t.kinds[by], items[0][by])
             if not all(matches_all({by: value}, [c]) for c in bounds):
+                if value is not None and any(c.op in ("lt", "lte") and not matches_all({by: value}, [c])
+                                             for c in bounds):
+                    break  # past the upper bound: so is every value after it
                 continue
             scope = (*rest, Cond(by, "eq", value))
             n = self.count(table, scope)
