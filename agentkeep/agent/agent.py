@@ -4,6 +4,7 @@ loop itself is written once (`_async/runner.py`; the sync twin is generated)."""
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from typing import Any, AsyncIterator, Iterator, Literal, Sequence
@@ -154,10 +155,13 @@ class Agent:
 
     def arun_events(self, input: str, *, user_id: str | None = None, session_id: str | None = None,
                     stream: bool = False, session_state: dict | None = None, dependencies: dict | None = None,
-                    files: Sequence[File] | None = None) -> AsyncIterator[ev.RunEvent]:
+                    files: Sequence[File] | None = None, run_id: str | None = None) -> AsyncIterator[ev.RunEvent]:
         """The run's events, whether the model's answer is streamed (`stream`) or comes
-        whole (one `RunContent`-free call, cheaper): what a server answers either way from."""
+        whole (one `RunContent`-free call, cheaper): what a server answers either way from.
+        `run_id`: the new run's id, when the caller promised one (a queued background run)."""
         args = self._start_args(input, user_id, session_id, session_state, dependencies, files)
+        if run_id is not None:
+            args["run_id"] = v.check_id(run_id, "run_id")
         return self._astart(args, stream)
 
     async def _astart(self, args: dict, stream: bool) -> AsyncIterator[ev.RunEvent]:
@@ -212,6 +216,13 @@ class Agent:
             self._cancelled.discard(run_id)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def bound_to(self, db: Any, trace_db: Any = None) -> "Agent":
+        """This agent keeping its records in `db` (spans in `trace_db`, else `db`): a shallow
+        copy that shares the model, tools and cancellations (a tenant's db on a server)."""
+        twin = copy.copy(self)
+        twin.db, twin.trace_db, twin._tracing = db, trace_db, None
+        return twin
 
     def keep_in(self, *, db: Any = None, trace_db: Any = None) -> None:
         """Give the agent a db and a trace db where it has none of its own (a server's)."""

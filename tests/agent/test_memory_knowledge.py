@@ -80,3 +80,17 @@ def test_references_can_be_added_to_the_context(scripted, db, knowledge):
     assert "tools" not in server.requests[0]
     assert "Passwords rotate every 90 days." in server.requests[0]["messages"][0]["content"]
     assert len(run.metadata["references"]) == 1
+
+
+def test_a_run_finds_shared_contents_and_its_users_own_only(scripted, db, knowledge):
+    knowledge.add_content(text="Bob's refund override code is 4411.", name="bob-notes", user_id="bob")
+    knowledge.add_content(text="Alice's refund checklist: receipt, order, reason.", name="alice-notes", user_id="alice")
+    server = scripted([Reply("ok")], cycle=True)
+    agent = make_agent(server, db, knowledge=knowledge, search_knowledge=False, add_knowledge_to_context=True,
+                       knowledge_limit=10)
+    seen = {user: {r["content"] for r in agent.run("refund", user_id=user, session_id=f"s-{user}").metadata["references"]}
+            for user in ("alice", "bob")}
+    assert "Bob's refund override code is 4411." not in seen["alice"]
+    assert "Alice's refund checklist: receipt, order, reason." not in seen["bob"]
+    assert "Refunds are paid within 5 days." in seen["alice"] & seen["bob"]  # shared
+    assert "Bob's refund override code is 4411." in seen["bob"]

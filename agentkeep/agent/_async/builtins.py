@@ -50,7 +50,9 @@ class AsyncBuiltins:
 
     async def search_knowledge(self, turn: Any, query: str) -> list[dict]:
         a = self.agent
-        hits = await a.knowledge.asearch(query, limit=a.knowledge_limit, filters=a.knowledge_filters)
+        # a run's user finds the shared contents and their own, never another user's
+        hits = await a.knowledge.asearch(query, limit=a.knowledge_limit, filters=a.knowledge_filters,
+                                         user_id=turn.run.user_id)
         found = [reference(h) for h in hits]
         turn.references.extend(found)
         return [{"content": f["content"], "metadata": f["metadata"], "score": f["score"]} for f in found]

@@ -66,13 +66,15 @@ class Runner:
     # -- a new run ------------------------------------------------------------------------
 
     async def start(self, text: str, *, user_id: str | None, session_id: str, session_state: dict | None,
-                    dependencies: dict | None, files: list, stream: bool) -> AsyncIterator[ev.RunEvent]:
+                    dependencies: dict | None, files: list, stream: bool,
+                    run_id: str | None = None) -> AsyncIterator[ev.RunEvent]:
         a = self.agent
         session = await self._session(session_id, user_id, text)
         state = {**session.state, **(session_state or {})}
         run = m.Run(session_id=session.session_id, user_id=user_id, agent_id=a.id, status="running", input=text,
                     metrics=m.RunMetrics(model=a.model.id, provider=a.model.provider), lease_until=self._lease(),
-                    metadata={"files": [f.describe() for f in files]} if files else {})
+                    metadata={"files": [f.describe() for f in files]} if files else {},
+                    **({"run_id": run_id} if run_id is not None else {}))
         turn = Turn(run, session, state, {**a.dependencies, **(dependencies or {})}, [], 0,
                     original_state=dict(session.state))
         if session_state:
@@ -129,7 +131,8 @@ class Runner:
         a = self.agent
         span = self.tracer.span("retrieval", turn.span, self.tracer.retrieval_attributes(a, query))
         try:
-            hits = await a.knowledge.asearch(query, limit=a.knowledge_limit, filters=a.knowledge_filters)
+            hits = await a.knowledge.asearch(query, limit=a.knowledge_limit, filters=a.knowledge_filters,
+                                             user_id=turn.run.user_id)
         finally:
             self.tracer.end(span)
         turn.references.extend(reference(h) for h in hits)

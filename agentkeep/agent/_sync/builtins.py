@@ -47,7 +47,9 @@ class Builtins:
 
     def search_knowledge(self, turn: Any, query: str) -> list[dict]:
         a = self.agent
-        hits = a.knowledge.search(query, limit=a.knowledge_limit, filters=a.knowledge_filters)
+        # a run's user finds the shared contents and their own, never another user's
+        hits = a.knowledge.search(query, limit=a.knowledge_limit, filters=a.knowledge_filters,
+                                         user_id=turn.run.user_id)
         found = [reference(h) for h in hits]
         turn.references.extend(found)
         return [{"content": f["content"], "metadata": f["metadata"], "score": f["score"]} for f in found]
