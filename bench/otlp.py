@@ -6,7 +6,9 @@ AgentOS on uvicorn in its own process, on SQLite and on PostgreSQL (the local se
 schema of its own); the bench process posts protobuf ExportTraceServiceRequests of `--spans`
 spans (traces of 8 spans, GenAI-style attributes) one after the other over HTTP. Baseline,
 in the same run: the same spans written by `db.write_spans` in this process (no HTTP, no
-decoding), so the table shows what the route adds."""
+decoding), so the table shows what the route adds; and the same over HTTP with JWT auth on,
+posted by a user (the spans are stamped with the caller, and checked against traces of
+other users)."""
 
 from __future__ import annotations
 
@@ -55,21 +57,28 @@ def request(batch: int, spans: int) -> bytes:
     return req.SerializeToString()
 
 
-def serve(db_url: str, port: int) -> None:
+SECRET = "bench-secret-of-at-least-32-bytes-long"
+
+
+def serve(db_url: str, port: int, auth: bool) -> None:
     import uvicorn
 
     from agentkeep.db import connect
-    from agentkeep.os import AgentOS
+    from agentkeep.os import AgentOS, JWTAuth
 
-    app = AgentOS(db=connect(db_url), sweep_seconds=None).get_app()
+    jwt = JWTAuth(secret=SECRET) if auth else None
+    app = AgentOS(db=connect(db_url), sweep_seconds=None, jwt=jwt).get_app()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def over_http(db_url: str, batches: list[bytes], spans: int) -> float:
+def over_http(db_url: str, batches: list[bytes], spans: int, auth: bool = False) -> float:
+    import jwt
+
     from agentkeep.models.local import free_port
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench.otlp", "--serve", db_url, "--port", str(port)], cwd=ROOT)
+    server = subprocess.Popen([sys.executable, "-m", "bench.otlp", "--serve", db_url, "--port", str(port)]
+                              + (["--auth"] if auth else []), cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -82,6 +91,9 @@ def over_http(db_url: str, batches: list[bytes], spans: int) -> float:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.1)
         headers = {"content-type": "application/x-protobuf"}
+        if auth:
+            token = jwt.encode({"sub": "bench-user", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+            headers["authorization"] = f"Bearer {token}"
         with httpx.Client(base_url=url, timeout=120) as http:
             http.post("/v1/traces", content=batches[0], headers=headers).raise_for_status()  # warm up
             began = time.perf_counter()
@@ -120,20 +132,24 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=512)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--auth", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.port)
+        return serve(args.serve, args.port, args.auth)
     work = tempfile.mkdtemp()
-    print(f"{'backend':<12} {'over HTTP (OTLP protobuf) spans/s':>34} {'db.write_spans spans/s':>24} {'ratio':>6}")
+    print(f"{'backend':<12} {'over HTTP spans/s':>18} {'as a JWT user':>14} {'db.write_spans':>15} {'ratio':>6}")
     for label, make_url in (("SQLite", lambda case: f"sqlite:///{work}/{case}.db"),
                             ("PostgreSQL", lambda case: f"{PG_URL}?db_schema=bench_otlp_{case}_{os.getpid()}")):
         http_rate = over_http(make_url("http"), [request(b, args.spans) for b in range(args.batches)], args.spans)
+        auth_rate = over_http(make_url("auth"), [request(b, args.spans) for b in range(args.batches)], args.spans,
+                              auth=True)
         direct_rate = direct(make_url("direct"), [request(b, args.spans) for b in range(args.batches)], args.spans)
-        print(f"{label:<12} {http_rate:>34,.0f} {direct_rate:>24,.0f} {http_rate / direct_rate:>6.2f}")
+        print(f"{label:<12} {http_rate:>18,.0f} {auth_rate:>14,.0f} {direct_rate:>15,.0f} "
+              f"{http_rate / direct_rate:>6.2f}")
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:  # the bench's schemas go
-        for case in ("http", "direct"):
+        for case in ("http", "auth", "direct"):
             conn.execute(f"DROP SCHEMA IF EXISTS bench_otlp_{case}_{os.getpid()} CASCADE")
 
 

@@ -19,18 +19,22 @@ def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 7777,
     reload: Annotated[bool, typer.Option("--reload", help="Restart when the code changes.")] = False,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Bind a non-loopback address without auth.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Bind a non-loopback address without auth (a proxy "
+                                           "in front authenticates).")] = False,
 ) -> None:
     """Serve an AgentOS over HTTP."""
     import uvicorn
 
-    from agentkeep.os.target import DB_ENV, TARGET_ENV, load, public_without_auth
+    from agentkeep.os.auth import REMOTE_ENV
+    from agentkeep.os.target import DB_ENV, TARGET_ENV, authenticates, load, public_without_auth
 
-    refused = None if insecure else public_without_auth(host)
-    if refused:
-        fail(refused)
+    if insecure:  # something in front authenticates: the server answers remote clients
+        os.environ[REMOTE_ENV] = "1"
     with user_errors():
         app = load(target, db_url)
+    refused = None if insecure or authenticates(app) else public_without_auth(host)
+    if refused:
+        fail(refused)
     if reload:
         os.environ[TARGET_ENV] = target
         if db_url is not None:

@@ -40,6 +40,7 @@ from agentkeep.db.models import KnowledgeContent
 from agentkeep.db.validate import check_id, check_opt_id
 from agentkeep.knowledge.chunking import Chunker, FixedSizeChunker, MarkdownChunker
 from agentkeep.knowledge.embedder import Embedder, EmbedderError
+from agentkeep.knowledge.fetch import fetch
 from agentkeep.knowledge.readers import READERS, Reader, TextReader, reader_for
 from agentkeep.vector_db.base import ANY_OF, Chunk, SearchHit, VectorDb
 
@@ -469,20 +470,7 @@ def _url_source(url: str, name: str | None) -> _Source:
     path_name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
 
     def load() -> tuple[bytes, str | None]:
-        import httpx
-
-        try:
-            with httpx.stream("GET", url, headers={"User-Agent": "agentkeep", "Accept": "*/*"},
-                              follow_redirects=True, timeout=60) as response:
-                if response.status_code >= 400:
-                    raise OSError(f"GET {url} answered HTTP {response.status_code} {response.reason_phrase}")
-                body = bytearray()
-                for part in response.iter_bytes():
-                    body += part
-                    if len(body) > MAX_URL_BYTES:
-                        raise OSError(f"GET {url}: the body is larger than {MAX_URL_BYTES} bytes")
-                return bytes(body), response.headers.get("Content-Type")
-        except httpx.HTTPError as exc:
-            raise OSError(f"GET {url} failed: {exc or type(exc).__name__}") from None
+        body, content_type, _ = fetch(url, max_bytes=MAX_URL_BYTES, allowed=None, timeout=60)
+        return body, content_type
 
     return _Source("url", url, name or url, load, path_name or None)

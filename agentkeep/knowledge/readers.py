@@ -14,8 +14,8 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 

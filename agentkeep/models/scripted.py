@@ -19,6 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator, Sequence, Union
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of a server's model calls would
+    # overflow it, and the model client would see dropped connections
+    request_queue_size = 1024
+
+
 @dataclass
 class Reply:
     """One answer. A tool call is `(name, arguments)`: a dict is sent as JSON, a str as it is
@@ -55,7 +61,7 @@ class ScriptedServer:
             self._next = next_reply
         self.requests: list[dict] = []
         self.call_ids = itertools.count()
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self._httpd = _Server((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

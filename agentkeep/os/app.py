@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from typing import Any, AsyncIterator, Sequence, Union
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -36,21 +38,27 @@ from agentkeep.db.errors import (
     NotFoundError,
     OwnershipError,
 )
+from agentkeep.knowledge.fetch import networks
+from agentkeep.os.auth import Auth, Forbidden, JWTAuth, Unauthorized, authenticate
+from agentkeep.os.jobs import Worker
 
 log = logging.getLogger("agentkeep.os")
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a knowledge upload travels in its job's record (a db record is at most 4 MiB)
 
 
 class Problem(BaseModel):
     """An error answer: a message, or (422 on a request that does not fit its schema) a list
     of `{field, reason}`."""
 
-    detail: Union[str, list[dict]]
+    detail: str | list[dict]
 
 
 # documented on every route: what the error handlers below answer
 ERROR_RESPONSES: dict = {status: {"model": Problem, "description": text} for status, text in (
-    (400, "the body cannot be read (not UTF-8, not JSON, a broken form)"), (404, "no such record (or another user's)"), (409, "a conflict: the record changed, exists or moved on"),
+    (400, "the body cannot be read (not UTF-8, not JSON, a broken form)"),
+    (401, "no credential, or one the server does not accept"), (403, "the caller may not do this"),
+    (404, "no such record (or another user's)"), (409, "a conflict: the record changed, exists or moved on"),
     (413, "the request body is over the server's limit"), (422, "the request does not fit: which field, and why"),
     (503, "a db the server needs cannot be reached"))}
 
@@ -61,31 +69,47 @@ class BootError(RuntimeError):
 
 class AgentOS:
     def __init__(self, agents: Sequence[Agent] = (), db: Any = None, *, trace_db: Any = None, eval_db: Any = None,
-                 name: str = "agentkeep", cors_origins: Sequence[str] = (), max_body_bytes: int = MAX_BODY_BYTES,
-                 sweep_seconds: float | None = 10) -> None:
+                 name: str = "agentkeep", security_key: str | None = None, jwt: JWTAuth | None = None,
+                 allow_remote_without_auth: bool = False, cors_origins: Sequence[str] = (),
+                 max_body_bytes: int = MAX_BODY_BYTES, sweep_seconds: float | None = 10,
+                 tenant_db: Callable[[Request], Any] | None = None, knowledge: Sequence[Any] = (),
+                 url_allow_networks: Sequence[str] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                 jobs: bool = True) -> None:
         agents = list(agents)
         if not all(isinstance(a, Agent) for a in agents):
             raise InvalidInputError("agents must be agentkeep Agents")
         ids = [a.id for a in agents]
         if len(set(ids)) != len(ids):
             raise InvalidInputError(f"two agents share an id: {sorted(i for i in ids if ids.count(i) > 1)}")
-        if db is None and not any(a.db is not None for a in agents):
+        if tenant_db is not None and not callable(tenant_db):
+            raise InvalidInputError("tenant_db must be a callable from a request to a db")
+        if db is None and tenant_db is None and not any(a.db is not None for a in agents):
             raise InvalidInputError("AgentOS needs a db (or agents that have one)")
         for agent in agents:  # an agent without a db (or trace db) of its own keeps its records in the OS's
             agent.keep_in(db=db, trace_db=trace_db)
         self.agents = {a.id: a for a in agents}
-        self.db = db if db is not None else agents[0].db
+        self.db = db if db is not None else next((a.db for a in agents if a.db is not None), None)
+        self.tenant_db = tenant_db
+        self._tenants: dict[int, Any] = {}  # the tenant dbs seen (and brought up) so far
+        self._tenant_agents: dict[tuple[str, int], Agent] = {}
+        self._tenant_lock = asyncio.Lock()
         self.trace_db = trace_db
         self.eval_db = eval_db
         self.name = name
+        self.auth = Auth(security_key, jwt, allow_remote_without_auth)
         self.cors_origins = list(cors_origins)
         self.max_body_bytes = max_body_bytes
         if sweep_seconds is not None and (isinstance(sweep_seconds, bool) or not isinstance(sweep_seconds, (int, float))
                                           or sweep_seconds <= 0):
             raise InvalidInputError(f"sweep_seconds must be a number of seconds > 0, or None, got {sweep_seconds!r}")
         self.sweep_seconds = sweep_seconds
+        self.knowledge = _knowledge_bases([*knowledge, *(a.knowledge for a in agents if a.knowledge is not None)])
+        self.url_networks = networks(url_allow_networks)
+        if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
+            raise InvalidInputError(f"max_upload_bytes must be a positive int, got {max_upload_bytes!r}")
+        self.max_upload_bytes = max_upload_bytes
+        self.worker = Worker(self) if jobs else None
         self._app: FastAPI | None = None
-        self._tasks: set[asyncio.Task] = set()
 
     # -- the dbs ------------------------------------------------------------------------------
 
@@ -98,10 +122,48 @@ class AgentOS:
                 found.setdefault(id(db), db)
         return list(found.values())
 
+    async def tenant_for(self, request: Request) -> Any:
+        """The request's tenant db (`tenant_db`), brought up on first sight; None without a
+        resolver."""
+        if self.tenant_db is None:
+            return None
+        db = self.tenant_db(request)
+        if inspect.isawaitable(db):
+            db = await db
+        if not hasattr(db, "append_run"):
+            raise InvalidInputError("the tenant resolver did not give a db")
+        if id(db) not in self._tenants:
+            async with self._tenant_lock:
+                if id(db) not in self._tenants:
+                    await as_async(db).migrate()
+                    self._tenants[id(db)] = db
+        return db
+
+    def agent_in(self, agent: Agent, tenant: Any) -> Agent:
+        """`agent` keeping its records in the tenant's db (one copy per agent and tenant); the
+        agent itself when `tenant` is not a tenant's db."""
+        if id(tenant) not in self._tenants:
+            return agent
+        key = (agent.id, id(tenant))
+        if key not in self._tenant_agents:
+            self._tenant_agents[key] = agent.bound_to(tenant)
+        return self._tenant_agents[key]
+
+    def job_dbs(self) -> list[Any]:
+        """The dbs that keep jobs: the OS's and the tenants' seen so far."""
+        return [db for db in [self.db, *self._tenants.values()] if db is not None]
+
+    async def enqueue(self, db: Any, job: Any) -> Any:
+        """Queue a durable job in `db` (an awaitable db) and wake this replica's worker."""
+        queued = await db.enqueue_job(job)
+        if self.worker is not None:
+            self.worker.wake()
+        return queued
+
     def run_dbs(self) -> list[Any]:
-        """The dbs that keep runs: the OS's and each agent's."""
+        """The dbs that keep runs: the OS's, each agent's, and the tenants' seen so far."""
         found: dict[int, Any] = {}
-        for db in [self.db, *(a.db for a in self.agents.values())]:
+        for db in [self.db, *(a.db for a in self.agents.values()), *self._tenants.values()]:
             if db is not None:
                 found.setdefault(id(db), db)
         return list(found.values())
@@ -128,12 +190,6 @@ class AgentOS:
                 log.exception("the sweep for runs whose process stopped failed")
             await asyncio.sleep(self.sweep_seconds)
 
-    def in_background(self, work: Any) -> None:
-        """Run a coroutine after the response (a background run), kept until it ends."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         for db in self.dbs():
@@ -147,7 +203,9 @@ class AgentOS:
                 log.info("%r: applied %d schema steps", db, len(steps))
         for agent in self.agents.values():  # the first run should not stall the event loop on imports
             await asyncio.to_thread(_prepare, agent)
-        sweeper = asyncio.get_running_loop().create_task(self._sweeping()) if self.sweep_seconds else None
+        loop = asyncio.get_running_loop()
+        sweeper = loop.create_task(self._sweeping()) if self.sweep_seconds else None
+        worker = loop.create_task(self.worker.serve()) if self.worker is not None else None
         try:
             yield
         finally:
@@ -155,11 +213,12 @@ class AgentOS:
 
             if sweeper is not None:
                 sweeper.cancel()
-            if self._tasks:  # background runs still going: give them a moment to finish
-                await asyncio.wait(set(self._tasks), timeout=30)
+            if worker is not None:
+                worker.cancel()
+                await self.worker.stop()  # their jobs go back to the queue for another replica
 
             await asyncio.to_thread(tracing.flush)
-            for db in self.dbs():
+            for db in [*self.dbs(), *self._tenants.values()]:
                 with contextlib.suppress(Exception):
                     await as_async(db).close()
 
@@ -168,7 +227,18 @@ class AgentOS:
     def get_app(self) -> FastAPI:
         if self._app is not None:
             return self._app
-        from agentkeep.os.routes import agents, approvals, evals, health, memories, schedules, sessions, traces
+        from agentkeep.os.routes import (
+            agents,
+            approvals,
+            evals,
+            health,
+            jobs,
+            knowledge,
+            memories,
+            schedules,
+            sessions,
+            traces,
+        )
 
         app = FastAPI(title=self.name, lifespan=self.lifespan, responses=ERROR_RESPONSES)
         app.state.os = self
@@ -177,8 +247,9 @@ class AgentOS:
                                allow_headers=["*"], allow_credentials=True)
         app.add_middleware(BodyLimit, limit=self.max_body_bytes)
         _add_error_handlers(app)
-        for module in (health, agents, sessions, memories, traces, approvals, schedules, evals):
-            app.include_router(module.router)
+        app.include_router(health.public)
+        for module in (health, agents, sessions, memories, traces, approvals, schedules, evals, knowledge, jobs):
+            app.include_router(module.router, dependencies=[Depends(authenticate)])
         self._app = app
         return app
 
@@ -190,6 +261,21 @@ class AgentOS:
         uvicorn.run(app if app is not None else self.get_app(), host=host, port=port, reload=reload, **options)
 
 
+def _knowledge_bases(found: list[Any]) -> dict[str, Any]:
+    """The knowledge bases by id (their `name`, "default" without one); the same object once."""
+    from agentkeep.knowledge import Knowledge
+
+    out: dict[str, Any] = {}
+    for kb in found:
+        if not isinstance(kb, Knowledge):
+            raise InvalidInputError(f"knowledge must be Knowledge objects, got {type(kb).__name__}")
+        key = kb.name or "default"
+        if out.get(key, kb) is not kb:
+            raise InvalidInputError(f"two knowledge bases are named {key!r}: give each its own name")
+        out[key] = kb
+    return out
+
+
 def _prepare(agent: Agent) -> None:
     prepare = getattr(agent.model, "prepare", None)
     if prepare is not None:
@@ -199,8 +285,6 @@ def _prepare(agent: Agent) -> None:
 
 def as_async(db: Any) -> Any:
     """A db whose methods are awaited: async dbs as they are, sync ones in worker threads."""
-    import inspect
-
     if db is None or inspect.iscoroutinefunction(getattr(db, "append_run", None)):
         return db
     return ThreadedDb(db)
@@ -256,6 +340,14 @@ def _add_error_handlers(app: FastAPI) -> None:
                 return JSONResponse({"detail": detail}, status_code=status)
         log.error("db error on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": "the db failed; see the server's log"}, status_code=500)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(PayloadTooLarge)
     async def too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:

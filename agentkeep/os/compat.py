@@ -6,10 +6,8 @@ with `run_input` as text, paused tool calls marked `requires_confirmation`, a se
 
 from __future__ import annotations
 
-from typing import Any
-
 import datetime as dt
-from typing import Optional
+from typing import Any, Optional
 
 from agentkeep.db.models import Approval, MemoryStats, Run, Session, Span, Trace
 

@@ -25,7 +25,14 @@ def public_without_auth(host: str) -> str | None:
     except ValueError:
         pass
     return (f"refusing to serve on {host} without authentication: the server trusts the user_id of every "
-            "request; bind 127.0.0.1, or pass --insecure if something in front of it authenticates")
+            "request; give the AgentOS a security_key (or $AGENTKEEP_SECURITY_KEY) or jwt=JWTAuth(...), bind "
+            "127.0.0.1, or pass --insecure if something in front of it authenticates")
+
+
+def authenticates(app: Any) -> bool:
+    """Whether `app` is an AgentOS's app with a security key or JWTs."""
+    agent_os = getattr(getattr(app, "state", None), "os", None)
+    return bool(agent_os is not None and agent_os.auth.enabled)
 
 
 def load(target: str, db_url: str | None = None) -> Any:

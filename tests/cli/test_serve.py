@@ -62,14 +62,32 @@ def test_serve_runs_the_agent_os_until_stopped(tmp_path):
 
 
 def test_serve_refuses_a_public_address_without_auth_and_bad_targets(tmp_path):
-    (tmp_path / "main.py").write_text("x = 1\n")
-    refused = _cli("serve", "main:x", "--host", "0.0.0.0", cwd=tmp_path)
+    (tmp_path / "main.py").write_text("x = 1\n\nasync def app(scope, receive, send):\n    pass\n")
+    refused = _cli("serve", "main:app", "--host", "0.0.0.0", cwd=tmp_path)
     assert refused.wait(60) == 2 and "without authentication" in refused.stderr.read()
     for target, message in (("main:nothing", "has no attribute"), ("nomodule:app", "cannot import"),
                             ("main", "module:attribute"), ("main:x", "neither an AgentOS")):
         bad = _cli("serve", target, cwd=tmp_path)
         assert bad.wait(60) == 2
         assert message in bad.stderr.read()
+
+
+def test_serve_a_public_address_with_a_security_key(tmp_path):
+    import os
+
+    (tmp_path / "main.py").write_text(MAIN)
+    port = free_port()
+    with ScriptedServer([Reply("served")]) as model:
+        proc = _cli("serve", "main:agent_os", "--host", "0.0.0.0", "--port", str(port), cwd=tmp_path,
+                    env={**os.environ, "MODEL_URL": model.base_url, "AGENTKEEP_SECURITY_KEY": "k" * 24})
+        try:
+            _wait_up(proc, port)
+            url = f"http://127.0.0.1:{port}/sessions"
+            assert httpx.get(url, timeout=30).status_code == 401
+            assert httpx.get(url, headers={"Authorization": "Bearer " + "k" * 24}, timeout=30).status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) in (0, -signal.SIGTERM)
 
 
 AGENTS = textwrap.dedent('''

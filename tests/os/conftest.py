@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -15,9 +17,9 @@ from tests.agent.conftest import db, make_agent, scripted, store  # noqa: F401 -
 
 
 class Served:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
                                                    lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -51,6 +53,40 @@ def serve() -> Iterator[Callable[[Any], httpx.Client]]:
     for served, client in running:
         client.close()
         served.stop()
+
+
+def finished_job(http: httpx.Client, job_id: str, headers: dict | None = None, seconds: float = 30) -> dict:
+    """The job once it has ended (its work's own records may be written a moment before)."""
+    deadline = time.monotonic() + seconds
+    while (job := http.get(f"/jobs/{job_id}", headers=headers or {}).json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
+
+
+class Handler(BaseHTTPRequestHandler):
+    """A small HTTP server's handler (JWKS, pages to fetch): `reply` sends a whole answer."""
+
+    def reply(self, status: int, body: bytes = b"", content_type: str = "text/plain", **headers: str) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": content_type, "Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(handler: type, host: str = "127.0.0.1") -> Iterator[ThreadingHTTPServer]:
+    """`handler` served on `host` (a free port) in a thread."""
+    httpd = ThreadingHTTPServer((host, 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
 
 
 __all__ = ["make_agent"]

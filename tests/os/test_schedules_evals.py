@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agentkeep.db.models import EvalRun, ScheduleRun
 from agentkeep.os import AgentOS
-
 from tests.agent.conftest import Reply, make_agent
+from tests.os.conftest import finished_job
 
 TARGET = {"type": "agent", "id": "helper", "payload": {"message": "daily summary"}}
 
@@ -47,7 +47,10 @@ def test_metrics_roll_up_runs_and_eval_runs(scripted, db, serve):
     http = serve(AgentOS(agents=[make_agent(scripted([Reply("one"), Reply("two")]), db)], db=db).get_app())
     for i, user in enumerate(("alice", "bob")):
         http.post("/agents/helper/runs", json={"message": f"q{i}", "user_id": user, "session_id": f"s{i}"})
-    assert http.post("/metrics/refresh").json()["rows_written"] >= 1
+    refresh = http.post("/metrics/refresh")
+    assert refresh.status_code == 202 and refresh.json()["kind"] == "metrics.refresh"
+    job = finished_job(http, refresh.json()["id"])
+    assert job["status"] == "completed" and job["result"]["rows_written"] >= 1
     [day] = http.get("/metrics").json()
     assert (day["agent_runs"], day["sessions"], day["users"]) == (2, 2, 2)
     assert day["input_tokens"] == 24 and day["by_model"]

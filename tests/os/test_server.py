@@ -11,6 +11,7 @@ from agentkeep.db import Session
 from agentkeep.os import AgentOS, BootError
 
 from tests.agent.conftest import Reply, make_agent
+from tests.os.conftest import finished_job
 
 
 def add(a: int, b: int) -> int:
@@ -162,18 +163,32 @@ def test_a_background_run_answers_202_and_is_polled(scripted, db, serve):
     http = serve(AgentOS(agents=[make_agent(server, db)], db=db).get_app())
     r = http.post("/agents/helper/runs", json={"message": "hi", "user_id": "alice", "session_id": "s1",
                                                "background": True})
-    assert r.status_code == 202 and r.json()["status"] == "running"
+    assert r.status_code == 202 and r.json()["status"] == "pending" and r.json()["job_id"] == f"run-{r.json()['run_id']}"
     run_id = r.json()["run_id"]
-    assert http.get(f"/sessions/s1/runs/{run_id}", params={"user_id": "alice"}).json()["status"] == "running"
+    assert http.get(f"/sessions/s1/runs/{run_id}", params={"user_id": "alice"}).json()["status"] in ("pending", "running")
     import time
 
     deadline = time.monotonic() + 10
-    while (status := http.get(f"/sessions/s1/runs/{run_id}").json()["status"]) == "running":
+    while (status := http.get(f"/sessions/s1/runs/{run_id}").json()["status"]) in ("pending", "running"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status == "completed" and db.get_run(run_id).content == "slow answer"
+    assert finished_job(http, f"run-{run_id}")["result"] == {"run_id": run_id, "status": "completed"}
     both = http.post("/agents/helper/runs", json={"message": "x", "background": True, "stream": True})
     assert both.status_code == 422
+
+
+def test_a_queued_background_run_is_pending_then_cancelled(scripted, db, serve):
+    queue_only = serve(AgentOS(agents=[make_agent(scripted([Reply("never")]), db)], db=db, jobs=False).get_app())
+    r = queue_only.post("/agents/helper/runs", json={"message": "hi", "user_id": "alice", "session_id": "s1",
+                                                     "background": True}).json()
+    run = queue_only.get(f"/sessions/s1/runs/{r['run_id']}", params={"user_id": "alice"})
+    assert run.status_code == 200 and (run.json()["status"], run.json()["input"]) == ("pending", {"input_content": "hi"})
+    assert queue_only.get(f"/sessions/s1/runs/{r['run_id']}", params={"user_id": "bob"}).status_code == 404
+    cancelled = queue_only.post(f"/agents/helper/runs/{r['run_id']}/cancel", params={"user_id": "alice"})
+    assert cancelled.json() == {"run_id": r["run_id"], "status": "cancelled"}
+    assert queue_only.get(f"/sessions/s1/runs/{r['run_id']}").json()["status"] == "cancelled"
+    assert db.get_run(r["run_id"]) is None  # it never started
 
 
 def test_files_with_a_run_reach_the_model_and_bad_ones_are_refused(scripted, db, serve):

@@ -13,8 +13,8 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from agentkeep.os.auth import REMOTE_ENV
 from agentkeep.os.demo import data
-from agentkeep.os.target import public_without_auth
 from agentkeep.os.demo.app import (
     DEFAULT_DATA_DIR,
     DEFAULT_DB_URL,
@@ -22,6 +22,7 @@ from agentkeep.os.demo.app import (
     build,
     local_model_missing,
 )
+from agentkeep.os.target import public_without_auth
 
 EXIT_USER_ERROR = 2
 
@@ -59,6 +60,8 @@ def _check(host: str, port: int, model: str | None, insecure: bool) -> None:
     refused = None if insecure else public_without_auth(host)
     if refused:
         raise SetupError(refused)
+    if insecure:  # something in front authenticates: the server answers remote clients
+        os.environ[REMOTE_ENV] = "1"
     if model is not None:
         if not (os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
             raise SetupError("--model needs OPENAI_BASE_URL (an OpenAI-compatible server) and/or OPENAI_API_KEY "

@@ -1,4 +1,4 @@
-"""`/health`, `/info`, `/config`."""
+"""`/health` (open to all), `/info`, `/config`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from agentkeep.os.compat import db_ids
 from agentkeep.os.routes.common import the_os
 
+public = APIRouter(tags=["server"])  # without authentication: for load balancers
 router = APIRouter(tags=["server"])
 
 
@@ -19,7 +20,7 @@ def _version() -> str:
         return "unknown"
 
 
-@router.get("/health")
+@public.get("/health")
 async def health() -> dict:
     return {"status": "ok"}
 
@@ -27,13 +28,15 @@ async def health() -> dict:
 @router.get("/info")
 async def info(request: Request) -> dict:
     os = the_os(request)
-    return {"name": os.name, "version": _version(), "agents": len(os.agents)}
+    return {"name": os.name, "version": _version(), "agents": len(os.agents), "auth": os.auth.mode}
 
 
 @router.get("/config")
 async def config(request: Request) -> dict:
     os = the_os(request)
     ids = db_ids(os.dbs())
+    if os.tenant_db is not None:  # every domain of a request lives in its tenant's db
+        ids[id(os.db)] = ids[id(os.trace_db)] = ids[id(os.eval_db)] = "tenant"
     return {
         "os_id": os.name, "name": os.name, "os_database": ids[id(os.db)],
         "databases": list(ids.values()),

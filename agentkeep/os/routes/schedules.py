@@ -3,14 +3,15 @@ runs each one made. Firing them is the scheduler's work; these routes keep the r
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
 from agentkeep.db.models import Schedule, ScheduleRun, ScheduleTarget
-from agentkeep.os.routes.common import ListPage, db_for, json_response, offset_of, page_of
+from agentkeep.os.auth import caller_of
+from agentkeep.os.routes.common import ListPage, Owner, db_for, json_response, offset_of, page_of
 
 router = APIRouter(tags=["schedules"])
 
@@ -22,22 +23,22 @@ class NewSchedule(BaseModel):
     target: ScheduleTarget
     enabled: bool = True
     max_retries: int = 0
-    timeout_seconds: Optional[float] = None
-    user_id: Optional[str] = None
+    timeout_seconds: float | None = None
+    user_id: str | None = None
 
 
 class ScheduleChange(BaseModel):
-    name: Optional[str] = None
-    cron: Optional[str] = None
-    timezone: Optional[str] = None
-    target: Optional[ScheduleTarget] = None
-    enabled: Optional[bool] = None
-    max_retries: Optional[int] = None
-    timeout_seconds: Optional[float] = None
-    expected_revision: Optional[int] = None
+    name: str | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    target: ScheduleTarget | None = None
+    enabled: bool | None = None
+    max_retries: int | None = None
+    timeout_seconds: float | None = None
+    expected_revision: int | None = None
 
 
-async def _schedule(request: Request, schedule_id: str, user_id: Optional[str]) -> Schedule:
+async def _schedule(request: Request, schedule_id: str, user_id: str | None) -> Schedule:
     schedule = await db_for(request).get_schedule(schedule_id, user_id=user_id)
     if schedule is None:
         raise NotFoundError(f"schedule {schedule_id!r} not found")
@@ -46,26 +47,27 @@ async def _schedule(request: Request, schedule_id: str, user_id: Optional[str]) 
 
 @router.post("/schedules", status_code=201, response_model=Schedule)
 async def create_schedule(body: NewSchedule, request: Request) -> Any:
-    created = await db_for(request).upsert_schedule(Schedule(**body.model_dump()), expected_revision=0)
+    fields = {**body.model_dump(), "user_id": caller_of(request).owner(body.user_id)}
+    created = await db_for(request).upsert_schedule(Schedule(**fields), expected_revision=0)
     return json_response(created.model_dump(), status_code=201)
 
 
 @router.get("/schedules", response_model=ListPage[Schedule])
-async def list_schedules(request: Request, user_id: Optional[str] = None, enabled: Optional[bool] = None,
+async def list_schedules(request: Request, user_id: Owner, enabled: bool | None = None,
                          limit: int = Query(20, ge=1, le=100), page: int = Query(1, ge=1),
-                         cursor: Optional[str] = None, with_total: bool = True) -> Any:
+                         cursor: str | None = None, with_total: bool = True) -> Any:
     result = await db_for(request).list_schedules(user_id=user_id, enabled=enabled, limit=limit, cursor=cursor,
                                                   offset=offset_of(page, limit, cursor), with_total=with_total)
     return page_of([s.model_dump() for s in result.items], limit, page, result.next_cursor, result.total)
 
 
 @router.get("/schedules/{schedule_id}", response_model=Schedule)
-async def get_schedule(schedule_id: str, request: Request, user_id: Optional[str] = None) -> Any:
+async def get_schedule(schedule_id: str, request: Request, user_id: Owner) -> Any:
     return json_response((await _schedule(request, schedule_id, user_id)).model_dump())
 
 
-async def _change(request: Request, schedule_id: str, user_id: Optional[str], changes: dict,
-                  expected_revision: Optional[int] = None) -> Any:
+async def _change(request: Request, schedule_id: str, user_id: str | None, changes: dict,
+                  expected_revision: int | None = None) -> Any:
     current = await _schedule(request, schedule_id, user_id)
     if {"cron", "timezone", "enabled"} & set(changes):
         changes["next_run_at"] = None  # computed again from the new cron, zone or state
@@ -77,34 +79,34 @@ async def _change(request: Request, schedule_id: str, user_id: Optional[str], ch
 
 @router.patch("/schedules/{schedule_id}", response_model=Schedule)
 async def update_schedule(schedule_id: str, body: ScheduleChange, request: Request,
-                          user_id: Optional[str] = None) -> Any:
+                          user_id: Owner) -> Any:
     """Change some fields: a compare-and-set on the revision read (or `expected_revision`)."""
     changes = body.model_dump(exclude_unset=True, exclude={"expected_revision"})
     return await _change(request, schedule_id, user_id, changes, body.expected_revision)
 
 
 @router.post("/schedules/{schedule_id}/enable", response_model=Schedule)
-async def enable(schedule_id: str, request: Request, user_id: Optional[str] = None) -> Any:
+async def enable(schedule_id: str, request: Request, user_id: Owner) -> Any:
     return await _change(request, schedule_id, user_id, {"enabled": True})
 
 
 @router.post("/schedules/{schedule_id}/disable", response_model=Schedule)
-async def disable(schedule_id: str, request: Request, user_id: Optional[str] = None) -> Any:
+async def disable(schedule_id: str, request: Request, user_id: Owner) -> Any:
     return await _change(request, schedule_id, user_id, {"enabled": False})
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
-async def delete_schedule(schedule_id: str, request: Request, user_id: Optional[str] = None) -> None:
+async def delete_schedule(schedule_id: str, request: Request, user_id: Owner) -> None:
     if not await db_for(request).delete_schedule(schedule_id, user_id=user_id):
         raise NotFoundError(f"schedule {schedule_id!r} not found")
 
 
 @router.get("/schedules/{schedule_id}/runs", response_model=ListPage[ScheduleRun])
-async def schedule_runs(schedule_id: str, request: Request, user_id: Optional[str] = None,
+async def schedule_runs(schedule_id: str, request: Request, user_id: Owner,
                         limit: int = Query(20, ge=1, le=100), page: int = Query(1, ge=1),
-                        cursor: Optional[str] = None, with_total: bool = True) -> Any:
+                        cursor: str | None = None, with_total: bool = True) -> Any:
     """The schedule's runs, newest first (another user's schedule is 404)."""
     await _schedule(request, schedule_id, user_id)
-    result = await db_for(request).list_schedule_runs(schedule_id, limit=limit, cursor=cursor,
+    result = await db_for(request).list_schedule_runs(schedule_id, user_id=user_id, limit=limit, cursor=cursor,
                                                       offset=offset_of(page, limit, cursor), with_total=with_total)
     return page_of([r.model_dump() for r in result.items], limit, page, result.next_cursor, result.total)

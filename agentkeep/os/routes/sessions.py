@@ -3,15 +3,16 @@ answers `{data, meta}` with the reference's page fields and `meta.next_cursor`."
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from agentkeep.db.errors import NotFoundError
-from agentkeep.db.models import Session
+from agentkeep.db.models import Run, Session
+from agentkeep.os.auth import caller_of
 from agentkeep.os.compat import RunOut, SessionOut, run_json, session_json
-from agentkeep.os.routes.common import ListPage, db_for, json_response, offset_of, page_of
+from agentkeep.os.routes.common import ListPage, Owner, db_for, json_response, offset_of, page_of
 
 router = APIRouter(tags=["sessions"])
 SORTS = {("updated_at", "desc"): "updated_desc", ("updated_at", "asc"): "updated_asc",
@@ -24,13 +25,13 @@ _json = session_json
 @router.get("/sessions", response_model=ListPage[SessionOut])
 async def list_sessions(
     request: Request,
-    user_id: Optional[str] = None,
-    component_id: Optional[str] = Query(None, description="an agent's id: its sessions, from its db"),
+    user_id: Owner,
+    component_id: str | None = Query(None, description="an agent's id: its sessions, from its db"),
     type: Literal["agent", "team", "workflow"] = "agent",
-    session_name: Optional[str] = None,
+    session_name: str | None = None,
     limit: int = Query(20, ge=1, le=100),
     page: int = Query(1, ge=1),
-    cursor: Optional[str] = None,
+    cursor: str | None = None,
     sort_by: Literal["updated_at", "created_at"] = "updated_at",
     sort_order: Literal["asc", "desc"] = "desc",
     with_total: bool = True,
@@ -44,8 +45,8 @@ async def list_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
-async def get_session(session_id: str, request: Request, user_id: Optional[str] = None,
-                      component_id: Optional[str] = None) -> Any:
+async def get_session(session_id: str, request: Request, user_id: Owner,
+                      component_id: str | None = None) -> Any:
     session = await db_for(request, component_id).get_session(session_id, user_id=user_id)
     if session is None:
         raise NotFoundError(f"session {session_id!r} not found")
@@ -53,9 +54,9 @@ async def get_session(session_id: str, request: Request, user_id: Optional[str] 
 
 
 @router.get("/sessions/{session_id}/runs", response_model=list[RunOut])
-async def list_runs(session_id: str, request: Request, user_id: Optional[str] = None,
-                    component_id: Optional[str] = None, limit: int = Query(100, ge=1, le=1000),
-                    cursor: Optional[str] = None) -> Any:
+async def list_runs(session_id: str, request: Request, user_id: Owner,
+                    component_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                    cursor: str | None = None) -> Any:
     """The session's runs, oldest first, a page at a time: a list (as the reference's clients
     read it), and the next page's address in the `Link` header (rel="next")."""
     db = db_for(request, component_id)
@@ -70,25 +71,31 @@ async def list_runs(session_id: str, request: Request, user_id: Optional[str] = 
 
 
 @router.get("/sessions/{session_id}/runs/{run_id}", response_model=RunOut)
-async def get_run(session_id: str, run_id: str, request: Request, user_id: Optional[str] = None,
-                  component_id: Optional[str] = None) -> Any:
+async def get_run(session_id: str, run_id: str, request: Request, user_id: Owner,
+                  component_id: str | None = None) -> Any:
     run = await db_for(request, component_id).get_run(run_id, user_id=user_id)
+    if run is None:  # a background run still queued: pending (cancelled or failed if it never started)
+        job = await db_for(request).get_job(f"run-{run_id}", user_id=user_id)
+        if job is not None:
+            status = {"queued": "pending", "running": "pending", "cancelled": "cancelled"}.get(job.status, "error")
+            run = Run(run_id=run_id, session_id=job.payload["session_id"], user_id=job.user_id, status=status,
+                      agent_id=job.payload["agent_id"], input=job.payload["message"], created_at=job.created_at)
     if run is None or run.session_id != session_id:
         raise NotFoundError(f"run {run_id!r} not found in session {session_id!r}")
     return json_response(run_json(run))
 
 
 class NewSession(BaseModel):
-    session_id: Optional[str] = None
-    session_name: Optional[str] = None
-    user_id: Optional[str] = None
-    agent_id: Optional[str] = None
+    session_id: str | None = None
+    session_name: str | None = None
+    user_id: str | None = None
+    agent_id: str | None = None
     session_state: dict = {}
 
 
 @router.post("/sessions", status_code=201, response_model=SessionOut)
 async def create_session(body: NewSession, request: Request) -> Any:
-    fields = {"name": body.session_name, "user_id": body.user_id, "agent_id": body.agent_id,
+    fields = {"name": body.session_name, "user_id": caller_of(request).owner(body.user_id), "agent_id": body.agent_id,
               "state": body.session_state}
     if body.session_id:
         fields["session_id"] = body.session_id
@@ -98,12 +105,13 @@ async def create_session(body: NewSession, request: Request) -> Any:
 
 class SessionIds(BaseModel):
     session_ids: list[str]
-    user_id: Optional[str] = None
+    user_id: str | None = None
 
 
 @router.delete("/sessions")
-async def delete_sessions(body: SessionIds, request: Request, component_id: Optional[str] = None) -> dict:
-    return {"deleted": await db_for(request, component_id).delete_sessions(body.session_ids, user_id=body.user_id)}
+async def delete_sessions(body: SessionIds, request: Request, component_id: str | None = None) -> dict:
+    user_id = caller_of(request).owner(body.user_id)
+    return {"deleted": await db_for(request, component_id).delete_sessions(body.session_ids, user_id=user_id)}
 
 
 class Rename(BaseModel):
@@ -111,14 +119,14 @@ class Rename(BaseModel):
 
 
 @router.post("/sessions/{session_id}/rename", response_model=SessionOut)
-async def rename_session(session_id: str, body: Rename, request: Request, user_id: Optional[str] = None,
-                         component_id: Optional[str] = None) -> Any:
+async def rename_session(session_id: str, body: Rename, request: Request, user_id: Owner,
+                         component_id: str | None = None) -> Any:
     renamed = await db_for(request, component_id).rename_session(session_id, body.session_name, user_id=user_id)
     return json_response(_json(renamed))
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-async def delete_session(session_id: str, request: Request, user_id: Optional[str] = None,
-                         component_id: Optional[str] = None) -> None:
+async def delete_session(session_id: str, request: Request, user_id: Owner,
+                         component_id: str | None = None) -> None:
     if not await db_for(request, component_id).delete_session(session_id, user_id=user_id):
         raise NotFoundError(f"session {session_id!r} not found")

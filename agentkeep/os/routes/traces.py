@@ -4,24 +4,27 @@ in the trace db (`AgentOS(trace_db=)`), else the OS's db."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from agentkeep.db.errors import NotFoundError
 from agentkeep.db.models import Span
+from agentkeep.db.traces import ATTRIBUTE_KEYS
 from agentkeep.os import otlp
-from agentkeep.os.app import PayloadTooLarge, as_async
+from agentkeep.os.app import PayloadTooLarge
+from agentkeep.os.auth import caller_of
 from agentkeep.os.compat import TraceOut, trace_json, trace_tree
-from agentkeep.os.routes.common import ListPage, json_response, offset_of, page_of, the_os
+from agentkeep.os.routes.common import ListPage, Owner, db_for, json_response, offset_of, page_of, the_os
 
 router = APIRouter(tags=["traces"])
+USER_KEYS = frozenset(ATTRIBUTE_KEYS["user_id"])  # every attribute a trace's owner is read from
 
 
 def trace_db(request: Request) -> Any:
-    agent_os = the_os(request)
-    return as_async(agent_os.trace_db if agent_os.trace_db is not None else agent_os.db)
+    return db_for(request, domain="traces")
 
 
 @router.post("/v1/traces", tags=["otlp"])
@@ -34,28 +37,50 @@ async def ingest(request: Request) -> Response:
         raise PayloadTooLarge(limit) from None
     content_type = request.headers.get("content-type", "").lower()
     spans, rejected = otlp.spans_of(otlp.parse(body, content_type))
+    db = trace_db(request)
+    caller = caller_of(request)
+    if not caller.admin and spans:  # a user's spans are theirs, whatever their attributes say
+        spans, refused = await _claim(db, spans, caller.user_id)
+        rejected += refused
     if spans:
-        await trace_db(request).write_spans(spans)
+        await db.write_spans(spans)
     content, media_type = otlp.answer(rejected, content_type)
     return Response(content, media_type=media_type)
+
+
+async def _claim(db: Any, spans: list[Span], user_id: str) -> tuple[list[Span], int]:
+    """The spans owned by `user_id` (their user attributes replaced), minus those that would
+    join another user's trace; and how many those were."""
+    trace_ids = list({s.trace_id for s in spans})
+    traces = await asyncio.gather(*(db.get_trace(t) for t in trace_ids))
+    others = {t.trace_id for t in traces if t is not None and t.user_id != user_id}
+    kept = []
+    for span in spans:
+        if span.trace_id in others:
+            continue
+        for key in USER_KEYS & span.attributes.keys():  # the spans were made for this request
+            del span.attributes[key]
+        span.attributes["agentkeep.user_id"] = user_id
+        kept.append(span)
+    return kept, len(spans) - len(kept)
 
 
 @router.get("/traces", response_model=ListPage[TraceOut])
 async def list_traces(
     request: Request,
-    user_id: Optional[str] = None,
-    agent_id: Optional[str] = None,
-    session_id: Optional[str] = None,
-    run_id: Optional[str] = None,
-    team_id: Optional[str] = None,
-    workflow_id: Optional[str] = None,
-    status: Optional[Literal["ok", "error", "unset"]] = None,
-    start_time: Optional[dt.datetime] = Query(None, description="traces that started at or after this time"),
-    end_time: Optional[dt.datetime] = Query(None, description="traces that started before this time"),
+    user_id: Owner,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    run_id: str | None = None,
+    team_id: str | None = None,
+    workflow_id: str | None = None,
+    status: Literal["ok", "error", "unset"] | None = None,
+    start_time: dt.datetime | None = Query(None, description="traces that started at or after this time"),
+    end_time: dt.datetime | None = Query(None, description="traces that started before this time"),
     sort_order: Literal["asc", "desc"] = "desc",
     limit: int = Query(20, ge=1, le=100),
     page: int = Query(1, ge=1),
-    cursor: Optional[str] = None,
+    cursor: str | None = None,
     with_total: bool = True,
 ) -> Any:
     """Traces, newest first: a page by `cursor` or by `page` number."""
@@ -68,27 +93,28 @@ async def list_traces(
 
 
 @router.get("/traces/{trace_id}")
-async def get_trace(trace_id: str, request: Request, user_id: Optional[str] = None) -> Any:
+async def get_trace(trace_id: str, request: Request, user_id: Owner) -> Any:
     """The trace with its spans as a tree (`tree`), and the spans as stored (`spans`)."""
     db = trace_db(request)
     trace = await db.get_trace(trace_id, user_id=user_id)
     if trace is None:
         raise NotFoundError(f"trace {trace_id!r} not found")
-    spans: list[Span] = await db.get_spans(trace_id)
+    spans: list[Span] = await db.get_spans(trace_id, user_id=user_id)
     return json_response({**trace_json(trace), "tree": trace_tree(spans), "spans": [s.model_dump() for s in spans]})
 
 
 @router.get("/trace_session_stats", response_model=ListPage[dict])
 async def trace_session_stats(
     request: Request,
-    start_time: Optional[dt.datetime] = None,
-    end_time: Optional[dt.datetime] = None,
+    user_id: Owner,
+    start_time: dt.datetime | None = None,
+    end_time: dt.datetime | None = None,
     limit: int = Query(20, ge=1, le=100),
     page: int = Query(1, ge=1),
 ) -> Any:
     """Per session: its traces, errors and durations, first and last trace, most recent first."""
     stats = await trace_db(request).trace_stats(group_by="session", started_after=_utc(start_time, -1),
-                                                started_before=_utc(end_time))
+                                                started_before=_utc(end_time), user_id=user_id)
     rows = sorted((s for s in stats if s.key is not None), key=lambda s: s.last_start, reverse=True)
     window = rows[(page - 1) * limit: page * limit]
     data = [{"session_id": s.key, "total_traces": s.traces, "errors": s.errors, "avg_ms": s.avg_ms,
@@ -96,7 +122,7 @@ async def trace_session_stats(
     return page_of(data, limit, page, None, len(rows))
 
 
-def _utc(value: Optional[dt.datetime], nudge: int = 0) -> Optional[dt.datetime]:
+def _utc(value: dt.datetime | None, nudge: int = 0) -> dt.datetime | None:
     """A query time as UTC (naive means UTC); `nudge=-1` makes an inclusive lower bound of the
     db's exclusive `started_after`."""
     if value is None:
