@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from agentkeep.db import InvalidInputError
+from agentkeep.db import InvalidInputError, OwnershipError
 
 from ._helpers import T0, all_items, at, dump, ids, span
 
@@ -216,3 +216,21 @@ def test_trace_stats_of_one_user(db):
     assert [s.traces for s in db.trace_stats(user_id="alice", started_after=at(1.5))] == [1]
     assert db.trace_stats(user_id="alice", started_before=at(1)) == []
     assert db.trace_stats(group_by="session", user_id="carol") == []
+
+
+def test_write_spans_for_a_user_joins_only_that_users_traces(db):
+    db.write_spans([span("ta", "a1", at(1), 100, attributes={"user.id": "alice"})])
+    db.write_spans([span("tn", "n1", at(1), 100)])  # a trace of no user
+    db.write_spans([span("ta", "a2", at(1.5), 50, parent_span_id="a1", attributes={"user.id": "alice"}),
+                    span("tc", "c1", at(2), 10, attributes={"user.id": "alice"})], user_id="alice")
+    assert ids(db.get_spans("ta"), "span_id") == {"a1", "a2"} and db.get_trace("tc").user_id == "alice"
+    before = dump(db.get_trace("ta"))
+    for batch in ([span("ta", "x1", at(3), 10, attributes={"user.id": "bob"})],
+                  [span("tb", "x2", at(3), 10, attributes={"user.id": "bob"}),  # a new trace, and
+                   span("ta", "x3", at(3), 10, attributes={"user.id": "bob"})],  # alice's: all refused
+                  [span("tn", "x4", at(3), 10, attributes={"user.id": "bob"})]):
+        with pytest.raises(OwnershipError):
+            db.write_spans(batch, user_id="bob")
+    assert dump(db.get_trace("ta")) == before
+    assert db.get_trace("tb") is None and ids(db.get_spans("tn"), "span_id") == {"n1"}
+    assert {s.span_id for s in db.get_spans("ta")} == {"a1", "a2"}

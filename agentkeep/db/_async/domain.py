@@ -741,11 +741,18 @@ class AsyncDb:
     # -- traces and spans ---------------------------------------------------------------
 
     @api
-    async def write_spans(self, spans: Sequence[m.Span]) -> None:
+    async def write_spans(self, spans: Sequence[m.Span], *, user_id: str | None = None) -> None:
         """Idempotent on span_id; a span never moves to another trace (ConflictError, checked
-        for the whole batch before the first write)."""
+        for the whole batch before the first write). With `user_id`, the spans may only join
+        that user's traces or new ones: a stored trace of anyone else refuses the batch
+        (OwnershipError, nothing written)."""
         rows = {row["span_id"]: row for row in spans}
         async with self.kernel.transaction():
+            if user_id is not None:
+                owners = await self._owners("traces", list({r["trace_id"] for r in rows.values()}))
+                taken = sorted(t for t, owner in owners.items() if owner != user_id)
+                if taken:
+                    raise OwnershipError(f"trace {taken[0]!r} belongs to another user")
             known = await self._owners("spans", list(rows), "trace_id")
             self._check_parents("span", rows, known, "trace_id")
             for chunk in _chunks(list(rows)):

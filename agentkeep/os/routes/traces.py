@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from agentkeep.db.errors import NotFoundError
+from agentkeep.db.errors import NotFoundError, OwnershipError
 from agentkeep.db.models import Span
 from agentkeep.db.traces import ATTRIBUTE_KEYS
 from agentkeep.os import otlp
@@ -40,29 +40,30 @@ async def ingest(request: Request) -> Response:
     db = trace_db(request)
     caller = caller_of(request)
     if not caller.admin and spans:  # a user's spans are theirs, whatever their attributes say
-        spans, refused = await _claim(db, spans, caller.user_id)
-        rejected += refused
-    if spans:
+        rejected += await _write_owned(db, spans, caller.user_id)
+    elif spans:
         await db.write_spans(spans)
     content, media_type = otlp.answer(rejected, content_type)
     return Response(content, media_type=media_type)
 
 
-async def _claim(db: Any, spans: list[Span], user_id: str) -> tuple[list[Span], int]:
-    """The spans owned by `user_id` (their user attributes replaced), minus those that would
-    join another user's trace; and how many those were."""
-    trace_ids = list({s.trace_id for s in spans})
-    traces = await asyncio.gather(*(db.get_trace(t) for t in trace_ids))
-    others = {t.trace_id for t in traces if t is not None and t.user_id != user_id}
-    kept = []
-    for span in spans:
-        if span.trace_id in others:
-            continue
-        for key in USER_KEYS & span.attributes.keys():  # the spans were made for this request
+async def _write_owned(db: Any, spans: list[Span], user_id: str) -> int:
+    """Write the spans as `user_id`'s (their user attributes replaced); spans that would join
+    another user's trace are left out. Returns how many were."""
+    for span in spans:  # made for this request: changed in place
+        for key in USER_KEYS & span.attributes.keys():
             del span.attributes[key]
         span.attributes["agentkeep.user_id"] = user_id
-        kept.append(span)
-    return kept, len(spans) - len(kept)
+    try:
+        await db.write_spans(spans, user_id=user_id)  # one batched ownership check in the db
+        return 0
+    except OwnershipError:  # some trace is someone else's: find which, write the rest
+        traces = await asyncio.gather(*(db.get_trace(t) for t in {s.trace_id for s in spans}))
+        others = {t.trace_id for t in traces if t is not None and t.user_id != user_id}
+        kept = [s for s in spans if s.trace_id not in others]
+        if kept:
+            await db.write_spans(kept, user_id=user_id)
+        return len(spans) - len(kept)
 
 
 @router.get("/traces", response_model=ListPage[TraceOut])
