@@ -22,7 +22,8 @@ POLICY = "# Keys\n\nRotating API keys every 90 days is required for every team."
 
 
 def bearer(user: str, scope: str = "") -> dict:
-    claims = {"sub": user, "exp": int(time.time()) + 600, "scope": scope}
+    # made when the module is collected: valid for as long as a whole test run may take
+    claims = {"sub": user, "exp": int(time.time()) + 24 * 3600, "scope": scope}
     return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
 
 
