@@ -9,8 +9,9 @@ tables and pending additive migrations, under the db's schema lock, so replicas 
 once are safe; a db that cannot be reached fails the boot. While it serves, every
 `sweep_seconds` it marks `error` the runs whose process died (a run in progress holds a lease
 its process renews; see `Agent(run_lease_seconds=)`), so with several replicas on one db
-nothing stays `running` forever. On shutdown the spans still in the exporter are written and
-every db is closed."""
+nothing stays `running` forever; a worker does the durable jobs (agentkeep/os/jobs.py), and
+every `metrics_seconds` a metrics refresh is queued for it. On shutdown the spans still in
+the exporter are written and every db is closed."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class AgentOS:
                  max_body_bytes: int = MAX_BODY_BYTES, sweep_seconds: float | None = 10,
                  tenant_db: Callable[[Request], Any] | None = None, knowledge: Sequence[Any] = (),
                  url_allow_networks: Sequence[str] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 jobs: bool = True) -> None:
+                 jobs: bool = True, metrics_seconds: float | None = 300) -> None:
         agents = list(agents)
         if not all(isinstance(a, Agent) for a in agents):
             raise InvalidInputError("agents must be agentkeep Agents")
@@ -99,10 +100,8 @@ class AgentOS:
         self.auth = Auth(security_key, jwt, allow_remote_without_auth)
         self.cors_origins = list(cors_origins)
         self.max_body_bytes = max_body_bytes
-        if sweep_seconds is not None and (isinstance(sweep_seconds, bool) or not isinstance(sweep_seconds, (int, float))
-                                          or sweep_seconds <= 0):
-            raise InvalidInputError(f"sweep_seconds must be a number of seconds > 0, or None, got {sweep_seconds!r}")
-        self.sweep_seconds = sweep_seconds
+        self.sweep_seconds = _seconds(sweep_seconds, "sweep_seconds")
+        self.metrics_seconds = _seconds(metrics_seconds, "metrics_seconds")
         self.knowledge = _knowledge_bases([*knowledge, *(a.knowledge for a in agents if a.knowledge is not None)])
         self.url_networks = networks(url_allow_networks)
         if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
@@ -182,13 +181,24 @@ class AgentOS:
                 log.warning("%r: could not look for runs whose process stopped: %s", db, exc)
         return failed
 
-    async def _sweeping(self) -> None:
+    async def refresh_metrics_soon(self) -> None:
+        """Queue a metrics refresh in every db that keeps jobs (single-flight: one queued or
+        running is that one); the worker rolls up only the days that changed."""
+        from agentkeep.db.models import Job
+
+        for db in self.job_dbs():
+            try:
+                await self.enqueue(as_async(db), Job(id="metrics.refresh", kind="metrics.refresh"))
+            except DbError as exc:  # the next round tries again
+                log.warning("%r: could not queue a metrics refresh: %s", db, exc)
+
+    async def _every(self, seconds: float, work: Callable[[], Any], what: str) -> None:
         while True:
             try:
-                await self.sweep()
+                await work()
             except Exception:
-                log.exception("the sweep for runs whose process stopped failed")
-            await asyncio.sleep(self.sweep_seconds)
+                log.exception("%s failed", what)
+            await asyncio.sleep(seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -204,15 +214,20 @@ class AgentOS:
         for agent in self.agents.values():  # the first run should not stall the event loop on imports
             await asyncio.to_thread(_prepare, agent)
         loop = asyncio.get_running_loop()
-        sweeper = loop.create_task(self._sweeping()) if self.sweep_seconds else None
+        periodic = [loop.create_task(self._every(self.sweep_seconds, self.sweep, "the sweep for dead runs"))
+                    if self.sweep_seconds else None]
+        if self.metrics_seconds and self.worker is not None:  # the metrics roll up by themselves
+            periodic.append(loop.create_task(self._every(self.metrics_seconds, self.refresh_metrics_soon,
+                                                         "queueing a metrics refresh")))
         worker = loop.create_task(self.worker.serve()) if self.worker is not None else None
         try:
             yield
         finally:
             from agentkeep.agent import tracing
 
-            if sweeper is not None:
-                sweeper.cancel()
+            for task in periodic:
+                if task is not None:
+                    task.cancel()
             if worker is not None:
                 worker.cancel()
                 await self.worker.stop()  # their jobs go back to the queue for another replica
@@ -259,6 +274,12 @@ class AgentOS:
         import uvicorn
 
         uvicorn.run(app if app is not None else self.get_app(), host=host, port=port, reload=reload, **options)
+
+
+def _seconds(value: Any, what: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise InvalidInputError(f"{what} must be a number of seconds > 0, or None, got {value!r}")
+    return value
 
 
 def _knowledge_bases(found: list[Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from agentkeep.db.models import EvalRun, ScheduleRun
 from agentkeep.os import AgentOS
 from tests.agent.conftest import Reply, make_agent
@@ -66,3 +68,17 @@ def test_metrics_roll_up_runs_and_eval_runs(scripted, db, serve):
     assert http.get(f"/eval-runs/{saved.id}", params={"user_id": "bob"}).status_code == 404
     assert http.request("DELETE", "/eval-runs", json={"eval_run_ids": [saved.id]}).json() == {"deleted": 1}
     assert http.get(f"/eval-runs/{saved.id}").status_code == 404
+
+
+def test_metrics_roll_up_while_the_server_runs(scripted, db, serve):
+    agent_os = AgentOS(agents=[make_agent(scripted([Reply("one")], cycle=True), db)], db=db, metrics_seconds=0.2)
+    http = serve(agent_os.get_app())
+    for user in ("alice", "bob", "alice"):
+        http.post("/agents/helper/runs", json={"message": "hi", "user_id": user, "session_id": f"s-{user}"})
+    runs = [r for s in db.list_sessions(limit=10).items for r in db.list_runs(s.session_id).items]
+    deadline = time.monotonic() + 30
+    while not (days := http.get("/metrics").json()) or days[0]["agent_runs"] < len(runs):  # no refresh asked for
+        assert time.monotonic() < deadline, days
+        time.sleep(0.1)
+    assert (days[0]["agent_runs"], days[0]["sessions"], days[0]["users"]) == (3, 2, 2) == (
+        len(runs), len({r.session_id for r in runs}), len({r.user_id for r in runs}))
