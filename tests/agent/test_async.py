@@ -22,6 +22,7 @@ def schema():
     require_backend(BY_NAME["postgres_async"])
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
+    tracing.flush()  # the runs' spans still in the exporter would write into the schema being dropped
     with psycopg.connect(postgres_url(), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
