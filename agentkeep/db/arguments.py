@@ -232,8 +232,8 @@ def _file(value: Any) -> Any:
 RULES: dict[str, Callable[[inspect.Parameter, dict], Rule]] = {
     **{name: (lambda n: lambda p, own: _id(n, p.default is inspect.Parameter.empty))(name) for name in (
         "session_id", "run_id", "memory_id", "content_id", "trace_id", "approval_id", "schedule_id",
-        "eval_run_id", "job_id", "worker_id", "user_id", "agent_id", "team_id", "workflow_id", "linked_to",
-        "kind")},
+        "eval_run_id", "schedule_run_id", "job_id", "worker_id", "user_id", "agent_id", "team_id", "workflow_id",
+        "linked_to", "kind")},
     **{name: (lambda n: lambda p, own: _ids(n))(name) for name in ("session_ids", "memory_ids", "eval_run_ids",
                                                                               "job_ids", "alive")},
     "session": lambda p, own: _record(m.Session, "session"),

@@ -16,7 +16,11 @@ RunStatus = Literal["pending", "running", "paused", "completed", "cancelled", "e
 ContentStatus = Literal["processing", "completed", "failed"]
 TraceStatus = Literal["ok", "error", "unset"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
-ScheduleRunStatus = Literal["running", "success", "failed", "skipped"]
+ScheduleRunStatus = Literal["running", "success", "failed", "skipped", "paused", "cancelled"]
+# what a schedule does about ticks missed while no scheduler ran: fire none of them, the
+# latest once, or each of them (at most `misfire_limit`, the latest ones)
+MisfirePolicy = Literal["skip", "once", "all"]
+EvalStatus = Literal["queued", "running", "completed", "failed"]
 EvalType = Literal["accuracy", "performance", "reliability", "agent_as_judge"]
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 JOB_FINISHED = ("completed", "failed", "cancelled")
@@ -171,6 +175,13 @@ class Trace(Record):
     workflow_id: Optional[str] = None
     span_count: int = 0
     error_count: Optional[int] = None  # spans with status ERROR (None on rows older than the count)
+    # rolled up from the spans' GenAI attributes as they are written (None on older rows)
+    input_tokens: Optional[int] = None
+    output_tokens: Optional[int] = None
+    total_tokens: Optional[int] = None
+    cost: Optional[float] = None
+    models: list[str] = Field(default_factory=list)  # the models its spans called
+    tools: list[str] = Field(default_factory=list)  # the tools its spans ran
 
 
 class Span(Record):
@@ -238,6 +249,8 @@ class Schedule(Record):
     next_run_at: Optional[Timestamp] = None
     max_retries: int = 0
     timeout_seconds: Optional[float] = None
+    misfire: MisfirePolicy = "once"
+    misfire_limit: int = Field(default=10, ge=1)
     user_id: Optional[str] = None
     locked_by: Optional[str] = None
     locked_until: Optional[Timestamp] = None
@@ -249,6 +262,8 @@ class Schedule(Record):
 class ScheduleRun(Record):
     id: str = Field(default_factory=new_id)
     schedule_id: str
+    tick_at: Optional[Timestamp] = None  # the tick this run fires for: its key (None on older rows)
+    trigger: Literal["schedule", "manual"] = "schedule"
     attempt: int = 1
     status: ScheduleRunStatus = "running"
     started_at: Optional[Timestamp] = None
@@ -271,7 +286,10 @@ class MetricsDay(Record):
     output_tokens: int = 0
     total_tokens: int = 0
     cost: float = 0.0
+    errors: int = 0  # runs that ended in error
     by_model: JsonDict = Field(default_factory=dict)
+    # per agent: runs, errors, tokens and latency percentiles (p50_ms, p95_ms, p99_ms)
+    by_agent: JsonDict = Field(default_factory=dict)
     updated_at: Optional[Timestamp] = None
 
 
@@ -279,6 +297,8 @@ class EvalRun(Record):
     id: str = Field(default_factory=new_id)
     name: Optional[LongText] = None
     eval_type: EvalType
+    status: EvalStatus = "completed"
+    error: Optional[LongText] = None
     agent_id: Optional[str] = None
     team_id: Optional[str] = None
     workflow_id: Optional[str] = None

@@ -173,8 +173,8 @@ def default_specs() -> dict[str, TableSpec]:
         _spec(
             "traces", m.Trace, ("trace_id",),
             [("start_time",), ("user_id", "start_time"), ("session_id", "start_time"), ("run_id",),
-             ("agent_id", "start_time")],
-            extra=(rev,), version=2,
+             ("agent_id", "start_time"), ("status", "start_time"), ("duration_ms",)],
+            extra=(rev,), multi=("models", "tools"), version=3,
         ),
         _spec("spans", m.Span, ("span_id",), [("trace_id", "start_time")], parent=("traces", "trace_id")),
         _spec(
@@ -182,11 +182,12 @@ def default_specs() -> dict[str, TableSpec]:
             [("status", "created_at"), ("user_id", "created_at"), ("session_id", "created_at"),
              ("created_at",), EXPIRES],
         ),
-        _spec("schedules", m.Schedule, ("id",), [("enabled", "next_run_at"), ("user_id", "created_at"), ("created_at",)]),
+        _spec("schedules", m.Schedule, ("id",), [("enabled", "next_run_at"), ("user_id", "created_at"), ("created_at",)],
+              version=2),
         _spec("schedule_runs", m.ScheduleRun, ("id",), [("schedule_id", "started_at")],
-              parent=("schedules", "schedule_id")),
-        _spec("metrics", m.MetricsDay, ("date", "user_id"), [("user_id", "date")]),
-        _spec("eval_runs", m.EvalRun, ("id",), [("user_id", "created_at"), ("created_at",)]),
+              parent=("schedules", "schedule_id"), version=2),
+        _spec("metrics", m.MetricsDay, ("date", "user_id"), [("user_id", "date")], version=2),
+        _spec("eval_runs", m.EvalRun, ("id",), [("user_id", "created_at"), ("created_at",)], version=2),
         _spec(
             "jobs", m.Job, ("id",),
             # claims read (status, run_after) or, for some kinds, (kind, status, run_after);

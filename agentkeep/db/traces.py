@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Iterable
+
+from agentkeep.db import validate as v
+from agentkeep.db.errors import InvalidInputError
+from agentkeep.db.metrics import percentile
 
 # where a trace's session, user, agent... come from: agentkeep's own attributes, the plain
 # names, the OpenTelemetry and GenAI semantic conventions' names
@@ -26,9 +31,96 @@ def _attr(spans: list[dict], field: str) -> Any:
     return None
 
 
-def merge_trace(cur: dict | None, trace_id: str, spans: list[dict], new_spans: int, new_errors: int = 0) -> dict:
-    """Fold a batch of one trace's spans into its trace row (`new_spans` of them, with
-    `new_errors` errors, not stored before)."""
+# token usage and cost of one LLM call, first spelling found: the GenAI semantic
+# conventions (and their older names), OpenInference, agentkeep's own
+INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+TOTAL_TOKENS = ("gen_ai.usage.total_tokens", "llm.token_count.total")
+COST = ("gen_ai.usage.cost", "agentkeep.cost", "llm.cost.total")
+MODEL = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+TOOL = ("gen_ai.tool.name", "tool.name")
+# spans that sum up their children's calls (an agent's run, a workflow, a chain): their usage
+# is their children's, counted there
+AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "create_agent", "invoke_workflow"})
+AGGREGATE_KINDS = frozenset({"AGENT", "CHAIN"})
+MAX_NAMES = 20  # models and tools kept on a trace row
+MAX_COUNT = 2**63 - 1  # a 64-bit integer column
+
+
+def _first(attrs: dict, keys: tuple[str, ...], read: Any) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            value = read(value)
+            if value is not None:
+                return value
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A token count: a non-negative integer (or an integral float, or its digits as text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and 0 < len(digits := value.strip()) <= 18 and digits.isascii() and digits.isdigit():
+        value = int(digits)
+    return value if isinstance(value, int) and 0 <= value < 2**53 else None
+
+
+def _amount(value: Any) -> float | None:
+    """A cost: a finite non-negative number (or its text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _name(value: Any) -> str | None:
+    """A model or tool name as a trace row keeps it: one that passes as an id (1..255
+    characters, no control characters), since it is looked up as one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return v.check_id(value, "a name")
+    except InvalidInputError:
+        return None
+
+
+def is_aggregate(attrs: dict) -> bool:
+    """Whether a span sums up other spans' calls (an agent, workflow or chain span)."""
+    return (attrs.get("gen_ai.operation.name") in AGGREGATE_OPERATIONS
+            or attrs.get("openinference.span.kind") in AGGREGATE_KINDS)
+
+
+def usage(attrs: dict) -> tuple[int | None, int | None, int | None, float | None]:
+    """(input, output, total tokens, cost) one span reports, None where it says nothing; the
+    total is the reported one, else input + output."""
+    inp = _first(attrs, INPUT_TOKENS, _count)
+    out = _first(attrs, OUTPUT_TOKENS, _count)
+    total = _first(attrs, TOTAL_TOKENS, _count)
+    if total is None and (inp is not None or out is not None):
+        total = (inp or 0) + (out or 0)
+    return inp, out, total, _first(attrs, COST, _amount)
+
+
+def _names(current: list[str] | None, new: set[str]) -> list[str]:
+    return sorted(set(current or ()) | new)[:MAX_NAMES]
+
+
+def merge_trace(cur: dict | None, trace_id: str, spans: list[dict], fresh: list[dict]) -> dict:
+    """Fold a batch of one trace's spans into its trace row. The times, status, name and ids
+    are read from every span of the batch (`spans`); the counts from `fresh`, those of them
+    not stored before, so that a span written again counts once: spans, errors, and the token
+    usage and cost of LLM calls (spans that are not agent, workflow or chain spans, which
+    carry their children's totals). models and tools: the distinct names the fresh spans
+    call, added to the row's (sorted, the first 20)."""
     t = dict(cur) if cur else {
         "trace_id": trace_id, "name": None, "status": "unset", "start_time": None, "end_time": None,
         "duration_ms": None, "run_id": None, "session_id": None, "user_id": None, "agent_id": None,
@@ -53,16 +145,34 @@ def merge_trace(cur: dict | None, trace_id: str, spans: list[dict], new_spans: i
     for field in ATTRIBUTE_KEYS:
         if t[field] is None:
             t[field] = _attr(spans, field)
-    t["span_count"] += new_spans
-    t["error_count"] = (t.get("error_count") or 0) + new_errors
+    t["span_count"] += len(fresh)
+    t["error_count"] = (t.get("error_count") or 0) + sum(1 for s in fresh if s.get("status_code") == "ERROR")
+    inp = out = total = 0
+    cost = 0.0
+    models: set[str] = set()
+    tools: set[str] = set()
+    for span in fresh:
+        attrs = span.get("attributes") or {}
+        tool = _first(attrs, TOOL, _name)
+        if tool is not None:
+            tools.add(tool)
+        if is_aggregate(attrs):
+            continue
+        model = _first(attrs, MODEL, _name)
+        if model is not None:
+            models.add(model)
+        i, o, n, c = usage(attrs)
+        inp += i or 0
+        out += o or 0
+        total += n or 0
+        cost += c or 0.0
+    for field, added in (("input_tokens", inp), ("output_tokens", out), ("total_tokens", total)):
+        t[field] = min((t.get(field) or 0) + added, MAX_COUNT)
+    summed = (t.get("cost") or 0.0) + cost
+    t["cost"] = summed if math.isfinite(summed) else t.get("cost") or 0.0
+    t["models"] = _names(t.get("models"), models)
+    t["tools"] = _names(t.get("tools"), tools)
     return t
-
-
-def _p95(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, -(-95 * len(ordered) // 100) - 1))]
 
 
 def trace_stats(rows: Iterable[tuple[Any, str, float | None, Any]]) -> list[dict]:
@@ -83,7 +193,7 @@ def trace_stats(rows: Iterable[tuple[Any, str, float | None, Any]]) -> list[dict
         out.append({
             "key": key, "traces": n, "errors": errors,
             "avg_ms": sum(durations) / len(durations) if durations else None,
-            "p95_ms": _p95(durations), "max_ms": max(durations) if durations else None,
+            "p95_ms": percentile(sorted(durations), 95), "max_ms": max(durations) if durations else None,
             "first_start": first, "last_start": last,
         })
     return out

@@ -93,7 +93,8 @@ def _assert_one_schema(url):
         url, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (_name(url),))]
     versions = _query(url, "SELECT `key`, count(*) FROM agentkeep_meta WHERE `key` LIKE %s GROUP BY `key`",
                       ("version:%",))
-    assert len(tables) == len(set(tables)) == len(tables_module.TABLES) + 1  # + the memory topics side table
+    side = sum(len(spec.multi) for spec in tables_module.default_specs().values())  # memory topics, trace models...
+    assert len(tables) == len(set(tables)) == len(tables_module.TABLES) + side
     assert len(versions) == len(tables_module.EXPORT_TABLES) and all(n == 1 for _, n in versions)
 
 

@@ -110,6 +110,7 @@ class World:
             "approval_id": lambda: self.approval.id,
             "schedule_id": lambda: self.schedule.id,
             "eval_run_id": lambda: self.eval_run.id,
+            "schedule_run_id": lambda: "nope",
             "job_id": lambda: self.job.id,
             "session_ids": lambda: ["nope"],
             "memory_ids": lambda: ["nope"],

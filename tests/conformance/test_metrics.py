@@ -99,3 +99,47 @@ def test_get_metrics_filters(db):
     assert _rows(db, user_id="carol") == {}
     unscoped = _rows(db)
     assert {(DAY1, ""), (DAY2, "")} <= set(unscoped)
+
+
+def _nearest_rank(values: list[float], q: int) -> float | None:
+    import math
+
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def test_errors_and_latency_per_agent_match_the_raw_runs(db):
+    import random
+
+    rng = random.Random(17)
+    raw = []
+    for i in range(60):
+        day = (DAY1, DAY2)[i % 2]
+        user = ("alice", "bob", "carol")[i % 3]
+        sid = f"s{i % 12}"
+        if db.get_session(sid) is None:
+            db.upsert_session(Session(session_id=sid, user_id=user, created_at=_t(day, 8)))
+        user = db.get_session(sid).user_id
+        run = Run(session_id=sid, agent_id=("writer", "coder")[i % 2 if i % 5 else 0], user_id=user,
+                  status="error" if rng.random() < 0.25 else "completed", created_at=_t(day, 9 + i % 10),
+                  metrics=metrics("m1", rng.randint(1, 50), rng.randint(1, 20), 0.0))
+        run.metrics.duration_ms = round(rng.uniform(10, 2000), 3)
+        raw.append(db.append_run(run))
+    db.refresh_metrics(now=_t(DAY2, 23))
+    for day in (DAY1, DAY2):
+        for user in ("", "alice", "bob", "carol"):
+            runs = [r for r in raw if r.created_at.date() == day and user in ("", r.user_id)]
+            [row] = [m for m in db.get_metrics(start_date=day, end_date=day, user_id=user or None)
+                     if m.user_id == user]
+            assert row.errors == sum(r.status == "error" for r in runs)
+            assert row.agent_runs == len(runs)
+            for agent in {r.agent_id for r in runs}:
+                mine = [r for r in runs if r.agent_id == agent]
+                by = row.by_agent[agent]
+                assert (by["runs"], by["errors"]) == (len(mine), sum(r.status == "error" for r in mine))
+                assert by["total_tokens"] == sum(r.metrics.total_tokens for r in mine)
+                for q in (50, 95, 99):
+                    assert by[f"p{q}_ms"] == pytest.approx(_nearest_rank([r.metrics.duration_ms for r in mine], q))
+            assert set(row.by_agent) == {r.agent_id for r in runs}

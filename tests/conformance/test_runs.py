@@ -302,3 +302,16 @@ def test_failing_expired_runs_pages_through_many(db, sid):
     rest = db.fail_expired_runs(now=now, limit=10)
     assert {r.run_id for r in first + rest} == {r.run_id for r in runs}
     assert {db.get_run(r.run_id).status for r in runs} == {"error"}
+
+
+def test_delete_run_removes_one_run_only(db, sid):
+    runs = [db.append_run(Run(session_id=sid, user_id="alice", content=i)) for i in range(3)]
+    assert db.delete_run(runs[1].run_id, user_id="bob") is False
+    assert db.get_run(runs[1].run_id) is not None
+    assert db.delete_run(runs[1].run_id, user_id="alice") is True
+    assert db.get_run(runs[1].run_id) is None
+    assert [r.run_id for r in all_items(db.list_runs, sid)] == [runs[0].run_id, runs[2].run_id]
+    assert db.delete_run(runs[1].run_id) is False
+    # the id is free again: a run of that id can be appended anew, after the others
+    again = db.append_run(Run(run_id=runs[1].run_id, session_id=sid, user_id="alice", content="again"))
+    assert again.seq > runs[2].seq and db.get_run(again.run_id).content == "again"

@@ -88,11 +88,23 @@ def test_bad_cron_is_invalid_and_writes_nothing(db, cron):
     assert db.list_schedules().items == []
 
 
-def test_six_field_cron_is_invalid(db):
-    s = schedule(cron="0 0 * * * 0")
+def test_six_field_cron_has_seconds_first(db):
+    s = db.upsert_schedule(schedule(cron="*/20 * * * * *"))
+    assert s.next_run_at.second % 20 == 0 and s.next_run_at - s.created_at <= dt.timedelta(seconds=21)
+    bad = schedule(cron="61 * * * * *")
     with pytest.raises(InvalidInputError):
-        db.upsert_schedule(s)
-    assert db.get_schedule(s.id) is None
+        db.upsert_schedule(bad)
+    assert db.get_schedule(bad.id) is None
+
+
+def test_misfire_policy_round_trips_and_is_checked(db):
+    s = db.upsert_schedule(schedule(misfire="all", misfire_limit=3))
+    got = db.get_schedule(s.id)
+    assert (got.misfire, got.misfire_limit) == ("all", 3)
+    assert db.upsert_schedule(schedule()).misfire == "once"
+    for fields in ({"misfire": "sometimes"}, {"misfire_limit": 0}):
+        with pytest.raises(InvalidInputError):
+            db.upsert_schedule(dump(schedule()) | fields)
 
 
 @pytest.mark.parametrize("tz", ["Mars/Olympus_Mons", "", "UTC+25", "../etc/passwd"])
@@ -268,3 +280,17 @@ def test_schedule_runs_go_through_the_schedules_owner_only(db):
     done = db.record_schedule_run(ScheduleRun(id=r.id, schedule_id=s.id, started_at=at(1), status="success"),
                                   user_id="alice")
     assert db.list_schedule_runs(s.id, user_id="alice").items == [done]
+
+
+def test_schedule_run_by_id_with_tick_and_new_statuses(db):
+    s = db.upsert_schedule(schedule(user_id="alice"))
+    tick = at(7)
+    for n, status in enumerate(("failed", "cancelled", "paused", "success"), 1):
+        db.record_schedule_run(ScheduleRun(id=f"{s.id}@t#{n}", schedule_id=s.id, tick_at=tick, attempt=n,
+                                           status=status, trigger="manual" if n == 4 else "schedule"))
+    got = db.get_schedule_run(f"{s.id}@t#3")
+    assert (got.status, got.tick_at, got.attempt, got.trigger) == ("paused", tick, 3, "schedule")
+    assert db.get_schedule_run(f"{s.id}@t#4", user_id="alice").trigger == "manual"
+    assert db.get_schedule_run(f"{s.id}@t#4", user_id="bob") is None
+    assert db.get_schedule_run("missing") is None
+    assert sorted(r.status for r in all_items(db.list_schedule_runs, s.id)) == ["cancelled", "failed", "paused", "success"]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import sqlite3
 
 import pytest
 
 from agentkeep.db import InvalidInputError, OwnershipError
+from tests.backends._helpers import statements
+from tests.conformance.backends import BY_NAME
 
 from ._helpers import T0, all_items, at, dump, ids, span
 
@@ -234,3 +238,311 @@ def test_write_spans_for_a_user_joins_only_that_users_traces(db):
     assert dump(db.get_trace("ta")) == before
     assert db.get_trace("tb") is None and ids(db.get_spans("tn"), "span_id") == {"n1"}
     assert {s.span_id for s in db.get_spans("ta")} == {"a1", "a2"}
+
+
+# -- token, cost, model and tool rollups -------------------------------------------------------
+
+IN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+OUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+COST_KEYS = ("gen_ai.usage.cost", "agentkeep.cost", "llm.cost.total")
+
+
+def _reported(spans, keys):
+    """What the spans report under the first of `keys` each has."""
+    return sum(next(s.attributes[k] for k in keys if k in s.attributes) for s in spans)
+
+
+def _run_spans(trace_id, start=T0, prefix=""):
+    """One agent run as its spans: the agent span (with the run's totals, as agentkeep's own
+    tracing writes it), two chat calls (the GenAI conventions' current and older names), an
+    OpenInference chain (with its children's totals) around an OpenInference LLM call whose
+    reported total also counts reasoning tokens, and three tool calls (two of one tool).
+    Returns (the agent span, the LLM-call spans, the other spans)."""
+    p = prefix
+    chat1 = span(trace_id, f"{p}chat1", at(0.01, base=start), 800, name="chat gpt-4o", kind="CLIENT",
+                 parent_span_id=f"{p}agent", status_code="OK",
+                 attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                             "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 120,
+                             "gen_ai.usage.output_tokens": 31, "gen_ai.usage.cost": 0.0021})
+    chat2 = span(trace_id, f"{p}chat2", at(0.03, base=start), 600, name="chat gpt-4o-mini", kind="CLIENT",
+                 parent_span_id=f"{p}agent",
+                 attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                             "gen_ai.usage.prompt_tokens": 300, "gen_ai.usage.completion_tokens": 12,
+                             "agentkeep.cost": 0.0004})
+    llm = span(trace_id, f"{p}llm", at(0.05, base=start), 400, name="ChatAnthropic", parent_span_id=f"{p}chain",
+               attributes={"openinference.span.kind": "LLM", "llm.model_name": "claude-3-5-sonnet",
+                           "llm.token_count.prompt": 40, "llm.token_count.completion": 50,
+                           "llm.token_count.total": 100, "llm.cost.total": 0.01})
+    calls = [chat1, chat2, llm]
+    inp, out = _reported(calls, IN_KEYS), _reported(calls, OUT_KEYS)
+    agent = span(trace_id, f"{p}agent", start, 3000, name="invoke_agent support", status_code="OK",
+                 attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "gpt-4o",
+                             "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": out,
+                             "agentkeep.cost": _reported(calls, COST_KEYS), "user.id": "alice"})
+    chain = span(trace_id, f"{p}chain", at(0.04, base=start), 500, name="RunnableSequence",
+                 parent_span_id=f"{p}agent",
+                 attributes={"openinference.span.kind": "CHAIN", "llm.token_count.prompt": 40,
+                             "llm.token_count.completion": 50, "llm.token_count.total": 100})
+    tools = [
+        span(trace_id, f"{p}tool1", at(0.02, base=start), 50, name="execute_tool search", parent_span_id=f"{p}agent",
+             attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}),
+        span(trace_id, f"{p}tool2", at(0.025, base=start), 50, name="execute_tool search",
+             parent_span_id=f"{p}agent",
+             attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}),
+        span(trace_id, f"{p}tool3", at(0.06, base=start), 50, name="calculator", parent_span_id=f"{p}chain",
+             attributes={"openinference.span.kind": "TOOL", "tool.name": "calculator"}),
+    ]
+    return agent, calls, [chain, *tools]
+
+
+def _rollup(t):
+    return t.input_tokens, t.output_tokens, t.total_tokens, round(t.cost, 12), t.models, t.tools
+
+
+def test_rollups_count_llm_calls_not_agent_totals(db):
+    agent, calls, others = _run_spans("t1")
+    db.write_spans([agent, *calls, *others])
+    t = db.get_trace("t1")
+    chat1, chat2, llm = calls
+    inp, out = _reported(calls, IN_KEYS), _reported(calls, OUT_KEYS)
+    total = (chat1.attributes["gen_ai.usage.input_tokens"] + chat1.attributes["gen_ai.usage.output_tokens"]
+             + chat2.attributes["gen_ai.usage.prompt_tokens"] + chat2.attributes["gen_ai.usage.completion_tokens"]
+             + llm.attributes["llm.token_count.total"])  # a reported total wins over input + output
+    assert (t.input_tokens, t.output_tokens, t.total_tokens) == (inp, out, total)
+    assert t.cost == pytest.approx(_reported(calls, COST_KEYS))
+    # the response's model, else the request's, else OpenInference's; none from the agent span
+    assert t.models == ["claude-3-5-sonnet", "gpt-4o-2024-08-06", "gpt-4o-mini"]
+    assert t.tools == ["calculator", "search"]
+    assert t.span_count == 8 and t.user_id == "alice"
+    assert db.get_trace("t1", user_id="alice").models == t.models
+
+
+def test_a_trace_without_llm_calls_rolls_up_zero(db):
+    db.write_spans([span("t1", "root", T0, 10, attributes={"gen_ai.operation.name": "invoke_agent",
+                                                           "gen_ai.usage.input_tokens": 50})])
+    t = db.get_trace("t1")
+    assert (t.input_tokens, t.output_tokens, t.total_tokens, t.cost, t.models, t.tools) == (0, 0, 0, 0.0, [], [])
+
+
+def test_unusable_usage_values_are_ignored(db):
+    odd = [({"gen_ai.usage.input_tokens": "lots", "gen_ai.usage.output_tokens": -3}, (0, 0)),
+           ({"gen_ai.usage.input_tokens": True, "gen_ai.usage.prompt_tokens": 7}, (7, 0)),  # a bool is no count
+           ({"gen_ai.usage.input_tokens": 2.0, "gen_ai.usage.output_tokens": 2.5}, (2, 0)),
+           ({"gen_ai.usage.input_tokens": "11", "gen_ai.usage.cost": "0.5"}, (11, 0))]
+    db.write_spans([span("t1", f"s{i}", at(i), 10, attributes=attrs) for i, (attrs, _) in enumerate(odd)]
+                   + [span("t1", "m1", at(5), 10, attributes={"gen_ai.request.model": "x" * 256}),
+                      span("t1", "m2", at(6), 10, attributes={"gen_ai.request.model": "bad\nname",
+                                                              "gen_ai.tool.name": ""}),
+                      span("t1", "m3", at(7), 10, attributes={"gen_ai.response.model": 4,
+                                                              "gen_ai.request.model": "ok-model"})])
+    t = db.get_trace("t1")
+    assert (t.input_tokens, t.output_tokens) == (sum(i for _, (i, _o) in odd), 0)
+    assert t.total_tokens == t.input_tokens and t.cost == pytest.approx(0.5)
+    assert (t.models, t.tools) == (["ok-model"], [])
+
+
+def test_rewritten_spans_are_not_counted_again(db):
+    agent, calls, others = _run_spans("t1")
+    batch = [agent, *calls, *others]
+    db.write_spans(batch)
+    once = dump(db.get_trace("t1"))
+    db.write_spans(batch)
+    db.write_spans(list(reversed(batch[:4])))
+    db.write_spans([calls[0]])
+    assert dump(db.get_trace("t1")) == once
+    # a batch of a span already stored and a new one counts the new one only
+    extra = span("t1", "chat3", at(0.5), 100, parent_span_id="agent",
+                 attributes={"gen_ai.operation.name": "chat", "gen_ai.response.model": "gpt-4o-mini",
+                             "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 6})
+    db.write_spans([calls[1], extra])
+    t = db.get_trace("t1")
+    assert (t.input_tokens, t.output_tokens, t.total_tokens) == (once["input_tokens"] + 5, once["output_tokens"] + 6,
+                                                                 once["total_tokens"] + 11)
+    assert t.cost == pytest.approx(once["cost"]) and t.models == once["models"] and t.span_count == 9
+
+
+def test_rollups_add_up_across_batches(db):
+    agent, calls, others = _run_spans("t1")
+    spans = [agent, *calls, *others]
+    db.write_spans(spans)
+    whole = db.get_trace("t1")
+    a2, calls2, others2 = _run_spans("t2", prefix="b-")
+    db.write_spans([calls2[1], others2[2]])  # children before their parents, in three batches
+    db.write_spans([calls2[0], others2[0], others2[1]])
+    db.write_spans([a2, calls2[2], others2[3]])
+    t = db.get_trace("t2")
+    assert _rollup(t) == _rollup(whole)
+    assert (t.span_count, t.name, t.start_time, t.duration_ms) == (whole.span_count, whole.name, whole.start_time,
+                                                                    whole.duration_ms)
+
+
+def test_models_and_tools_are_capped_sorted(db):
+    def call(i, n):
+        return span("t1", f"c{n}-{i}", at(i), 10, attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.response.model": f"model-{n:02d}", "gen_ai.tool.name": f"tool-{n:02d}",
+            "gen_ai.usage.input_tokens": 1})
+
+    db.write_spans([call(i, n) for i, n in enumerate(range(24, 9, -1))])  # model-24 .. model-10
+    db.write_spans([call(i, n) for i, n in enumerate(range(10), start=20)])  # model-00 .. model-09
+    t = db.get_trace("t1")
+    assert t.models == [f"model-{n:02d}" for n in range(20)] and t.tools == [f"tool-{n:02d}" for n in range(20)]
+    assert t.input_tokens == 25
+
+
+def test_older_rows_without_rollups_start_from_zero():
+    from agentkeep.db.traces import merge_trace
+
+    agent, calls, others = _run_spans("t1")
+    first = [s.model_dump() for s in [agent, *calls]]
+    new = merge_trace(None, "t1", first, first)
+    old = {**new, "input_tokens": None, "output_tokens": None, "total_tokens": None, "cost": None, "models": None,
+           "tools": None, "revision": 3}
+    tool = others[1].model_dump()
+    merged = merge_trace(old, "t1", [tool], [tool])
+    assert (merged["input_tokens"], merged["output_tokens"], merged["total_tokens"], merged["cost"],
+            merged["models"], merged["tools"]) == (0, 0, 0, 0.0, [], ["search"])
+    assert merged["span_count"] == new["span_count"] + 1 and "revision" not in merged
+
+
+# -- filters: model, tool, duration --------------------------------------------------------------
+
+
+def _traced(db, trace_id, start, ms, *, user=None, models=(), tools=(), error=False, open_=False):
+    attrs = {"user.id": user} if user else {}
+    spans = [span(trace_id, f"{trace_id}-root", start, ms, name=trace_id, status_code="ERROR" if error else "OK",
+                  attributes={**attrs, "gen_ai.operation.name": "invoke_agent"})]
+    for i, model in enumerate(models):
+        spans.append(span(trace_id, f"{trace_id}-m{i}", start, ms / 2, parent_span_id=f"{trace_id}-root",
+                          attributes={"gen_ai.operation.name": "chat", "gen_ai.response.model": model,
+                                      "gen_ai.usage.input_tokens": 10}))
+    for i, tool in enumerate(tools):
+        spans.append(span(trace_id, f"{trace_id}-t{i}", start, ms / 4, parent_span_id=f"{trace_id}-root",
+                          attributes={"gen_ai.tool.name": tool}))
+    if open_:  # a trace whose spans have not ended: no duration
+        spans = [s.model_copy(update={"end_time": None, "duration_ms": None}) for s in spans]
+    db.write_spans(spans)
+
+
+@pytest.fixture
+def filtered(db):
+    _traced(db, "t1", at(1), 100, user="alice", models=["gpt-4o"], tools=["search"])
+    _traced(db, "t2", at(2), 2000, user="alice", models=["claude"], tools=["search", "calc"], error=True)
+    _traced(db, "t3", at(3), 500, user="bob", models=["gpt-4o"])
+    _traced(db, "t4", at(4), 300, tools=["calc"], open_=True)
+    _traced(db, "t5", at(5), 1000, user="alice", models=["claude", "gpt-4o"])
+    _traced(db, "t6", at(6), 1500, user="alice", models=["gpt-4o-mini"], error=True)
+
+    def found(**kw):
+        return [t.trace_id for t in all_items(db.list_traces, **kw)]
+
+    return found
+
+
+def test_list_traces_by_model_and_tool(db, filtered):
+    found = filtered
+    assert found(model="gpt-4o") == ["t5", "t3", "t1"]  # the whole name: not gpt-4o-mini
+    assert found(model="gpt-4o", order="start_asc") == ["t1", "t3", "t5"]
+    assert found(model="claude") == ["t5", "t2"]
+    assert found(model="GPT-4o") == [] == found(model="gpt") == found(model="nope")
+    assert found(tool="search") == ["t2", "t1"]
+    assert found(tool="calc") == ["t4", "t2"]
+    assert found(model="claude", tool="calc") == ["t2"]
+    assert found(model="gpt-4o", tool="calc") == []
+    assert found(model="gpt-4o", user_id="alice") == ["t5", "t1"]
+    assert found(model="gpt-4o", user_id="bob") == ["t3"] and found(tool="search", user_id="bob") == []
+    assert found(model="claude", status="error") == ["t2"]
+    assert found(model="gpt-4o", started_after=at(2), started_before=at(5)) == ["t3"]
+    assert db.list_traces(model="gpt-4o", with_total=True, limit=1).total == 3
+    assert db.list_traces(tool="search", user_id="alice", with_total=True).total == 2
+
+
+def test_list_traces_by_status_and_duration(db, filtered):
+    found = filtered
+    assert found(status="error") == ["t6", "t2"]
+    assert found(status="error", user_id="alice") == ["t6", "t2"] and found(status="error", user_id="bob") == []
+    assert found(min_duration_ms=1000) == ["t6", "t5", "t2"]  # bounds are inclusive
+    assert found(max_duration_ms=500) == ["t3", "t1"]  # t4 has not ended: no duration, no match
+    assert found(min_duration_ms=300, max_duration_ms=1000) == ["t5", "t3"]
+    assert found(min_duration_ms=100.5, max_duration_ms=100.4) == []
+    assert found(min_duration_ms=0) == ["t6", "t5", "t3", "t2", "t1"]
+    assert found(min_duration_ms=1000, user_id="alice") == ["t6", "t5", "t2"]
+    assert found(min_duration_ms=1000, user_id="alice", status="ok") == ["t5"]
+    assert found(max_duration_ms=1999.5, model="gpt-4o", user_id="alice") == ["t5", "t1"]
+    assert found(min_duration_ms=0, tool="calc") == ["t2"]
+    assert db.list_traces(min_duration_ms=500, with_total=True, limit=2).total == 4
+
+
+def test_filtered_pages(db, filtered):
+    found = filtered
+    for kw in ({"model": "gpt-4o"}, {"min_duration_ms": 500}, {"user_id": "alice", "tool": "search"},
+               {"status": "ok", "max_duration_ms": 1000}):
+        every = found(**kw)
+        for order in ("start_desc", "start_asc"):
+            ordered = every if order == "start_desc" else every[::-1]
+            assert [t.trace_id for t in all_items(db.list_traces, limit=1, order=order, **kw)] == ordered, kw
+            first = db.list_traces(limit=2, order=order, **kw)
+            assert [t.trace_id for t in first.items] == ordered[:2]
+            if len(ordered) > 2:
+                rest = db.list_traces(limit=10, order=order, cursor=first.next_cursor, **kw)
+                assert [t.trace_id for t in rest.items] == ordered[2:] and rest.next_cursor is None
+            assert [t.trace_id for t in db.list_traces(limit=10, offset=1, order=order, **kw).items] == ordered[1:]
+
+
+@pytest.mark.parametrize("kw", [{"min_duration_ms": -1}, {"max_duration_ms": "5"}, {"min_duration_ms": True},
+                                {"max_duration_ms": float("nan")}, {"min_duration_ms": float("inf")},
+                                {"model": ""}, {"model": "x" * 256}, {"tool": 3}, {"tool": "a\nb"}])
+def test_list_traces_refuses_bad_filters(db, kw):
+    with pytest.raises(InvalidInputError):
+        db.list_traces(**kw)
+
+
+# -- a model or tool filter reads an index (EXPLAIN, SQLite and PostgreSQL) ------------------------
+
+
+def _sql_plan(backend, db, db_url, sql, params):
+    if backend.name == "sqlite":
+        con = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+        try:
+            return [row[-1] for row in con.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        finally:
+            con.close()
+    import psycopg
+
+    from tests.conformance.backends import postgres_url
+
+    with psycopg.connect(postgres_url()) as conn:
+        # can an index serve it, whatever the costs of a table this small?
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        return [row[0] for row in conn.execute("EXPLAIN " + sql, params).fetchall()]
+
+
+@pytest.mark.parametrize("backend", [BY_NAME["sqlite"], BY_NAME["postgres"]], ids=["sqlite", "postgres"],
+                         indirect=True)
+@pytest.mark.parametrize("field, kw", [("models", {"model": "model-7"}), ("tools", {"tool": "tool-3"}),
+                                       ("models", {"model": "model-7", "user_id": "u1"})],
+                         ids=["model", "tool", "model-and-user"])
+def test_a_model_or_tool_filter_reads_an_index(backend, db, db_url, field, kw):
+    rows = [(f"t{i}", f"model-{i % 40}", f"tool-{i % 7}", f"u{i % 5}") for i in range(400)]
+    db.write_spans([span(t, f"s{i}", at(i), 100 + i, attributes={
+        "gen_ai.response.model": model, "gen_ai.tool.name": tool, "user.id": user})
+        for i, (t, model, tool, user) in enumerate(rows)])
+    traces, side = db.specs["traces"].physical, db.kernel.side[("traces", field)].name
+    ran = statements(db, lambda: db.list_traces(**kw))
+    assert ran, "no statement ran"
+    plan = _sql_plan(backend, db, db_url, *ran[0])
+    shown = "\n".join(plan)
+    if backend.name == "sqlite":
+        # each table searched or walked by an index (the traces in page order), none scanned
+        reads = [line for line in plan if line.startswith(("SCAN", "SEARCH"))]
+        assert {line.split()[1] for line in reads} == {traces, side}, shown
+        assert all(line.startswith("SEARCH") or " USING " in line for line in reads), shown
+        assert all(line.startswith("SEARCH") for line in reads if line.split()[1] == side), shown
+        assert "TEMP B-TREE" not in shown, shown
+    else:
+        assert "Seq Scan" not in shown, shown
+        assert re.search(rf"Index (Only )?Scan( Backward)? using \S+ on {side}\b", shown), shown
+        assert re.search(rf"Index (Only )?Scan( Backward)? using \S+ on {traces}\b", shown), shown
+    wanted = [t for t, model, tool, user in reversed(rows)
+              if kw.get("model", model) == model and kw.get("tool", tool) == tool and kw.get("user_id", user) == user]
+    assert [t.trace_id for t in db.list_traces(**kw, limit=100).items] == wanted

@@ -35,7 +35,8 @@ READS = frozenset((
     "get_session", "list_sessions", "get_run", "list_runs", "get_memory", "list_memories", "memory_topics",
     "memory_stats", "get_knowledge", "list_knowledge", "get_trace", "get_spans", "list_traces", "trace_stats",
     "get_approval", "list_approvals", "count_pending_approvals", "get_schedule", "list_schedules",
-    "list_schedule_runs", "get_metrics", "get_eval_run", "list_eval_runs", "get_job", "list_jobs", "schema_status",
+    "get_schedule_run", "list_schedule_runs", "get_metrics", "get_eval_run", "list_eval_runs", "get_job", "list_jobs",
+    "schema_status",
 ))
 
 

@@ -111,6 +111,24 @@ def _scope(where: list[Cond], field: str, value: Any) -> None:
         where.append(eq(field, value))
 
 
+def _opt_name(what: str) -> Any:
+    """The argument rule of a name looked up in a list column (a trace's model or tool)."""
+    return lambda value: None if value is None else v.check_id(value, what)
+
+
+def _opt_ms(what: str) -> Any:
+    """The argument rule of a duration bound: None, or milliseconds >= 0."""
+    def rule(value: Any) -> float | None:
+        if value is None:
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not 0 <= value <= 1e300:  # NaN fails this too
+            raise InvalidInputError(f"{what} must be a number of milliseconds >= 0, got {v.shown(value)}")
+        return float(value)
+
+    return rule
+
+
 class Db:
     """The interface every backend satisfies (API.md section 3)."""
 
@@ -552,6 +570,14 @@ class Db:
     def get_run(self, run_id: str, *, user_id: str | None = None) -> m.Run | None:
         return self._model("runs", self._get_visible("runs", (run_id,), user_id))
 
+    @api
+    def delete_run(self, run_id: str, *, user_id: str | None = None) -> bool:
+        """Delete one run (its session and the other runs stay); with `user_id`, another
+        user's run is missing (False)."""
+        where = [eq("run_id", run_id)]
+        _scope(where, "user_id", user_id)
+        return self.kernel.delete("runs", tuple(where)) == 1
+
     @api(status=m.RunStatus)
     def list_runs(
         self,
@@ -771,9 +797,9 @@ class Db:
                 current = {r["trace_id"]: r for r in self.kernel.find(query)}
                 for trace_id in chunk:
                     group = groups[trace_id]
+                    # only spans new to the trace are counted (spans, errors, tokens, cost)
                     fresh = [r for r in group if r["span_id"] not in known]
-                    errors = sum(1 for r in fresh if r.get("status_code") == "ERROR")
-                    self._merge_trace(trace_id, group, len(fresh), errors, current.get(trace_id))
+                    self._merge_trace(trace_id, group, fresh, current.get(trace_id))
 
     @staticmethod
     def _check_parents(what: str, rows: dict[str, dict], stored: dict[str, Any], field: str) -> None:
@@ -782,12 +808,11 @@ class Db:
             if rows[key][field] != parent:
                 raise ConflictError(f"{what} {key!r} belongs to {field} {parent!r}, not {rows[key][field]!r}")
 
-    def _merge_trace(self, trace_id: str, spans: list[dict], new_spans: int, new_errors: int,
-                           cur: dict | None) -> None:
+    def _merge_trace(self, trace_id: str, spans: list[dict], fresh: list[dict], cur: dict | None) -> None:
         for attempt in range(MAX_RETRIES):
             if attempt:
                 cur = self.kernel.get("traces", (trace_id,))
-            merged = merge_trace(cur, trace_id, spans, new_spans, new_errors)
+            merged = merge_trace(cur, trace_id, spans, fresh)
             if cur is None:
                 try:
                     self.kernel.insert("traces", {**merged, "revision": 1})
@@ -796,6 +821,10 @@ class Db:
                     continue
             merged["revision"] = cur["revision"] + 1
             values = {k: val for k, val in merged.items() if k != "trace_id"}
+            if merged["user_id"] == cur.get("user_id"):
+                for f in self.specs["traces"].multi:  # an unchanged list's index rows are not rewritten
+                    if merged[f] == cur.get(f):
+                        del values[f]
             if self.kernel.update("traces", (trace_id,), set=values, where=(eq("revision", cur["revision"]),)) is not None:
                 return
         raise ConflictError(f"trace {trace_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
@@ -812,7 +841,8 @@ class Db:
         rows = self.kernel.find(Query("spans", (eq("trace_id", trace_id),), ("start_time", "span_id")))
         return [self._model("spans", r) for r in rows]
 
-    @api(order=TRACE_ORDERS, status=m.TraceStatus)
+    @api(order=TRACE_ORDERS, status=m.TraceStatus, model=_opt_name("model"), tool=_opt_name("tool"),
+         min_duration_ms=_opt_ms("min_duration_ms"), max_duration_ms=_opt_ms("max_duration_ms"))
     def list_traces(
         self,
         *,
@@ -825,6 +855,10 @@ class Db:
         status: str | None = None,
         started_after: dt.datetime | None = None,
         started_before: dt.datetime | None = None,
+        model: str | None = None,
+        tool: str | None = None,
+        min_duration_ms: float | None = None,
+        max_duration_ms: float | None = None,
         order: str = "start_desc",
         limit: int = 20,
         cursor: str | None = None,
@@ -836,6 +870,13 @@ class Db:
                        ("team_id", team_id), ("workflow_id", workflow_id), ("status", status)):
             _scope(where, f, val)
         where += self._time_range("start_time", started_after, started_before)
+        for f, val in (("models", model), ("tools", tool)):
+            if val is not None:
+                where.append(Cond(f, "contains_all", [val]))
+        if min_duration_ms is not None:
+            where.append(Cond("duration_ms", "gte", min_duration_ms))
+        if max_duration_ms is not None:
+            where.append(Cond("duration_ms", "lte", max_duration_ms))
         return self._page("traces", where, TRACE_ORDERS, order, limit, cursor, with_total, offset)
 
     @staticmethod
@@ -1076,6 +1117,14 @@ class Db:
         raise ConflictError(f"schedule run {run_id!r}: gave up after {MAX_RETRIES} concurrent modifications")
 
     @api
+    def get_schedule_run(self, schedule_run_id: str, *, user_id: str | None = None) -> m.ScheduleRun | None:
+        """With `user_id`, a run of another user's schedule is missing (None)."""
+        row = self.kernel.get("schedule_runs", (schedule_run_id,))
+        if row is None or (user_id is not None and self._get_visible("schedules", (row["schedule_id"],), user_id) is None):
+            return None
+        return self._model("schedule_runs", row)
+
+    @api
     def list_schedule_runs(
         self, schedule_id: str, *, user_id: str | None = None, limit: int = 20, cursor: str | None = None,
         offset: int = 0, with_total: bool = False,
@@ -1107,7 +1156,7 @@ class Db:
         for day in sorted(d for d in days if d <= now.date()):
             start, end = day_bounds(day)
             runs, sessions = [], []
-            fields = ("run_id", "user_id", "agent_id", "team_id", "workflow_id", "metrics")
+            fields = ("run_id", "user_id", "agent_id", "team_id", "workflow_id", "status", "metrics")
             for batch in self._scan("runs", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), fields, by="created_at"):
                 runs.extend(batch)
             for batch in self._scan("sessions", (Cond("created_at", "gte", start), Cond("created_at", "lt", end)), ("user_id",), by="created_at"):
