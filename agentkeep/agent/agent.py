@@ -5,6 +5,7 @@ loop itself is written once (`_async/runner.py`; the sync twin is generated)."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 import threading
 from typing import Any, AsyncIterator, Iterator, Literal, Sequence
@@ -26,6 +27,7 @@ from agentkeep.db.models import Run, new_id
 from agentkeep.models.base import Model
 
 _SLUG = re.compile(r"[^a-z0-9]+")
+APPROVAL_EXPIRES_IN = dt.timedelta(hours=24)  # an approval's life unless its tool or agent says otherwise
 
 
 class Agent:
@@ -59,6 +61,7 @@ class Agent:
         retries: int = 2,
         retry_delay: float = 0.5,
         run_lease_seconds: float = 60,
+        approval_expires_in: dt.timedelta | float | None = APPROVAL_EXPIRES_IN,
         tracing: bool = True,
         capture_content: bool = False,
         store_all_spans: bool = False,
@@ -98,6 +101,7 @@ class Agent:
             raise InvalidInputError(f"run_lease_seconds must be a number of seconds in [1, 86400], "
                                     f"got {run_lease_seconds!r}")
         self.run_lease_seconds = float(run_lease_seconds)
+        self.approval_expires_in = _expiry(approval_expires_in)
         if db is not None and not hasattr(db, "append_run"):
             raise InvalidInputError(f"db must be an agentkeep db, got {type(db).__name__}")
         if self.enable_user_memories and db is None:
@@ -300,6 +304,17 @@ def _dict(value: Any, what: str) -> dict | None:
         return None
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def _expiry(value: Any) -> dt.timedelta | None:
+    """`approval_expires_in`: a timedelta or seconds > 0, or None (approvals never expire)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dt.timedelta(seconds=value)
+    if not isinstance(value, dt.timedelta) or value <= dt.timedelta(0):
+        raise InvalidInputError(f"approval_expires_in must be a timedelta or seconds > 0, or None, got {value!r}")
     return value
 
 

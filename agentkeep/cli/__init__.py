@@ -19,6 +19,7 @@ from __future__ import annotations
 from agentkeep.cli.common import DB_URL_ENV, DEFAULT_DB_URL, EXIT_USER_ERROR
 from agentkeep.cli.db_commands import app
 from agentkeep.cli.demo_server import demo_server
+from agentkeep.cli.eval import eval_suite
 from agentkeep.cli.knowledge import knowledge_app
 from agentkeep.cli.local_model import local_model
 from agentkeep.cli.serve import serve
@@ -28,6 +29,7 @@ app.add_typer(knowledge_app, name="knowledge")
 app.command("local-model")(local_model)
 app.command("serve")(serve)
 app.command("demo-server")(demo_server)
+app.command("eval")(eval_suite)
 
 __all__ = ["DB_URL_ENV", "DEFAULT_DB_URL", "EXIT_USER_ERROR", "app", "main", "render_schema_status",
            "user_error_message"]

@@ -9,8 +9,12 @@ tables and pending additive migrations, under the db's schema lock, so replicas 
 once are safe; a db that cannot be reached fails the boot. While it serves, every
 `sweep_seconds` it marks `error` the runs whose process died (a run in progress holds a lease
 its process renews; see `Agent(run_lease_seconds=)`), so with several replicas on one db
-nothing stays `running` forever; a worker does the durable jobs (agentkeep/os/jobs.py), and
-every `metrics_seconds` a metrics refresh is queued for it. On shutdown the spans still in
+nothing stays `running` forever; a worker does the durable jobs (agentkeep/os/jobs.py), a
+scheduler fires the schedules (agentkeep/os/scheduler.py; `scheduler=False` for none), and
+every `metrics_seconds` a metrics refresh is queued for the worker. Every
+`approvals_sweep_seconds` the pending approvals past their expiry are expired and their runs
+ended (routes/approvals.py); with a `webhook_url`, approvals and failed scheduled runs are
+POSTed there (webhooks.py). On shutdown the spans still in
 the exporter are written and every db is closed."""
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from agentkeep.db.errors import (
 from agentkeep.knowledge.fetch import networks
 from agentkeep.os.auth import Auth, Forbidden, JWTAuth, Unauthorized, authenticate
 from agentkeep.os.jobs import Worker
+from agentkeep.os.scheduler import Scheduler
+from agentkeep.os.webhooks import webhook_settings
 
 log = logging.getLogger("agentkeep.os")
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -75,7 +81,11 @@ class AgentOS:
                  max_body_bytes: int = MAX_BODY_BYTES, sweep_seconds: float | None = 10,
                  tenant_db: Callable[[Request], Any] | None = None, knowledge: Sequence[Any] = (),
                  url_allow_networks: Sequence[str] = (), max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 jobs: bool = True, metrics_seconds: float | None = 300) -> None:
+                 jobs: bool = True, metrics_seconds: float | None = 300, scheduler: bool = True,
+                 schedule_poll_seconds: float = 1.0, misfire_grace_seconds: float = 60,
+                 job_lease_seconds: float = 60, job_concurrency: int = 2,
+                 approvals_sweep_seconds: float | None = 30,
+                 webhook_url: str | None = None, webhook_secret: str | None = None) -> None:
         agents = list(agents)
         if not all(isinstance(a, Agent) for a in agents):
             raise InvalidInputError("agents must be agentkeep Agents")
@@ -102,12 +112,20 @@ class AgentOS:
         self.max_body_bytes = max_body_bytes
         self.sweep_seconds = _seconds(sweep_seconds, "sweep_seconds")
         self.metrics_seconds = _seconds(metrics_seconds, "metrics_seconds")
+        self.approvals_sweep_seconds = _seconds(approvals_sweep_seconds, "approvals_sweep_seconds")
+        self.webhook_url, self.webhook_secret = webhook_settings(webhook_url, webhook_secret)  # or $AGENTKEEP_WEBHOOK_*
         self.knowledge = _knowledge_bases([*knowledge, *(a.knowledge for a in agents if a.knowledge is not None)])
         self.url_networks = networks(url_allow_networks)
         if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
             raise InvalidInputError(f"max_upload_bytes must be a positive int, got {max_upload_bytes!r}")
         self.max_upload_bytes = max_upload_bytes
-        self.worker = Worker(self) if jobs else None
+        if isinstance(job_concurrency, bool) or not isinstance(job_concurrency, int) or not 1 <= job_concurrency <= 256:
+            raise InvalidInputError(f"job_concurrency must be an int in 1..256, got {job_concurrency!r}")
+        self.worker = Worker(self, lease_seconds=_seconds(job_lease_seconds, "job_lease_seconds"),
+                             concurrency=job_concurrency) if jobs else None
+        self.scheduler = Scheduler(self, poll_seconds=_seconds(schedule_poll_seconds, "schedule_poll_seconds"),
+                                   misfire_grace_seconds=_seconds(misfire_grace_seconds, "misfire_grace_seconds")) \
+            if scheduler else None
         self._app: FastAPI | None = None
 
     # -- the dbs ------------------------------------------------------------------------------
@@ -181,6 +199,13 @@ class AgentOS:
                 log.warning("%r: could not look for runs whose process stopped: %s", db, exc)
         return failed
 
+    async def sweep_approvals(self) -> int:
+        """Expire the pending approvals past their `expires_at` in every db that keeps runs
+        and end their runs; announce new ones to the webhook (routes/approvals.py)."""
+        from agentkeep.os.routes.approvals import sweep_approvals
+
+        return await sweep_approvals(self)
+
     async def refresh_metrics_soon(self) -> None:
         """Queue a metrics refresh in every db that keeps jobs (single-flight: one queued or
         running is that one); the worker rolls up only the days that changed."""
@@ -219,7 +244,12 @@ class AgentOS:
         if self.metrics_seconds and self.worker is not None:  # the metrics roll up by themselves
             periodic.append(loop.create_task(self._every(self.metrics_seconds, self.refresh_metrics_soon,
                                                          "queueing a metrics refresh")))
+        if self.approvals_sweep_seconds:  # approvals past their expiry end, on every replica (once each)
+            periodic.append(loop.create_task(self._every(self.approvals_sweep_seconds, self.sweep_approvals,
+                                                         "the sweep for expired approvals")))
         worker = loop.create_task(self.worker.serve()) if self.worker is not None else None
+        if self.scheduler is not None:  # its ticks become jobs: fired by the worker here or another replica's
+            periodic.append(loop.create_task(self.scheduler.serve()))
         try:
             yield
         finally:

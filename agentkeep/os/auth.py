@@ -15,9 +15,12 @@ interface unless `allow_remote_without_auth` says something in front of it authe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import os
+import secrets
+from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +148,7 @@ class Auth:
         self.key = security_key.encode() if security_key is not None else None
         self.jwt = jwt
         self.allow_remote = allow_remote_without_auth
+        self._issued: dict[str, Caller] = {}  # in-process credentials (`issued`)
 
     @property
     def enabled(self) -> bool:
@@ -154,7 +158,20 @@ class Auth:
     def mode(self) -> str:
         return "+".join(m for m, on in (("security_key", self.key), ("jwt", self.jwt)) if on) or "none"
 
+    @contextlib.contextmanager
+    def issued(self, caller: Caller) -> Iterator[str]:
+        """A bearer token standing for `caller`, valid in this process while the block runs:
+        how the server calls its own routes (a schedule's HTTP target) as a schedule's owner."""
+        token = secrets.token_urlsafe(32)
+        self._issued[token] = caller
+        try:
+            yield token
+        finally:
+            del self._issued[token]
+
     async def caller(self, request: Request, token: str | None) -> Caller:
+        if token and token in self._issued:
+            return self._issued[token]
         if not self.enabled:
             client = request.client.host if request.client else None
             if not self.allow_remote and not _loopback(client):

@@ -47,7 +47,7 @@ def test_a_run_pauses_before_the_tool_and_writes_an_approval(scripted, db):
     assert (approval.status, approval.tool_name, approval.tool_args) == ("pending", "refund", {"amount": 30})
     assert (approval.run_id, approval.session_id, approval.user_id, approval.agent_id) == (
         run.run_id, "s1", "alice", "helper")
-    assert approval.expires_at is None
+    assert abs(approval.expires_at - approval.created_at - dt.timedelta(hours=24)) < dt.timedelta(minutes=1)  # default
     with pytest.raises(ConflictError, match="still pending"):
         agent.continue_run(run.run_id, user_id="alice", session_id="s1")
     assert db.get_run(run.run_id).status == "paused"

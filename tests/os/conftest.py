@@ -64,6 +64,34 @@ def finished_job(http: httpx.Client, job_id: str, headers: dict | None = None, s
     return job
 
 
+def wait_until(check: Callable[[], Any], seconds: float = 30, what: str = "") -> Any:
+    """`check()`'s first truthy value, asked every 50 ms (the test fails after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.05)
+    return value
+
+
+def schedule_runs(on: Any, schedule_id: str) -> list:
+    """Every run of a schedule in the db `on`, newest first."""
+    out, cursor = [], None
+    while True:
+        page = on.list_schedule_runs(schedule_id, limit=100, cursor=cursor)
+        out += page.items
+        if not (cursor := page.next_cursor):
+            return out
+
+
+@pytest.fixture
+def replicas() -> Iterator[list]:
+    """The `tests.os.replica.Replica`s a test starts (append them): stopped after it."""
+    started: list = []
+    yield started
+    for replica in started:
+        replica.stop()
+
+
 class Handler(BaseHTTPRequestHandler):
     """A small HTTP server's handler (JWKS, pages to fetch): `reply` sends a whole answer."""
 

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import time
-
 from agentkeep.agent import tool
 from agentkeep.os import AgentOS
 
 from tests.agent.conftest import Reply, make_agent
+from tests.os.conftest import wait_until
 
 
 @tool(requires_approval=True)
@@ -17,11 +16,6 @@ def refund(order: str) -> str:
     return f"refunded {order}"
 
 
-def _wait_for(check, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_resolving_in_the_inbox_resumes_the_run(scripted, db, serve):
@@ -43,7 +37,7 @@ def test_resolving_in_the_inbox_resumes_the_run(scripted, db, serve):
     again = http.post(f"/approvals/{pending['id']}/resolve", json={"status": "rejected"})
     assert again.status_code == 409 and "already approved" in again.json()["detail"]
     run_id = paused.json()["run_id"]
-    _wait_for(lambda: db.get_run(run_id).status == "completed")
+    wait_until(lambda: db.get_run(run_id).status == "completed")
     run = db.get_run(run_id)
     assert run.content == "refund done" and run.tools[0]["result"] == "refunded A1"
     status = http.get(f"/approvals/{pending['id']}/status").json()
@@ -54,7 +48,7 @@ def test_resolving_in_the_inbox_resumes_the_run(scripted, db, serve):
     rejected = http.post(f"/approvals/{waiting['id']}/resolve",
                          json={"status": "rejected", "resolution_data": {"reason": "over the limit"}})
     assert rejected.json()["resolution_data"] == {"reason": "over the limit"}
-    _wait_for(lambda: db.get_run(second.json()["run_id"]).status == "completed")
+    wait_until(lambda: db.get_run(second.json()["run_id"]).status == "completed")
     assert db.get_run(second.json()["run_id"]).tools[0]["status"] == "rejected"
 
     assert http.post("/approvals/nope/resolve", json={"status": "approved"}).status_code == 404

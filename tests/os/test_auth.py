@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from agentkeep.agent import tool, tracing
-from agentkeep.db.models import EvalRun
+from agentkeep.db.models import EvalRun, ScheduleRun
 from agentkeep.knowledge import HashingEmbedder, Knowledge
 from agentkeep.os import AgentOS
 from agentkeep.os.auth import JWTAuth
@@ -99,6 +99,7 @@ def build(scripted: Callable, db: Any, serve: Callable) -> World:
             "name": "daily", "cron": "0 9 * * *", "target": {"type": "agent", "id": "helper", "payload": {"message": "hi"}}})
         assert schedule.status_code == 201 and schedule.json()["user_id"] == user
         ids["schedule"] = schedule.json()["id"]
+        ids["schedule_run"] = db.record_schedule_run(ScheduleRun(schedule_id=ids["schedule"], status="success")).id
         ids["eval"] = db.save_eval_run(EvalRun(name="e", eval_type="accuracy", user_id=user, score=1.0)).id
         added = world.http.post("/knowledge/content", headers=headers, json={"text": f"{user}'s notes on keys"})
         assert added.status_code == 202
@@ -198,6 +199,10 @@ ROUTES = [
     Route("POST", "/schedules/{schedule_id}/disable", lambda w: (f"/schedules/{_bob(w, 'schedule')}/disable", {}), 404,
           lambda w: w.db.get_schedule(_bob(w, "schedule")).enabled),
     Route("GET", "/schedules/{schedule_id}/runs", lambda w: (f"/schedules/{_bob(w, 'schedule')}/runs", {}), 404),
+    Route("GET", "/schedules/{schedule_id}/runs/{schedule_run_id}", lambda w: (
+        f"/schedules/{_bob(w, 'schedule')}/runs/{_bob(w, 'schedule_run')}", {}), 404),
+    Route("POST", "/schedules/{schedule_id}/trigger", lambda w: (f"/schedules/{_bob(w, 'schedule')}/trigger", {}), 404,
+          lambda w: w.db.list_jobs(kind="schedule.fire").items == []),
     # metrics and evals
     Route("GET", "/metrics", lambda w: ("/metrics", {"params": {"user_id": "bob"}}), 403),
     Route("POST", "/metrics/refresh", lambda w: ("/metrics/refresh", {}), 403),
@@ -207,6 +212,9 @@ ROUTES = [
     Route("GET", "/eval-runs/{eval_run_id}", lambda w: (f"/eval-runs/{_bob(w, 'eval')}", {}), 404),
     Route("PATCH", "/eval-runs/{eval_run_id}", lambda w: (f"/eval-runs/{_bob(w, 'eval')}", {"json": {"name": "x"}}), 404,
           lambda w: w.db.get_eval_run(_bob(w, "eval")).name == "e"),
+    Route("POST", "/eval-runs", lambda w: ("/eval-runs", {"json": {"agent_id": "helper", "eval_type": "accuracy",
+          "input": "x", "expected_output": "y", "user_id": "bob"}}), 403,
+          lambda w: len(w.db.list_eval_runs(user_id="bob").items) == 1),
     # knowledge and jobs
     Route("POST", "/knowledge/content", lambda w: ("/knowledge/content", {"json": {"text": "x", "user_id": "bob"}}),
           403),

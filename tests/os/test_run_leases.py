@@ -5,69 +5,17 @@ every acknowledged run and message kept. Real processes, real HTTP, SQLite and P
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
-import pytest
 
-from agentkeep.models.local import free_port
 from agentkeep.models.scripted import Reply
-from tests.os.replica import LEASE_SECONDS
+from tests.os.replica import LEASE_SECONDS, Replica, db_url
 
-ROOT = Path(__file__).resolve().parents[2]
 SLOW = "a slow answer that streams one small piece at a time " * 4
 
 
-def db_url(store: Any) -> str:
-    if store.url is not None:
-        return store.url
-    keywords = store.opener.keywords  # PostgresDb(db_url=..., db_schema=...)
-    return f"{keywords['db_url']}?db_schema={keywords['db_schema']}"
-
-
-class Replica:
-    def __init__(self, url: str, model_url: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="replica-", suffix=".log", delete=False)
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.os.replica", url, model_url, str(self.port)],
-                                        cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the replica did not start: {self.output()}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
-
-
-@pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
-    started: list[Replica] = []
-    yield started
-    for replica in started:
-        replica.stop()
 
 
 def test_a_killed_replica_leaves_its_run_error_after_the_lease(store: Any, scripted: Any, replicas: list) -> None:

@@ -132,3 +132,80 @@ def test_the_reference_client_reads_traces(scripted, db, serve):
     assert [t.run_id for t in traces.data] == [run["run_id"]] and traces.data[0].total_spans >= 2
     assert detail.tree[0].name.startswith("invoke_agent") and detail.tree[0].spans
     assert [s.session_id for s in stats.data] == ["s9"] and stats.data[0].total_traces == 1
+
+
+def _kv(key: str, value: object) -> dict:
+    if isinstance(value, str):
+        return {"key": key, "value": {"stringValue": value}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"intValue": str(value)}}
+
+
+def _otlp_span(trace_id: str, span_id: str, ms: int, parent: str | None = None, **attrs: object) -> dict:
+    start = 1765000000000000000
+    out = {"traceId": trace_id, "spanId": span_id, "name": span_id, "startTimeUnixNano": str(start),
+           "endTimeUnixNano": str(start + ms * 1_000_000), "status": {"code": 1},
+           "attributes": [_kv(k, v) for k, v in attrs.items()]}
+    if parent:
+        out["parentSpanId"] = parent
+    return out
+
+
+def test_traces_carry_usage_and_filter_by_model_tool_and_duration(scripted, db, serve):
+    from agentkeep.agent import tool
+
+    @tool
+    def lookup(order: str) -> str:
+        """Look an order up."""
+        return f"order {order}: shipped"
+
+    server = scripted([Reply(tool_calls=[("lookup", {"order": "A1"})], usage=(40, 7)), Reply("shipped", usage=(90, 12))])
+    http = serve(AgentOS(agents=[make_agent(server, db, tools=[lookup])], db=db).get_app())
+    run = http.post("/agents/helper/runs", json={"message": "where is A1?", "session_id": "s1", "user_id": "alice"})
+    assert run.status_code == 200, run.text
+    tracing.flush()
+    # the same usage as the run's: the agent span's totals are not added to its calls'
+    metrics = db.get_run(run.json()["run_id"]).metrics
+    [agent_trace] = http.get("/traces", params={"session_id": "s1"}).json()["data"]
+    assert (agent_trace["input_tokens"], agent_trace["output_tokens"], agent_trace["total_tokens"]) == (
+        metrics.input_tokens, metrics.output_tokens, metrics.input_tokens + metrics.output_tokens) == (130, 19, 149)
+    assert (agent_trace["models"], agent_trace["tools"], agent_trace["cost"]) == (["scripted"], ["lookup"], 0.0)
+
+    # an OpenInference program's traces, by OTLP/JSON
+    t1, t2 = "5b8efff798038103d269b633813fc600", "5b8efff798038103d269b633813fc601"
+    export = _json_export([
+        _otlp_span(t1, "a000000000000001", 4000, **{"openinference.span.kind": "AGENT", "user.id": "bob",
+                                                   "llm.token_count.prompt": 500}),
+        _otlp_span(t1, "a000000000000002", 3000, "a000000000000001", **{
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o", "llm.token_count.prompt": 500,
+            "llm.token_count.completion": 20, "llm.cost.total": 0.0035}),
+        _otlp_span(t1, "a000000000000003", 100, "a000000000000001", **{"openinference.span.kind": "TOOL",
+                                                                      "tool.name": "web_search"}),
+        _otlp_span(t2, "b000000000000001", 250, **{"gen_ai.operation.name": "chat", "user.id": "bob",
+                                                  "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 8,
+                                                  "gen_ai.usage.output_tokens": 2}),
+    ])
+    assert http.post("/v1/traces", json=export).status_code == 200
+    slow = http.get(f"/traces/{t1}").json()
+    assert (slow["input_tokens"], slow["output_tokens"], slow["total_tokens"], slow["models"], slow["tools"]) == (
+        500, 20, 520, ["gpt-4o"], ["web_search"])
+    assert abs(slow["cost"] - 0.0035) < 1e-12 and slow["duration_ms"] == 4000.0
+
+    def found(**params):
+        page = http.get("/traces", params=params)
+        assert page.status_code == 200, page.text
+        return sorted(t["trace_id"] for t in page.json()["data"])
+
+    assert found(model="gpt-4o") == [t1, t2] and found(model="scripted") == [agent_trace["trace_id"]]
+    assert found(tool="web_search") == [t1] and found(tool="lookup", user_id="alice") == [agent_trace["trace_id"]]
+    assert found(tool="lookup", user_id="bob") == [] and found(model="gpt-4o", user_id="bob") == [t1, t2]
+    assert found(min_duration_ms=3999) == [t1] and found(min_duration_ms=1000, user_id="bob") == [t1]
+    assert found(model="gpt-4o", max_duration_ms=250) == [t2]
+    assert found(min_duration_ms=250, max_duration_ms=4000, model="gpt-4o", status="ok") == [t1, t2]
+    page = http.get("/traces", params={"model": "gpt-4o", "limit": 1}).json()
+    assert [t["trace_id"] for t in page["data"]] == [t2] and page["meta"]["total_count"] == 2
+    following = http.get("/traces", params={"model": "gpt-4o", "limit": 1, "page": 2}).json()
+    assert [t["trace_id"] for t in following["data"]] == [t1]
+    for params in ({"min_duration_ms": -1}, {"max_duration_ms": "soon"}, {"model": "x" * 256}):
+        assert http.get("/traces", params=params).status_code == 422, params

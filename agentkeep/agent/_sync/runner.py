@@ -29,6 +29,7 @@ from agentkeep.models.base import ModelError, ModelResponse
 
 STATE_RETRIES = 8
 REJECTED = "The user did not approve this call ({status}). Do not try it again; tell the user."
+EXPIRED_BY = "agentkeep"  # `resolved_by` of an approval expired by the runtime or a server's sweep
 
 
 @dataclass
@@ -175,7 +176,7 @@ class Runner:
         if approval.expires_at is None or approval.expires_at > m.utcnow():
             raise ConflictError(f"approval {approval.id!r} is still pending")
         try:
-            return self.db.resolve_approval(approval.id, status="expired", resolved_by="agentkeep")
+            return self.db.resolve_approval(approval.id, status="expired", resolved_by=EXPIRED_BY)
         except ConflictError:  # resolved or expired concurrently: read what won
             return self.db.get_approval(approval.id)
 
@@ -317,7 +318,10 @@ class Runner:
         run = turn.run
         ids = []
         for record, tool in waiting:
-            expires = m.utcnow() + tool.approval_expires_in if tool.approval_expires_in else None
+            expires_in = tool.approval_expires_in  # the tool's own expiry wins (0: none)
+            if expires_in is None:
+                expires_in = self.agent.approval_expires_in  # the agent's default
+            expires = m.utcnow() + expires_in if expires_in else None
             approval = self.db.create_approval(m.Approval(
                 run_id=run.run_id, session_id=run.session_id, user_id=run.user_id, agent_id=run.agent_id,
                 tool_name=tool.name, tool_args=record["tool_args"], expires_at=expires,

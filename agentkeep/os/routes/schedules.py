@@ -1,17 +1,18 @@
-"""`/schedules`: cron schedules (create, list, read, update, delete, enable, disable) and the
-runs each one made. Firing them is the scheduler's work; these routes keep the records."""
+"""`/schedules`: cron schedules (create, list, read, update, delete, enable, disable, trigger)
+and the runs each one made. The scheduler (agentkeep/os/scheduler.py) fires them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentkeep.db.errors import NotFoundError
-from agentkeep.db.models import Schedule, ScheduleRun, ScheduleTarget
+from agentkeep.db.models import MisfirePolicy, Schedule, ScheduleRun, ScheduleTarget
+from agentkeep.os import scheduler
 from agentkeep.os.auth import caller_of
-from agentkeep.os.routes.common import ListPage, Owner, db_for, json_response, offset_of, page_of
+from agentkeep.os.routes.common import ListPage, Owner, db_for, json_response, offset_of, page_of, the_os
 
 router = APIRouter(tags=["schedules"])
 
@@ -22,8 +23,10 @@ class NewSchedule(BaseModel):
     timezone: str = "UTC"
     target: ScheduleTarget
     enabled: bool = True
-    max_retries: int = 0
-    timeout_seconds: float | None = None
+    max_retries: int = Field(0, ge=0, le=100)
+    timeout_seconds: float | None = Field(None, gt=0)
+    misfire: MisfirePolicy = "once"
+    misfire_limit: int = Field(10, ge=1, le=1000)
     user_id: str | None = None
 
 
@@ -33,8 +36,10 @@ class ScheduleChange(BaseModel):
     timezone: str | None = None
     target: ScheduleTarget | None = None
     enabled: bool | None = None
-    max_retries: int | None = None
-    timeout_seconds: float | None = None
+    max_retries: int | None = Field(None, ge=0, le=100)
+    timeout_seconds: float | None = Field(None, gt=0)
+    misfire: MisfirePolicy | None = None
+    misfire_limit: int | None = Field(None, ge=1, le=1000)
     expected_revision: int | None = None
 
 
@@ -110,3 +115,25 @@ async def schedule_runs(schedule_id: str, request: Request, user_id: Owner,
     result = await db_for(request).list_schedule_runs(schedule_id, user_id=user_id, limit=limit, cursor=cursor,
                                                       offset=offset_of(page, limit, cursor), with_total=with_total)
     return page_of([r.model_dump() for r in result.items], limit, page, result.next_cursor, result.total)
+
+
+class Triggered(BaseModel):
+    schedule_run_id: str  # the first attempt's (`GET /schedules/{id}/runs/{schedule_run_id}`)
+    job_id: str
+    status: str
+
+
+@router.post("/schedules/{schedule_id}/trigger", status_code=202, response_model=Triggered)
+async def trigger(schedule_id: str, request: Request, user_id: Owner) -> Any:
+    """Fire the schedule now, outside its cron: queued at once (202), run by a worker."""
+    schedule = await _schedule(request, schedule_id, user_id)
+    run_id, job = await scheduler.trigger(the_os(request), db_for(request), schedule)
+    return json_response({"schedule_run_id": run_id, "job_id": job.id, "status": job.status}, status_code=202)
+
+
+@router.get("/schedules/{schedule_id}/runs/{schedule_run_id}", response_model=ScheduleRun)
+async def schedule_run(schedule_id: str, schedule_run_id: str, request: Request, user_id: Owner) -> Any:
+    run = await db_for(request).get_schedule_run(schedule_run_id, user_id=user_id)
+    if run is None or run.schedule_id != schedule_id:
+        raise NotFoundError(f"schedule run {schedule_run_id!r} not found")
+    return json_response(run.model_dump())

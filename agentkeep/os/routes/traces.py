@@ -78,16 +78,23 @@ async def list_traces(
     status: Literal["ok", "error", "unset"] | None = None,
     start_time: dt.datetime | None = Query(None, description="traces that started at or after this time"),
     end_time: dt.datetime | None = Query(None, description="traces that started before this time"),
+    model: str | None = Query(None, description="traces with a call to this model (see `models`)"),
+    tool: str | None = Query(None, description="traces that ran this tool (see `tools`)"),
+    min_duration_ms: float | None = Query(None, ge=0, description="traces that lasted at least this long"),
+    max_duration_ms: float | None = Query(None, ge=0, description="traces that lasted at most this long"),
     sort_order: Literal["asc", "desc"] = "desc",
     limit: int = Query(20, ge=1, le=100),
     page: int = Query(1, ge=1),
     cursor: str | None = None,
     with_total: bool = True,
 ) -> Any:
-    """Traces, newest first: a page by `cursor` or by `page` number."""
+    """Traces, newest first: a page by `cursor` or by `page` number. Each carries the token
+    usage, cost, models and tools rolled up from its spans; a duration filter leaves out the
+    traces still open (no end time)."""
     result = await trace_db(request).list_traces(
         user_id=user_id, agent_id=agent_id, session_id=session_id, run_id=run_id, team_id=team_id,
         workflow_id=workflow_id, status=status, started_after=_utc(start_time, -1), started_before=_utc(end_time),
+        model=model, tool=tool, min_duration_ms=min_duration_ms, max_duration_ms=max_duration_ms,
         order=f"start_{sort_order}", limit=limit, cursor=cursor, offset=offset_of(page, limit, cursor),
         with_total=with_total)
     return page_of([trace_json(t) for t in result.items], limit, page, result.next_cursor, result.total)
