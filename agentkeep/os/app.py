@@ -121,11 +121,11 @@ class AgentOS:
         self.max_upload_bytes = max_upload_bytes
         if isinstance(job_concurrency, bool) or not isinstance(job_concurrency, int) or not 1 <= job_concurrency <= 256:
             raise InvalidInputError(f"job_concurrency must be an int in 1..256, got {job_concurrency!r}")
-        self.worker = Worker(self, lease_seconds=_seconds(job_lease_seconds, "job_lease_seconds"),
+        self.worker = Worker(self, lease_seconds=_seconds(job_lease_seconds, "job_lease_seconds", False),
                              concurrency=job_concurrency) if jobs else None
-        self.scheduler = Scheduler(self, poll_seconds=_seconds(schedule_poll_seconds, "schedule_poll_seconds"),
-                                   misfire_grace_seconds=_seconds(misfire_grace_seconds, "misfire_grace_seconds")) \
-            if scheduler else None
+        self.scheduler = Scheduler(self, poll_seconds=_seconds(schedule_poll_seconds, "schedule_poll_seconds", False),
+                                   misfire_grace_seconds=_seconds(misfire_grace_seconds, "misfire_grace_seconds",
+                                                                  False)) if scheduler else None
         self._app: FastAPI | None = None
 
     # -- the dbs ------------------------------------------------------------------------------
@@ -306,9 +306,10 @@ class AgentOS:
         uvicorn.run(app if app is not None else self.get_app(), host=host, port=port, reload=reload, **options)
 
 
-def _seconds(value: Any, what: str) -> float | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-        raise InvalidInputError(f"{what} must be a number of seconds > 0, or None, got {value!r}")
+def _seconds(value: Any, what: str, none: bool = True) -> float | None:
+    if (value is None and not none) or (value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0)):
+        raise InvalidInputError(f"{what} must be a number of seconds > 0{', or None' if none else ''}, got {value!r}")
     return value
 
 

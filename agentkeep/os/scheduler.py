@@ -62,10 +62,11 @@ class Scheduler:
     """Claims due schedules in the OS's db (and the tenants' seen so far) and queues their ticks."""
 
     def __init__(self, agent_os: Any, *, poll_seconds: float = 1.0, lease_seconds: float = 30,
-                 batch: int = 50, misfire_grace_seconds: float = 60) -> None:
+                 batch: int = 50, concurrency: int = 8, misfire_grace_seconds: float = 60) -> None:
         self.os = agent_os
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.poll_seconds, self.lease_seconds, self.batch = poll_seconds, lease_seconds, batch
+        self.concurrency = concurrency  # claimed schedules queued at once (each a few db round trips)
         self.grace = dt.timedelta(seconds=misfire_grace_seconds)
 
     async def serve(self) -> None:
@@ -92,11 +93,16 @@ class Scheduler:
                 log.warning("%r: cannot claim schedules: %s", raw, exc)
                 continue
             full = full or len(claimed) == self.batch
-            for schedule in claimed:
-                try:
-                    await self.queue_ticks(db, schedule, now or _now())
-                except DbError as exc:  # the lease runs out and a poller tries again
-                    log.warning("schedule %s: cannot queue its ticks: %s", schedule.id, exc)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def queue(schedule: Schedule) -> None:
+                async with gate:
+                    try:
+                        await self.queue_ticks(db, schedule, now or _now())
+                    except DbError as exc:  # the lease runs out and a poller tries again
+                        log.warning("schedule %s: cannot queue its ticks: %s", schedule.id, exc)
+
+            await asyncio.gather(*(queue(s) for s in claimed))
         if self.os.worker is not None:
             self.os.worker.wake()
         return full
@@ -111,11 +117,8 @@ class Scheduler:
         fired_late = missed[len(missed) - allowed:] if allowed else []
         skipped += len(missed) - len(fired_late)
         ticks = fired_late + ticks
-        for tick in ticks:
-            key = tick_key(schedule.id, tick_name(tick))
-            # a tick queued before (by a poller that stopped before releasing) is not queued again
-            if await db.get_job(f"schedule:{key}") is None:
-                await db.enqueue_job(_fire_job(schedule, key, tick, "schedule"))
+        for tick in ticks:  # a tick queued still is that job (a poller that stopped before releasing)
+            await db.enqueue_job(_fire_job(schedule, tick_key(schedule.id, tick_name(tick)), tick, "schedule"))
         if skipped:
             key = tick_key(schedule.id, tick_name(schedule.next_run_at))
             await db.record_schedule_run(ScheduleRun(
@@ -153,14 +156,19 @@ async def fire(agent_os: Any, raw: Any, job: Job) -> dict:
     key, tick = p["key"], dt.datetime.fromisoformat(p["tick_at"])
     if p["trigger"] == "schedule" and not schedule.enabled:
         return {"status": "skipped", "reason": "the schedule was disabled after this tick was queued"}
-    failures = 0  # attempts the target failed (not those cut by a crash or a shutdown)
-    for attempt in range(1, job.attempts):  # an attempt whose worker died left its record running
-        earlier = await db.get_schedule_run(f"{key}:{attempt}")
-        if earlier is not None and earlier.status == "running":
+    # what earlier attempts of this tick left: a success (its job ended before it could say so,
+    # or the tick was queued again after it ended) is the tick's; an attempt whose worker died
+    # is marked so; the failures count against the retries
+    failures, n = 0, 1
+    while (earlier := await db.get_schedule_run(f"{key}:{n}")) is not None or n < job.attempts:
+        if earlier is not None and earlier.status in ("success", "paused"):
+            return {"schedule_run_id": earlier.id, "status": earlier.status, "run_id": earlier.run_id}
+        if earlier is not None and earlier.status == "running" and n < job.attempts:
             await db.record_schedule_run(earlier.model_copy(update={
                 "status": "failed", "finished_at": _now(), "error": TAKEN_OVER}))
         elif earlier is not None and earlier.status == "failed" and earlier.error != TAKEN_OVER:
             failures += 1
+        n += 1
     record = ScheduleRun(id=f"{key}:{job.attempts}", schedule_id=schedule.id, tick_at=tick, trigger=p["trigger"],
                          attempt=job.attempts, status="running", started_at=_now())
     await db.record_schedule_run(record)

@@ -31,8 +31,6 @@ def refund(order: str) -> str:
     return f"refunded {order}"
 
 
-
-
 def _tool_call_then_answer(request: dict) -> Reply:
     """A refund asked for; once the call's outcome is back, an answer."""
     if request["messages"][-1]["role"] == "tool":

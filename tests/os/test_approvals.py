@@ -16,8 +16,6 @@ def refund(order: str) -> str:
     return f"refunded {order}"
 
 
-
-
 def test_resolving_in_the_inbox_resumes_the_run(scripted, db, serve):
     server = scripted([Reply(tool_calls=[("refund", {"order": "A1"})]), Reply("refund done"),
                        Reply(tool_calls=[("refund", {"order": "B2"})]), Reply("not refunded")])

@@ -23,11 +23,11 @@ QUESTION = "What is the capital of France?"
 
 
 def as_user(sub: str) -> dict:
-    return {"Authorization": "Bearer " + jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET,
+    return {"Authorization": "Bearer " + jwt.encode({"sub": sub, "exp": int(time.time()) + 86400}, SECRET,
                                                     algorithm="HS256")}
 
 
-ALICE, BOB = as_user("alice"), as_user("bob")
+ALICE, BOB = as_user("alice"), as_user("bob")  # made at import: valid for a whole test run
 
 
 @tool

@@ -16,8 +16,6 @@ from tests.os.replica import LEASE_SECONDS, Replica, db_url
 SLOW = "a slow answer that streams one small piece at a time " * 4
 
 
-
-
 def test_a_killed_replica_leaves_its_run_error_after_the_lease(store: Any, scripted: Any, replicas: list) -> None:
     def answer(body: dict) -> Reply:
         question = body["messages"][-1]["content"]

@@ -14,15 +14,12 @@ from agentkeep.db.models import Schedule, ScheduleTarget
 from agentkeep.os import AgentOS
 from agentkeep.os.scheduler import tick_key, tick_name
 from tests.agent.conftest import Reply, make_agent
-from tests.os.conftest import Served, finished_job, schedule_runs, wait_until
+from tests.os.conftest import Served, finished_job, http_server, schedule_runs, wait_until
+from tests.os.test_webhooks import SECRET, Receiver, url_of, verify_webhook
 
 UTC = dt.timezone.utc
 YEARLY = "0 0 1 1 *"  # never due while a test runs: only triggers fire it
 KEY = "k" * 32
-
-
-
-
 
 
 def agent_target(message: str = "daily summary", **payload: Any) -> dict:
@@ -127,6 +124,20 @@ def test_failed_attempts_are_retried_with_backoff_and_the_run_is_made_once(scrip
     assert failed.status == "failed" and "not served" in failed.error
 
 
+def test_a_run_that_fails_for_good_sends_a_signed_webhook(db, serve):
+    receiver = Receiver()
+    with http_server(receiver.handler()) as httpd:
+        http = serve(AgentOS(agents=[], db=db, webhook_url=url_of(httpd), webhook_secret=SECRET).get_app())
+        target = {"type": "http", "endpoint": "/agents/nobody/runs", "payload": {"message": "x"}}
+        sid = http.post("/schedules", json={"cron": YEARLY, "target": target, "max_retries": 1}).json()["id"]
+        job = finished_job(http, http.post(f"/schedules/{sid}/trigger").json()["job_id"])
+        assert job["status"] == "failed" and "answered 404" in job["error"]
+        [(headers, body)] = wait_until(lambda: receiver.of("schedule_run.failed"), what="the webhook")
+    event = verify_webhook(SECRET, headers, body)
+    assert event["data"]["schedule"]["id"] == sid
+    assert event["data"]["schedule_run"]["status"] == "failed" and event["data"]["schedule_run"]["attempt"] == 1
+
+
 def test_a_run_waiting_for_approval_is_paused(scripted, db, serve):
     @tool(requires_approval=True)
     def wire_money(amount: int) -> str:
@@ -183,3 +194,17 @@ def test_an_http_target_calls_the_server_as_the_schedules_owner(scripted, db, se
     assert (run.user_id, run.content, run.session_id) == ("alice", "hello alice", "s1")
     # the in-process credential is gone once the call is over: nothing outside can reuse one
     assert http.get("/schedules", headers={"Authorization": "Bearer not-a-key"}).status_code == 401
+
+
+def test_scheduler_settings_are_checked(db):
+    import pytest
+
+    from agentkeep.db.errors import InvalidInputError
+
+    for bad in ({"schedule_poll_seconds": None}, {"schedule_poll_seconds": 0}, {"misfire_grace_seconds": -1},
+                {"misfire_grace_seconds": True}, {"job_lease_seconds": None}, {"job_concurrency": 0},
+                {"job_concurrency": 1.5}):
+        with pytest.raises(InvalidInputError):
+            AgentOS(agents=[], db=db, **bad)
+    assert AgentOS(agents=[], db=db, scheduler=False).scheduler is None
+    assert AgentOS(agents=[], db=db, job_concurrency=8).worker.concurrency == 8

@@ -22,10 +22,6 @@ CRON = "*/4 * * * * *"  # every 4 seconds: 12.5 ticks a second over the 50
 PHASE_SECONDS = 10  # before the kill, and after it
 
 
-
-
-
-
 def test_every_tick_runs_exactly_once_across_three_servers_and_a_kill(store, scripted, replicas):
     db = store.db
     model = scripted([Reply("tick done", delay=0.2)], cycle=True)  # runs are in flight when the kill comes
@@ -40,8 +36,8 @@ def test_every_tick_runs_exactly_once_across_three_servers_and_a_kill(store, scr
     in_flight = len(model.requests)
     victim = f":{replicas[0].process.pid}:"
     deadline = time.monotonic() + 30
-    while not any(victim in (j.locked_by or "") for j in db.list_jobs(kind="schedule.fire", status="running",
-                                                                     limit=100).items):
+    while not (in_hand := [j for j in db.list_jobs(kind="schedule.fire", status="running", limit=100).items
+                           if victim in (j.locked_by or "")]):
         assert time.monotonic() < deadline, "the first server never had a tick in hand"
         time.sleep(0.02)
     replicas[0].kill()  # with a tick in hand
@@ -73,11 +69,11 @@ def test_every_tick_runs_exactly_once_across_three_servers_and_a_kill(store, scr
             run = db.get_run(f"schedule-{tick_key(s.id, tick_name(tick))}")
             assert run is not None and run.status == "completed" and run.content == "tick done", (s.id, tick, run)
             # the tick's session holds that run and no other: a redone tick replaced its broken run
-            assert [r.run_id for r in db.listschedule_runs(run.session_id).items] == [run.run_id]
-    taken_over = [r for s in schedules for r in schedule_runs(db, s.id)
-                  if r.status == "failed" and r.error == TAKEN_OVER]
-    survivors = [r.output() for r in replicas[1:]]
-    assert taken_over, f"no run of the killed server was taken over (killed at {killed_at}): {survivors}"
-    for record in taken_over:
+            assert [r.run_id for r in db.list_runs(run.session_id).items] == [run.run_id]
+    # the ticks the killed server had in hand were taken over once its leases ran out
+    for job in in_hand:
+        done_job = db.get_job(job.id)  # (or it ended in the instant between the look and the kill)
+        assert done_job.status == "completed" and (done_job.attempts >= 2 or done_job.finished_at <= killed_at), done_job
+    for record in (r for s in schedules for r in schedule_runs(db, s.id) if r.error == TAKEN_OVER):
         retried = db.get_schedule_run(record.id.rsplit(":", 1)[0] + f":{record.attempt + 1}")
         assert retried is not None and retried.tick_at == record.tick_at

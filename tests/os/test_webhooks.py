@@ -69,8 +69,6 @@ def url_of(httpd) -> str:
     return f"http://127.0.0.1:{httpd.server_address[1]}/hooks/agentkeep"
 
 
-
-
 def _paused_run(http) -> tuple[str, str]:
     paused = http.post("/agents/helper/runs", json={"message": "refund A1", "user_id": "alice", "session_id": "s1"})
     assert paused.json()["status"] == "paused"

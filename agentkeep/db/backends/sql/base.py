@@ -413,7 +413,12 @@ class SqlBase(abc.ABC):
             stmt = sa.select(*cols).where(*self._exprs(q.table, q.where))
             if q.after is not None:
                 binds = [sa.bindparam(f"a{j}") for j in range(len(q.order))]
-                stmt = stmt.where(self.keyset([t.c[f] for f in q.order], binds, q.desc))
+                first = t.c[q.order[0]]
+                # the first column's bound alone as well: a planner that does not seek on the
+                # row comparison (SQLite) then starts the index walk at the page, not at the
+                # range's start (every page would walk all the rows before it)
+                stmt = stmt.where(first <= binds[0] if q.desc else first >= binds[0],
+                                  self.keyset([t.c[f] for f in q.order], binds, q.desc))
             if q.order:
                 stmt = stmt.order_by(*[t.c[f].desc() if q.desc else t.c[f].asc() for f in q.order])
             if q.limit is not None:
