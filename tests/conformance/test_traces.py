@@ -546,3 +546,17 @@ def test_a_model_or_tool_filter_reads_an_index(backend, db, db_url, field, kw):
     wanted = [t for t, model, tool, user in reversed(rows)
               if kw.get("model", model) == model and kw.get("tool", tool) == tool and kw.get("user_id", user) == user]
     assert [t.trace_id for t in db.list_traces(**kw, limit=100).items] == wanted
+
+
+@pytest.mark.parametrize("order", ["start_asc", "start_desc"])
+def test_a_cursor_never_widens_a_time_range(db, order):
+    # a cursor made by another query (with another range, or none) still obeys this one's range
+    db.write_spans([span(f"t{i}", f"s{i}", at(i)) for i in range(10)])
+    page = db.list_traces(order=order, limit=3)
+    early = page.next_cursor  # after t2 (ascending) or t7 (descending)
+    got = db.list_traces(order=order, started_after=at(4), started_before=at(8), cursor=early, limit=100).items
+    expected = ["t4", "t5", "t6", "t7"] if order == "start_asc" else ["t6", "t5", "t4"]
+    assert [t.trace_id for t in got] == expected
+    deep = db.list_traces(order=order, limit=6).next_cursor  # after t5 / t4: further than the range's start
+    got = db.list_traces(order=order, started_after=at(4), started_before=at(8), cursor=deep, limit=100).items
+    assert [t.trace_id for t in got] == (["t6", "t7"] if order == "start_asc" else [])

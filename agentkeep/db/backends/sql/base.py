@@ -14,6 +14,7 @@ the kernel of their kind, so a dialect is written once for both.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import select
 import threading
@@ -398,6 +399,8 @@ class SqlBase(abc.ABC):
         return c, values
 
     def find_stmt(self, q: Query) -> tuple[Compiled, dict]:
+        if q.after is not None and q.order:
+            q = dataclasses.replace(q, where=tuple(_from_page(c, q) for c in q.where))
         kinds: dict = {}
         values: dict = {}
         shape = self._binds(q.table, q.where, kinds, values)
@@ -413,12 +416,7 @@ class SqlBase(abc.ABC):
             stmt = sa.select(*cols).where(*self._exprs(q.table, q.where))
             if q.after is not None:
                 binds = [sa.bindparam(f"a{j}") for j in range(len(q.order))]
-                first = t.c[q.order[0]]
-                # the first column's bound alone as well: a planner that does not seek on the
-                # row comparison (SQLite) then starts the index walk at the page, not at the
-                # range's start (every page would walk all the rows before it)
-                stmt = stmt.where(first <= binds[0] if q.desc else first >= binds[0],
-                                  self.keyset([t.c[f] for f in q.order], binds, q.desc))
+                stmt = stmt.where(self.keyset([t.c[f] for f in q.order], binds, q.desc))
             if q.order:
                 stmt = stmt.order_by(*[t.c[f].desc() if q.desc else t.c[f].asc() for f in q.order])
             if q.limit is not None:
@@ -603,3 +601,17 @@ class SqlBase(abc.ABC):
             return stmt, {"yes": "bool", "now": "time"}, (("id", "str"),)
 
         return self._compiled(("due", limit), build)
+
+
+def _from_page(cond: Cond, q: Query) -> Cond:
+    """A range's start on the first order column, moved up to the page's key when that is
+    further on: a planner that seeks on one bound (SQLite) would otherwise walk every row
+    before the page, on every page."""
+    first = q.after[0]
+    if cond.field != q.order[0] or first is None or cond.op not in (("lt", "lte") if q.desc else ("gt", "gte")):
+        return cond
+    try:
+        further = first < cond.value if q.desc else first > cond.value
+    except TypeError:
+        return cond
+    return Cond(cond.field, "lte" if q.desc else "gte", first) if further else cond
