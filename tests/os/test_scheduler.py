@@ -34,7 +34,8 @@ def test_each_tick_fires_once_as_an_agent_run_keyed_by_its_tick(scripted, db, se
     sid = made.json()["id"]
     wait_until(lambda: sum(r.status == "success" for r in schedule_runs(db, sid)) >= 3, what="three ticks")
     http.post(f"/schedules/{sid}/disable")
-    time.sleep(0.5)  # a tick queued just before may still finish
+    # a tick queued just before may still be running: wait for it to end
+    wait_until(lambda: all(r.status != "running" for r in schedule_runs(db, sid)), what="the last tick")
     done = sorted((r for r in schedule_runs(db, sid) if r.status == "success"), key=lambda r: r.tick_at)
     ticks = [r.tick_at for r in done]
     assert len(set(ticks)) == len(ticks) and all(t.second % 2 == 0 and t.microsecond == 0 for t in ticks)
