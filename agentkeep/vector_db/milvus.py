@@ -122,7 +122,12 @@ class MilvusDb(VectorDb):
         if client is None:
             from pymilvus import MilvusClient
 
-            client = MilvusClient(uri=uri, token=token or "")
+            # Milvus Lite's embedded server refuses a ping more often than every 5 minutes
+            # without data ("too many pings": it drops the connection, and a call in flight
+            # fails); pymilvus pings every 10 s, idle or not
+            calm = {"grpc_options": {"grpc.keepalive_time_ms": 300_000,
+                                     "grpc.keepalive_permit_without_calls": False}} if local else {}
+            client = MilvusClient(uri=uri, token=token or "", **calm)
         self._client = client
 
     def describe(self) -> str:
