@@ -11,7 +11,7 @@
 Each has `run()` and its async twin `arun()`; both return an `EvalResult`."""
 
 from agentkeep.eval.accuracy import AccuracyEval
-from agentkeep.eval.base import Eval, EvalResult
+from agentkeep.eval.base import Eval, EvalResult, IteratedEval
 from agentkeep.eval.cases import (
     AccuracyCase,
     Case,
@@ -28,7 +28,7 @@ from agentkeep.eval.scoring import JudgeError, match_score, parse_grade, parse_v
 from agentkeep.eval.suite import CaseResult, Suite, SuiteResult, load_suite
 
 __all__ = [
-    "AccuracyCase", "AccuracyEval", "AgentAsJudgeEval", "Case", "CaseResult", "Eval", "EvalResult", "JudgeCase",
-    "JudgeError", "PerformanceCase", "PerformanceEval", "ReliabilityCase", "ReliabilityEval", "Suite", "SuiteResult",
-    "ToolCallSpec", "load_suite", "match_score", "parse_case", "parse_grade", "parse_verdicts",
+    "AccuracyCase", "AccuracyEval", "AgentAsJudgeEval", "Case", "CaseResult", "Eval", "EvalResult", "IteratedEval",
+    "JudgeCase", "JudgeError", "PerformanceCase", "PerformanceEval", "ReliabilityCase", "ReliabilityEval", "Suite",
+    "SuiteResult", "ToolCallSpec", "load_suite", "match_score", "parse_case", "parse_grade", "parse_verdicts",
 ]

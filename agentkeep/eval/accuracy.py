@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.eval.base import AskModel, Eval, RunAgent, Steps, check_model
+from agentkeep.eval.base import AskModel, IteratedEval, RunAgent, Steps, check_model
 from agentkeep.eval.scoring import as_text, check_score, grade_messages, match_score, parse_grade
 
 Scorer = Callable[[str, str], float]
 
 
-class AccuracyEval(Eval):
+class AccuracyEval(IteratedEval):
     eval_type = "accuracy"
 
     def __init__(self, agent: Any, *, input: str, expected_output: Any, scorer: Scorer | None = None,

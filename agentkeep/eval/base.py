@@ -13,6 +13,7 @@ recorded; bad arguments raise `InvalidInputError` before anything is written."""
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 import time
@@ -169,9 +170,9 @@ def passes(status: str, score: float | None, threshold: float | None) -> bool:
 
 # -- the base class ---------------------------------------------------------------------------
 
-class Eval:
-    """An eval of one kind. Subclasses give `_iteration` (one measurement: a dict with its
-    "score") or override `_measure` whole, and `_details` (what the result records besides)."""
+class Eval(abc.ABC):
+    """An eval of one kind. Subclasses give `_measure` (or, as `IteratedEval`s, `_iteration`)
+    and `_details` (what the result records besides)."""
 
     eval_type: ClassVar[str]
     default_threshold: ClassVar[float | None] = None
@@ -238,8 +239,19 @@ class Eval:
             row = yield SaveEvalRun(row)
         return EvalResult(row)
 
+    @abc.abstractmethod
     def _measure(self, user_id: str | None, done: list[dict]) -> Steps[tuple[float | None, dict]]:
-        """`num_iterations` iterations; the score is their mean."""
+        """The score and the result, made of the steps it yields (`done`: the iterations so far,
+        kept in the result if a step fails)."""
+
+    def _details(self) -> dict:
+        return {}
+
+
+class IteratedEval(Eval):
+    """An eval scored per iteration (`_iteration`: a dict with its "score"): the mean."""
+
+    def _measure(self, user_id: str | None, done: list[dict]) -> Steps[tuple[float | None, dict]]:
         for index in range(self.num_iterations):
             began = time.perf_counter()
             record = yield from self._iteration(user_id)
@@ -247,11 +259,9 @@ class Eval:
         score = sum(r["score"] for r in done) / len(done)
         return score, {"iterations": done, **self._details()}
 
+    @abc.abstractmethod
     def _iteration(self, user_id: str | None) -> Steps[dict]:
-        raise NotImplementedError
-
-    def _details(self) -> dict:
-        return {}
+        """One measurement."""
 
 
 def check_threshold(value: Any) -> float | None:

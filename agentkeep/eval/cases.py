@@ -3,6 +3,7 @@ models, and `to_eval` makes the eval they describe for an agent (and a judge mod
 
 from __future__ import annotations
 
+import abc
 import re
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
@@ -40,10 +41,10 @@ class CaseBase(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    @abc.abstractmethod
     def to_eval(self, agent: Any, *, judge: Any = None, scorer: Callable | None = None, db: Any = None,
                 threshold: float | None = None, name: str | None = None) -> Eval:
         """The eval for `agent`; `threshold` is used when the case gives none."""
-        raise NotImplementedError
 
     def _common(self, db: Any, threshold: float | None, name: str | None) -> dict:
         return {"db": db, "name": name or self.name,

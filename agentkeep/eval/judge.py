@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from agentkeep.db.errors import InvalidInputError
-from agentkeep.eval.base import AskModel, Eval, RunAgent, Steps, check_model
+from agentkeep.eval.base import AskModel, IteratedEval, RunAgent, Steps, check_model
 from agentkeep.eval.scoring import as_text, criteria_messages, parse_verdicts
 
 
-class AgentAsJudgeEval(Eval):
+class AgentAsJudgeEval(IteratedEval):
     eval_type = "agent_as_judge"
 
     def __init__(self, agent: Any = None, *, judge: Any, criteria: Sequence[str], input: str | None = None,

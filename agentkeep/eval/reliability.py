@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.db.models import Run
-from agentkeep.eval.base import Eval, RunAgent, Steps
+from agentkeep.eval.base import IteratedEval, RunAgent, Steps
 
 
 def expected_calls(calls: Any) -> list[dict]:
@@ -87,7 +87,7 @@ def reliability_score(expected: list[dict], made: list[dict], allow_unexpected: 
             "unexpected": unexpected, "tool_calls": made}
 
 
-class ReliabilityEval(Eval):
+class ReliabilityEval(IteratedEval):
     eval_type = "reliability"
 
     def __init__(self, agent: Any = None, *, expected_tool_calls: Sequence[Any], input: str | None = None,
