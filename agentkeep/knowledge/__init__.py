@@ -24,11 +24,12 @@ from agentkeep.knowledge.readers import (
     TextReader,
     reader_for,
 )
+from agentkeep.knowledge.rerank import CrossEncoderReranker, Reranker
 
 __all__ = [
-    "AddResult", "Chunker", "CsvReader", "Embedder", "EmbedderError", "FixedSizeChunker", "HashingEmbedder",
+    "AddResult", "Chunker", "CrossEncoderReranker", "CsvReader", "Embedder", "EmbedderError", "FixedSizeChunker", "HashingEmbedder",
     "HtmlReader", "INGEST_KEY", "JsonReader", "Knowledge", "MarkdownChunker", "MarkdownReader", "OWNER_KEY",
     "OpenAIEmbedder",
-    "PdfReader", "Reader", "ReaderError", "Section", "SentenceTransformerEmbedder", "TextChunk", "TextReader",
+    "PdfReader", "Reader", "ReaderError", "Reranker", "Section", "SentenceTransformerEmbedder", "TextChunk", "TextReader",
     "reader_for",
 ]

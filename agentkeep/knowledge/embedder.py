@@ -34,7 +34,12 @@ class EmbedderError(RuntimeError):
 
 
 class Embedder(abc.ABC):
-    """`embed(texts)` returns one vector (list of floats) per text, all `dimensions` long."""
+    """`embed(texts)` returns one vector (list of floats) per text, all `dimensions` long.
+
+    `batch_size` is how many texts Knowledge gives one `embed` call when it adds contents
+    (chunks of several contents share a call)."""
+
+    batch_size: int = 128
 
     @property
     @abc.abstractmethod
@@ -75,6 +80,12 @@ def _texts(texts: Any) -> list[str]:
     return out
 
 
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 2048:
+        raise InvalidInputError(f"batch_size must be an integer in 1..2048, got {batch_size!r}")
+    return batch_size
+
+
 # -- hashing (deterministic, offline) -------------------------------------------------------------
 
 
@@ -82,11 +93,12 @@ class HashingEmbedder(Embedder):
     """Signed feature hashing of stemmed words (weight 1) and character trigrams of each word
     (weight `trigram_weight`), sublinear term frequency, L2-normalised."""
 
-    def __init__(self, dimensions: int = 256, *, trigram_weight: float = 0.3) -> None:
+    def __init__(self, dimensions: int = 256, *, trigram_weight: float = 0.3, batch_size: int = 128) -> None:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 8 <= dimensions <= 16000:
             raise InvalidInputError(f"dimensions must be an integer in 8..16000, got {dimensions!r}")
         self._dimensions = dimensions
         self.trigram_weight = float(trigram_weight)
+        self.batch_size = _check_batch_size(batch_size)
 
     @property
     def dimensions(self) -> int:
@@ -94,10 +106,11 @@ class HashingEmbedder(Embedder):
 
     @property
     def id(self) -> str:
-        return f"hashing:{self._dimensions}:{self.trigram_weight}"
+        # "2": words are the keyword analyzer's Snowball stems (content hashed before is re-embedded)
+        return f"hashing2:{self._dimensions}:{self.trigram_weight}"
 
     def _features(self, text: str) -> dict[str, tuple[float, int]]:
-        from agentkeep.vector_db.in_memory import terms
+        from agentkeep.vector_db.text import terms
 
         features: dict[str, tuple[float, int]] = {}
         for word in terms(text):
@@ -162,8 +175,7 @@ class OpenAIEmbedder(Embedder):
             raise InvalidInputError("model must be a non-empty string")
         if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
             raise InvalidInputError(f"dimensions must be a positive integer, got {dimensions!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 2048:
-            raise InvalidInputError(f"batch_size must be an integer in 1..2048, got {batch_size!r}")
+        _check_batch_size(batch_size)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         self.model = model
@@ -324,7 +336,7 @@ class SentenceTransformerEmbedder(Embedder):
                  normalize: bool = True) -> None:
         self.model_name = model
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = _check_batch_size(batch_size)
         self.normalize = normalize
         self._model = None
 

@@ -10,7 +10,10 @@ Adding a content: its catalog row is written with status "processing"; the conte
 read, chunked, embedded and its chunks replace the content's previous chunks in one store
 call; the row then becomes "completed" (in the same transaction as the chunks when the
 store lives in the contents db: PgVector on that PostgresDb), or "failed" with the error
-in `status_message`.
+in `status_message`. The chunks of the contents of one call are embedded together, in
+batches of the embedder's `batch_size`; a file over `STREAM_BYTES` is streamed with bounded
+memory, its chunks written in batches (`agentkeep.knowledge.ingest` says how it replaces
+the old ones).
 A fingerprint of the bytes and of the settings that shape the chunks (reader, chunker,
 embedder, metadata) is kept in the row, so adding unchanged content again does no work
 (as long as the store still holds its chunks) and changed content replaces its old chunks.
@@ -28,27 +31,24 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
-import json
 import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from agentkeep.db.errors import InvalidInputError, NotFoundError
 from agentkeep.db.models import KnowledgeContent
 from agentkeep.db.validate import check_id, check_opt_id
 from agentkeep.knowledge.chunking import Chunker, FixedSizeChunker, MarkdownChunker
-from agentkeep.knowledge.embedder import Embedder, EmbedderError
+from agentkeep.knowledge.embedder import Embedder
 from agentkeep.knowledge.fetch import fetch
-from agentkeep.knowledge.readers import READERS, Reader, TextReader, reader_for
-from agentkeep.vector_db.base import ANY_OF, Chunk, SearchHit, VectorDb
+from agentkeep.knowledge.ingest import GEN_KEY, INGEST_KEY, OWNER_KEY, SHARED, Ingest, chunk_id
+from agentkeep.knowledge.readers import READERS, Reader, reader_for
+from agentkeep.knowledge.rerank import check_reranker, rerank
+from agentkeep.vector_db.base import ANY_OF, SearchHit, VectorDb, check_int
 
-INGEST_KEY = "_ingest"  # reserved key of a catalog row's metadata: fingerprint, source, chunk count
-OWNER_KEY = "_owner"  # reserved key of a chunk's metadata: its content's user_id, SHARED for none
-SHARED = ""
 MAX_URL_BYTES = 64 * 1024 * 1024
-_MESSAGE_LIMIT = 2000
 
 
 class AddResult(list):
@@ -82,12 +82,18 @@ class _Source:
     name: str
     load: Callable[[], tuple[bytes, str | None]]  # -> (bytes, content type)
     file_name: str | None = None  # whose extension picks the reader
+    size: int | None = None  # a file's size
+    parts: Callable[[int], Iterator[bytes]] | None = None  # a file's bytes, parts of at most the size given
 
 
 class Knowledge:
     """Contents in `contents_db` (any agentkeep db; an InMemoryDb when omitted), chunks in
     `vector_db`, vectors from `embedder` (OpenAIEmbedder() when omitted). `name` is written
     to each catalog row's `linked_to`, so several knowledge bases can share one db."""
+
+    STREAM_BYTES = 1 << 20  # a larger file is streamed: read, chunked, embedded and written in parts
+    PART_BYTES = 1 << 20  # how much of a streamed file is read at a time
+    WRITE_BATCH = 1000  # how many chunks of a streamed file one store call writes
 
     def __init__(
         self,
@@ -98,6 +104,8 @@ class Knowledge:
         chunker: Chunker | None = None,
         readers: Sequence[Reader] | None = None,
         name: str | None = None,
+        reranker: Any = None,
+        rerank_candidates: int = 20,
     ) -> None:
         if not isinstance(vector_db, VectorDb):
             raise InvalidInputError(f"vector_db must be a VectorDb, got {type(vector_db).__name__}")
@@ -115,6 +123,9 @@ class Knowledge:
         self.chunker = chunker
         self.readers = tuple(readers) if readers else READERS
         self.name = name
+        # a second look at the best hits (agentkeep.knowledge.rerank): a Reranker or a callable
+        self.reranker = check_reranker(reranker)
+        self.rerank_candidates = check_int(rerank_candidates, "rerank_candidates", 1, 1000)
         self._store_ready = False
 
     # -- adding ----------------------------------------------------------------------------
@@ -148,11 +159,13 @@ class Knowledge:
         path, URL, or `name` for text, else the text itself) so adding it again updates it.
         Unchanged content is skipped unless `force` is set.
         """
-        result = AddResult()
-        folder = self._add_into(result, text=text, path=path, url=url, name=name, description=description,
-                                metadata=metadata, content_id=content_id, user_id=user_id, reader=reader,
-                                chunker=chunker, recursive=recursive, include=include, exclude=exclude,
-                                progress=progress, force=force)
+        ingest = Ingest(self)
+        with _finishing(ingest):
+            folder = self._add_into(ingest, text=text, path=path, url=url, name=name, description=description,
+                                    metadata=metadata, content_id=content_id, user_id=user_id, reader=reader,
+                                    chunker=chunker, recursive=recursive, include=include, exclude=exclude,
+                                    progress=progress, force=force)
+        result = _result(ingest.finish())
         return result if folder else result[0]
 
     def add_sources(self, sources: Sequence[str | os.PathLike], **options: Any) -> AddResult:
@@ -172,15 +185,16 @@ class Knowledge:
                 kinds.append("path")
             else:
                 raise InvalidInputError(f"no such file or folder: {str(source)!r}")
-        result = AddResult()
-        for source, kind in zip(sources, kinds):
-            self._add_into(result, **{kind: source}, **options)
-        return result
+        ingest = Ingest(self)
+        with _finishing(ingest):
+            for source, kind in zip(sources, kinds):
+                self._add_into(ingest, **{kind: source}, **options)
+        return _result(ingest.finish())
 
-    def _add_into(self, result: AddResult, *, text=None, path=None, url=None, name=None, description=None,
+    def _add_into(self, ingest: Ingest, *, text=None, path=None, url=None, name=None, description=None,
                   metadata=None, content_id=None, user_id=None, reader=None, chunker=None, recursive=True,
                   include=None, exclude=None, progress=False, force=False) -> bool:
-        """add_content's work, its rows recorded in `result`; True when `path` is a folder."""
+        """add_content's work, its contents given to `ingest`; True when `path` is a folder."""
         given = [x for x in (text, path, url) if x is not None]
         if len(given) != 1:
             raise InvalidInputError("add_content needs exactly one of text=, path= or url=")
@@ -193,7 +207,7 @@ class Knowledge:
                     raise InvalidInputError("content_id= names one content; a folder holds many")
                 files = self._folder_files(p, recursive, include, exclude)
                 self._prepare()
-                self._add_many(result, files, p, name, description, metadata, user_id, reader, chunker,
+                self._add_many(ingest, files, p, name, description, metadata, user_id, reader, chunker,
                                progress, force)
                 return True
             if not p.is_file():
@@ -206,7 +220,7 @@ class Knowledge:
                 raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
             source = _text_source(text, name)
         self._prepare()
-        result.record(*self._add(source, description, metadata, content_id, user_id, reader, chunker, force))
+        ingest.add(source, description, metadata, content_id, user_id, reader, chunker, force)
         return False
 
     def _folder_files(self, root: Path, recursive: bool, include, exclude) -> list[Path]:
@@ -227,14 +241,14 @@ class Knowledge:
             files.append(f)
         return sorted(files)
 
-    def _add_many(self, result, files, root, name, description, metadata, user_id, reader, chunker, progress, force):
+    def _add_many(self, ingest, files, root, name, description, metadata, user_id, reader, chunker, progress, force):
         sources = [_file_source(f, f"{name or root.name}/{f.relative_to(root).as_posix()}") for f in files]
         if progress and sources:
             from rich.progress import track
 
             sources = track(sources, description=f"Adding {len(files)} files", total=len(files))
         for source in sources:
-            result.record(*self._add(source, description, metadata, None, user_id, reader, chunker, force))
+            ingest.add(source, description, metadata, None, user_id, reader, chunker, force)
 
     def _prepare(self) -> None:
         """Fail before any row is written when every content would fail alike: an embedder
@@ -261,9 +275,10 @@ class Knowledge:
     def _mark(self, row: KnowledgeContent) -> int | None:
         """Rewrite the row's chunks that lack its owner with it (their embeddings as stored);
         how many, or None when the store does not hold every chunk of the row."""
-        expected = (row.metadata.get(INGEST_KEY) or {}).get("chunks") or 0
+        info = row.metadata.get(INGEST_KEY) or {}
+        expected, generation = info.get("chunks") or 0, info.get("generation")
         owner = _owner(row.user_id)
-        chunks = self.vector_db.get([f"{row.id}:{i}" for i in range(expected)])
+        chunks = self.vector_db.get([chunk_id(row.id, generation, i) for i in range(expected)])
         if len(chunks) != expected or any(c.content_id != row.id for c in chunks):
             return None
         stale = [c.model_copy(update={"metadata": {**c.metadata, OWNER_KEY: owner}})
@@ -295,59 +310,6 @@ class Knowledge:
         key = "\x00".join((source.kind, source.identity, user_id or "", self.name or ""))
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
-    def _add(self, source: _Source, description, metadata, content_id, user_id, reader, chunker,
-             force: bool) -> tuple[KnowledgeContent, bool]:
-        """Add one content; returns its row and whether it was unchanged (and skipped)."""
-        db = self.contents_db
-        cid = content_id if content_id is not None else self._content_id(source, user_id)
-        existing = db.get_knowledge(cid)
-        base = KnowledgeContent(
-            id=cid, name=source.name, description=description, metadata=dict(metadata), linked_to=self.name,
-            user_id=user_id, status="processing", created_at=existing.created_at if existing else None,
-        )
-        try:
-            data, content_type = source.load()
-        except Exception as exc:
-            failed = base.model_copy(update={"status": "failed", "status_message": _message(exc)})
-            return db.upsert_knowledge(failed), False
-        reader = reader or reader_for(source.file_name, content_type, self.readers) or TextReader()
-        chunker = chunker or self.chunker or _default_chunker(reader)
-        fingerprint = hashlib.sha256()
-        fingerprint.update(data)
-        fingerprint.update(json.dumps(
-            [reader.id, chunker.id, self.embedder.id, metadata], sort_keys=True, default=str
-        ).encode())
-        digest = fingerprint.hexdigest()
-        if (not force and existing is not None and existing.status == "completed" and existing.user_id == user_id
-                and (existing.metadata.get(INGEST_KEY) or {}).get("hash") == digest and self._holds_chunks(existing)):
-            return existing, True  # unchanged: nothing to do
-        ingest = {"hash": digest, "source": source.kind}
-        row = base.model_copy(update={
-            "type": reader.kind, "size": len(data), "metadata": {**metadata, INGEST_KEY: ingest},
-        })
-        row = db.upsert_knowledge(row)
-        try:
-            sections = reader.read(data, name=source.file_name or source.name)
-            pieces = chunker.chunk(sections)
-            vectors = self.embedder.embed([p.text for p in pieces]) if pieces else []
-            if len(vectors) != len(pieces):
-                raise EmbedderError(f"the embedder returned {len(vectors)} vectors for {len(pieces)} chunks")
-            chunks = [
-                Chunk(id=f"{cid}:{i}", content_id=cid, content=p.text, embedding=v,
-                      metadata={**p.metadata, **metadata, OWNER_KEY: _owner(user_id)}, position=i)
-                for i, (p, v) in enumerate(zip(pieces, vectors))
-            ]
-            done = {**metadata, INGEST_KEY: {**ingest, "chunks": len(chunks)}}
-            # chunks and the completed row commit together when the store lives in the db
-            with self.vector_db.joined_transaction(db):
-                self.vector_db.replace(cid, chunks)
-                return db.upsert_knowledge(
-                    row.model_copy(update={"status": "completed", "status_message": None, "metadata": done})
-                ), False
-        except Exception as exc:
-            failed = row.model_copy(update={"status": "failed", "status_message": _message(exc)})
-            return db.upsert_knowledge(failed), False
-
     # -- reading and removing --------------------------------------------------------------
 
     def search(
@@ -362,14 +324,19 @@ class Knowledge:
         """The chunks that best answer `query` (see VectorDb.search for the search types and
         filters). With `user_id`, only chunks of shared contents and of that user's own; the
         scope is part of the store's queries, so `limit` hits come back when that many match.
-        Hits leave out the reserved `_owner` metadata key."""
+        Hits leave out the reserved `_owner` metadata key. With a reranker, the store's best
+        `rerank_candidates` hits (at least `limit`) are reranked and the best `limit` kept."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty string")
         filters = _scoped(filters, user_id)
         kind = search_type or self.vector_db.search_type
         self._ensure_store()
         embedding = self.embedder.embed_query(query) if kind in ("vector", "hybrid") else None
-        hits = self.vector_db.search(query, embedding=embedding, limit=limit, filters=filters, search_type=search_type)
+        wanted = limit if self.reranker is None or not isinstance(limit, int) else max(limit, self.rerank_candidates)
+        hits = self.vector_db.search(query, embedding=embedding, limit=wanted, filters=filters,
+                                     search_type=search_type)
+        if self.reranker is not None:
+            hits = rerank(self.reranker, query, hits, limit)
         return [_without_owner(h) for h in hits]
 
     def get_content(self, content_id: str, *, user_id: str | None = None) -> KnowledgeContent | None:
@@ -411,8 +378,30 @@ class Knowledge:
         return await asyncio.to_thread(lambda: self.delete_content(content_id, user_id=user_id))
 
 
-def _default_chunker(reader: Reader) -> Chunker:
-    return MarkdownChunker() if reader.kind in ("markdown", "html") else FixedSizeChunker()
+    @staticmethod
+    def _default_chunker(reader: Reader) -> Chunker:
+        return MarkdownChunker() if reader.kind in ("markdown", "html") else FixedSizeChunker()
+
+
+class _finishing:
+    """On an error that ends a call early, the contents already queued are still written."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def __enter__(self) -> Ingest:
+        return self.ingest
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None:
+            self.ingest.finish()
+
+
+def _result(outcomes) -> AddResult:
+    result = AddResult()
+    for row, unchanged in outcomes:
+        result.record(row, unchanged)
+    return result
 
 
 def _check_metadata(metadata: Any) -> dict[str, Any]:
@@ -420,7 +409,7 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
-    for key in (INGEST_KEY, OWNER_KEY):
+    for key in (INGEST_KEY, OWNER_KEY, GEN_KEY):
         if key in metadata:
             raise InvalidInputError(f"metadata key {key!r} is reserved")
     return dict(metadata)
@@ -443,14 +432,11 @@ def _scoped(filters: Any, user_id: Any) -> Any:
 
 
 def _without_owner(hit: SearchHit) -> SearchHit:
-    if OWNER_KEY not in hit.metadata:
+    """The hit without the reserved chunk metadata keys (owner, generation)."""
+    if OWNER_KEY not in hit.metadata and GEN_KEY not in hit.metadata:
         return hit
-    return hit.model_copy(update={"metadata": {k: v for k, v in hit.metadata.items() if k != OWNER_KEY}})
-
-
-def _message(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+    kept = {k: v for k, v in hit.metadata.items() if k not in (OWNER_KEY, GEN_KEY)}
+    return hit.model_copy(update={"metadata": kept})
 
 
 def _text_source(text: str, name: str | None) -> _Source:
@@ -461,7 +447,14 @@ def _text_source(text: str, name: str | None) -> _Source:
 
 
 def _file_source(path: Path, name: str | None) -> _Source:
-    return _Source("file", os.path.realpath(path), name or path.name, lambda: (path.read_bytes(), None), path.name)
+    return _Source("file", os.path.realpath(path), name or path.name, lambda: (path.read_bytes(), None), path.name,
+                   size=path.stat().st_size, parts=lambda size: _file_parts(path, size))
+
+
+def _file_parts(path: Path, size: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while part := f.read(size):
+            yield part
 
 
 def _url_source(url: str, name: str | None) -> _Source:

@@ -12,12 +12,13 @@ import abc
 import codecs
 import csv
 import io
+import itertools
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from agentkeep.db.drivers import install_hint
 
@@ -28,23 +29,54 @@ class ReaderError(Exception):
 
 @dataclass
 class Section:
+    """Text and the metadata its chunks inherit. A section with `continued` set goes on with
+    the text of the one before (a streamed content arrives in parts: see `Reader.stream`)."""
+
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    continued: bool = False
 
 
 def decode(data: bytes, name: str | None = None) -> str:
     """UTF-8 (with or without BOM) or BOM-marked UTF-16; NUL characters are dropped."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "utf-16"
-    else:
-        encoding = "utf-8-sig"
     try:
-        text = data.decode(encoding)
+        text = data.decode(_encoding(data))
     except UnicodeDecodeError as exc:
-        raise ReaderError(
-            f"{name or 'content'} is not UTF-8 text (byte {data[exc.start:exc.start + 1]!r} at offset {exc.start})"
-        ) from None
+        raise _not_text(exc, len(data), name) from None
     return text.replace("\x00", "")
+
+
+def decode_stream(parts: Iterable[bytes], name: str | None = None) -> Iterator[str]:
+    """`decode` over bytes that arrive in parts: the text in parts, the same text in the end
+    (a character cut between two parts comes whole in the next)."""
+    parts = iter(parts)
+    head = b""
+    for data in parts:  # enough bytes to see the BOM
+        head += data
+        if len(head) >= 3:
+            break
+    decoder = codecs.getincrementaldecoder(_encoding(head))()
+    offset = 0  # bytes given to the decoder so far
+    for data, final in itertools.chain(((head, False),), ((d, False) for d in parts), ((b"", True),)):
+        try:
+            text = decoder.decode(data, final=final)
+        except UnicodeDecodeError as exc:
+            raise _not_text(exc, offset + len(data), name) from None
+        offset += len(data)
+        if text:
+            yield text.replace("\x00", "")
+
+
+def _encoding(head: bytes) -> str:
+    return "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+
+
+def _not_text(exc: UnicodeDecodeError, end: int, name: str | None) -> ReaderError:
+    """The error for undecodable bytes; `end` is the offset of the end of the bytes the decoder
+    saw (it may have dropped a BOM from their front: the offset counts it)."""
+    at = end - len(exc.object) + exc.start
+    return ReaderError(f"{name or 'content'} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
+                       f"at offset {at})")
 
 
 class Reader(abc.ABC):
@@ -56,6 +88,12 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     def read(self, data: bytes, *, name: str | None = None) -> list[Section]: ...
+
+    def stream(self, parts: Iterable[bytes], *, name: str | None = None) -> Iterator[Section]:
+        """The sections of a content whose bytes arrive in parts (a large file read piece by
+        piece). This default joins the bytes and reads them whole; plain text and Markdown
+        yield their text as it is decoded, one section in `continued` parts."""
+        yield from self.read(b"".join(parts), name=name)
 
     @property
     def id(self) -> str:
@@ -70,6 +108,9 @@ class TextReader(Reader):
     def read(self, data: bytes, *, name: str | None = None) -> list[Section]:
         return [Section(decode(data, name))]
 
+    def stream(self, parts: Iterable[bytes], *, name: str | None = None) -> Iterator[Section]:
+        return _text_sections(parts, name)
+
 
 class MarkdownReader(Reader):
     kind = "markdown"
@@ -78,6 +119,9 @@ class MarkdownReader(Reader):
 
     def read(self, data: bytes, *, name: str | None = None) -> list[Section]:
         return [Section(decode(data, name))]
+
+    def stream(self, parts: Iterable[bytes], *, name: str | None = None) -> Iterator[Section]:
+        return _text_sections(parts, name)
 
 
 class CsvReader(Reader):
@@ -153,6 +197,15 @@ class JsonReader(Reader):
         if isinstance(value, list):
             return [Section(_render(item), {"index": i}) for i, item in enumerate(value)]
         return [Section(_render(value))]
+
+
+def _text_sections(parts: Iterable[bytes], name: str | None) -> Iterator[Section]:
+    first = True
+    for text in decode_stream(parts, name):
+        yield Section(text, continued=not first)
+        first = False
+    if first:  # no text at all: still the one (empty) section `read` gives
+        yield Section("")
 
 
 def _render(value: Any) -> str:

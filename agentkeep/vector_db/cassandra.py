@@ -3,7 +3,8 @@
     CassandraDb("my_kb", keyspace="agentkeep", contact_points=["10.0.0.1"], search_type="hybrid")
     CassandraDb("my_kb", keyspace="agentkeep", session=session)   # share a cassandra-driver Session
 
-Schema, CQL, the keyword ranking done here (Cassandra has none) and scores:
+Schema, CQL, the keyword ranking done here (Cassandra has none: SAI finds the chunks holding a
+term, BM25 over the corpus statistics kept in a counter table ranks them) and scores:
 docs/vector_db/cassandra.md. `CassandraStatements` builds every statement (pure).
 """
 
@@ -13,14 +14,15 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb, batches, check_choice
 from agentkeep.vector_db.base import check_dimensions, check_int, check_name, check_one_given, chunk_of, hit_of
 from agentkeep.vector_db.base import expand_filters, filter_alternatives, l2_score, ranked, sql_where, tagged_value
-from agentkeep.vector_db.text import bm25, query_terms, terms
+from agentkeep.vector_db.text import Analyzer, KeywordQuery, bm25, idf
+from agentkeep.vector_db.text import analyzer as analyzer_of
 
 SIMILARITY = {  # distance -> (SAI similarity_function, CQL function)
     "cosine": ("COSINE", "similarity_cosine"),
@@ -32,6 +34,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _VECTOR_TYPE = re.compile(r"^vector<float,\s*(\d+)>$")
 _ROW = "id, content_id, content, metadata, position"
 MAX_FAN_OUT = 100  # queries one filter with "$in" may become (see `CassandraStatements.fan_out`)
+CORPUS = "*"  # the statistics row of the whole table: never a term (terms are letters and digits)
 
 
 def _name(value: Any, what: str) -> str:
@@ -50,7 +53,8 @@ _WHERE = Dialect("id IN {}", "content_id = {}", lambda filters, p: [
 class CassandraStatements:
     """CQL text and bound values for every operation. Pure: no driver, no I/O."""
 
-    def __init__(self, keyspace: str, table: str, *, distance: str = "cosine") -> None:
+    def __init__(self, keyspace: str, table: str, *, distance: str = "cosine", analyzer: Analyzer | None = None) -> None:
+        self.analyzer = analyzer or analyzer_of("english")  # the terms stored and searched
         self.keyspace = _name(keyspace, "keyspace")
         self.table_name = _name(table, "table_name")
         self.distance = check_choice(distance, "distance", SIMILARITY)
@@ -59,6 +63,7 @@ class CassandraStatements:
         base = self.table_name if len(self.table_name) <= 40 else (
             self.table_name[:33] + "_" + hashlib.sha1(self.table_name.encode()).hexdigest()[:6])
         self._index_base = base
+        self.stats = f'"{self.keyspace}"."{base}__bm25"'  # the keyword statistics: chunks and terms per term
 
     def create_table(self, dimensions: int) -> str:
         return (
@@ -86,6 +91,45 @@ class CassandraStatements:
     def drop_table(self) -> str:
         return f"DROP TABLE IF EXISTS {self.table}"
 
+    def create_stats_table(self) -> str:
+        """Per term, the chunks holding it; in the CORPUS row, the chunks and their terms."""
+        return f"CREATE TABLE IF NOT EXISTS {self.stats} (term text PRIMARY KEY, chunks counter, length counter)"
+
+    def drop_stats_table(self) -> str:
+        return f"DROP TABLE IF EXISTS {self.stats}"
+
+    def truncate_stats(self) -> str:
+        return f"TRUNCATE {self.stats}"
+
+    def update_stats(self) -> str:
+        """Bound with (chunks, length, term) deltas."""
+        return f"UPDATE {self.stats} SET chunks = chunks + ?, length = length + ? WHERE term = ?"
+
+    def select_stats(self, terms: Sequence[str]) -> tuple[str, tuple]:
+        return f"SELECT term, chunks, length FROM {self.stats} WHERE term IN ?", ([CORPUS, *terms],)
+
+    def select_terms_by_ids(self, ids: list[str]) -> tuple[str, tuple]:
+        """What the statistics of the rows a write replaces need."""
+        return f"SELECT id, term_freqs, term_count FROM {self.table} WHERE id IN ?", (ids,)
+
+    def select_all_terms(self) -> str:
+        return f"SELECT term_freqs, term_count FROM {self.table}"
+
+    @staticmethod
+    def stats_delta(removed: Iterable[tuple[Mapping[str, int] | None, int | None]],
+                    added: Iterable[tuple[Mapping[str, int] | None, int | None]]) -> list[tuple[int, int, str]]:
+        """The `update_stats` values that take rows' (term_freqs, term_count) out of the
+        statistics and put others in; terms whose counts do not change are left alone."""
+        delta: dict[str, list[int]] = {}
+        for sign, rows in ((-1, removed), (1, added)):
+            for freqs, length in rows:
+                corpus = delta.setdefault(CORPUS, [0, 0])
+                corpus[0] += sign
+                corpus[1] += sign * (length or 0)
+                for term in freqs or {}:
+                    delta.setdefault(term, [0, 0])[0] += sign
+        return [(chunks, length, term) for term, (chunks, length) in sorted(delta.items()) if chunks or length]
+
     def table_exists(self) -> tuple[str, tuple]:
         return ("SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
                 (self.keyspace, self.table_name))
@@ -103,9 +147,8 @@ class CassandraStatements:
         return (f"INSERT INTO {self.table} (id, content_id, content, embedding, metadata, position, meta, "
                 "term_freqs, term_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-    @staticmethod
-    def row(chunk: Chunk) -> tuple:
-        words = terms(chunk.content)
+    def row(self, chunk: Chunk) -> tuple:
+        words = self.analyzer.terms(chunk.content)
         return (chunk.id, chunk.content_id, chunk.content, chunk.embedding,
                 json.dumps(chunk.metadata, ensure_ascii=False, allow_nan=False), chunk.position,
                 meta_entries(chunk.metadata), dict(Counter(words)), len(words))
@@ -123,12 +166,13 @@ class CassandraStatements:
         return _WHERE.where(params, None, content_id, filters), list(params.values.values())
 
     def select_ids(self, content_id: str | None, filters: dict[str, Any]) -> tuple[str, tuple]:
+        """The rows a delete or replace removes, with what their statistics need."""
         parts, values = self.where(content_id, filters)
-        return f"SELECT id FROM {self.table}" + sql_where(parts), tuple(values)
+        return f"SELECT id, term_freqs, term_count FROM {self.table}" + sql_where(parts), tuple(values)
 
     def select_candidates_by_ids(self, ids: list[str]) -> tuple[str, tuple]:
-        """`delete(ids=..., ...)`: the rows asked for, with what their conditions need."""
-        return f"SELECT id, content_id, meta FROM {self.table} WHERE id IN ?", (ids,)
+        """`delete(ids=..., ...)`: the rows asked for, with what their conditions and statistics need."""
+        return f"SELECT id, content_id, meta, term_freqs, term_count FROM {self.table} WHERE id IN ?", (ids,)
 
     @staticmethod
     def row_matches(row: Any, content_id: str | None, filters: dict[str, Any]) -> bool:
@@ -176,14 +220,28 @@ class CassandraStatements:
             return l2_score(1.0 / raw - 1.0) if raw > 0 else 0.0
         return 2.0 * raw - 1.0
 
-    @staticmethod
-    def rank_keyword(rows: Iterable[Any], wanted: list[str], unwanted: list[str],
+    def keyword_statements(self, query: KeywordQuery, cap: int, filters: dict[str, Any]) -> list[tuple[str, tuple]]:
+        """The candidates of a keyword query: the chunks holding every `must` term, or (with none)
+        one statement per ranked term, each at most `cap` rows (SAI has no OR)."""
+        if query.must:
+            return [self.keyword_candidates(list(query.must), cap, filters)]
+        return [self.keyword_candidates([t], cap, filters) for t in query.should]
+
+    def rank_keyword(self, rows: Iterable[Any], query: KeywordQuery, stats: Mapping[str, tuple[int, int]],
                      limit: int) -> list[tuple[Any, float]]:
-        """BM25 without IDF over the candidates: each holds every wanted term, so IDF could only
-        reweigh terms, not change which rows match."""
-        rows = [r for r in rows if not any(t in (r.term_freqs or {}) for t in unwanted)]
-        avg = sum(r.term_count or 0 for r in rows) / (len(rows) or 1) or 1.0
-        scored = [(r, bm25(r.term_freqs or {}, r.term_count or 0, avg, wanted)) for r in rows]
+        """BM25 of the candidates that match the query (exclusions, phrases), by the corpus
+        statistics `stats` (term -> (chunks, length); CORPUS: the table's)."""
+        total, length = stats.get(CORPUS, (0, 0))
+        total = max(total, 1)
+        avg = max(length, 0) / total or 1.0
+        idfs = {t: idf(total, min(max(stats.get(t, (0, 0))[0], 1), total)) for t in query.ranked}
+        unique = {r.id: r for r in rows}.values()  # a chunk holding two terms comes from both statements
+        scored = []
+        for r in unique:
+            freqs = r.term_freqs or {}
+            words = self.analyzer.terms(r.content or "") if query.positional else ()
+            if query.matches(words, freqs):
+                scored.append((r, bm25(freqs, r.term_count or 0, avg, query.ranked, idfs)))
         return sorted(scored, key=lambda item: (-item[1], item[0].id))[:limit]
 
 
@@ -202,6 +260,7 @@ class CassandraDb(VectorDb):
         self.statements = CassandraStatements(keyspace, table_name, distance=options.get("distance", "cosine"))
         self.keyspace, self.table_name = keyspace, table_name
         super().__init__(**options)
+        self.statements.analyzer = self.analyzer
         self.label = f"vector table {keyspace}.{table_name}"
         self.keyword_candidates = check_int(keyword_candidates, "keyword_candidates", 1, 100_000)
         self.batch_size = check_int(batch_size, "batch_size", 1, 65_535)
@@ -274,12 +333,39 @@ class CassandraDb(VectorDb):
             raise
 
     def _complete_store(self) -> None:
-        for cql in self.statements.create_indexes():
+        for cql in (*self.statements.create_indexes(), self.statements.create_stats_table()):
             self.session.execute(cql)
 
     def _drop_store(self) -> None:
         self.session.execute(self.statements.drop_table())
+        self.session.execute(self.statements.drop_stats_table())
         self._prepared = {}
+
+    def _execute_many(self, cql: str, rows: list[tuple]) -> None:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        if rows:
+            execute_concurrent_with_args(self.session, self._prepare(cql), rows, concurrency=16)
+
+    def _count_terms(self, removed: Iterable[tuple], added: Iterable[tuple]) -> None:
+        """Take rows' (term_freqs, term_count) out of the keyword statistics and put others in."""
+        self._execute_many(self.statements.update_stats(), self.statements.stats_delta(removed, added))
+
+    def _stored_terms(self, ids: list[str]) -> list[tuple]:
+        """(term_freqs, term_count) of the stored rows among these ids."""
+        return [(r.term_freqs, r.term_count) for part in batches(ids, 100)
+                for r in self._execute(self.statements.select_terms_by_ids(list(part)))]
+
+    def rebuild_statistics(self) -> None:
+        """Recount the keyword statistics from every row: for a table written before they were
+        kept, or whose counts drifted (concurrent writes of one chunk). Reads the whole table;
+        run it with no writes under way."""
+        with self._translated():
+            self._ready()
+            self.session.execute(self.statements.create_stats_table())
+            self.session.execute(self.statements.truncate_stats())
+            rows = self.session.execute(self.statements.select_all_terms())
+            self._count_terms([], ((r.term_freqs, r.term_count) for r in rows))
 
     def write_plan(self, chunks: Iterable[Chunk], content_id: str | None = None) -> tuple[str, list[tuple]]:
         """The INSERT and the rows `upsert` (or `replace(content_id, ...)`) writes, checked as
@@ -288,19 +374,25 @@ class CassandraDb(VectorDb):
 
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
         """An upsert writes concurrently; `replace` deletes the content's other chunks and
-        inserts the new ones in LOGGED batches of `batch_size`."""
-        from cassandra.concurrent import execute_concurrent_with_args
+        inserts the new ones in LOGGED batches of `batch_size`. Then the keyword statistics
+        trade the rows replaced for the rows written."""
+        rows = [self.statements.row(c) for c in chunks]
+        replaced = self._stored_terms([r[0] for r in rows])
+        if content_id is None:
+            self._execute_many(self.statements.insert(), rows)
+        else:
+            keep = {r[0] for r in rows}
+            old = [r for r in self._execute(self.statements.select_ids(content_id, {})) if r.id not in keep]
+            self._replace(old, rows)
+            replaced += [(r.term_freqs, r.term_count) for r in old]
+        self._count_terms(replaced, [(r[7], r[8]) for r in rows])
+
+    def _replace(self, old: list[Any], rows: list[tuple]) -> None:
         from cassandra.query import BatchStatement, BatchType
 
         insert = self._prepare(self.statements.insert())
-        rows = [self.statements.row(c) for c in chunks]
-        if content_id is None:
-            execute_concurrent_with_args(self.session, insert, rows, concurrency=16)
-            return
-        keep = {r[0] for r in rows}
-        old = [r.id for r in self._execute(self.statements.select_ids(content_id, {})) if r.id not in keep]
         delete = self._prepare(self.statements.delete_by_ids([])[0])
-        work = [(delete, ([i],)) for i in old] + [(insert, r) for r in rows]
+        work = [(delete, ([r.id],)) for r in old] + [(insert, r) for r in rows]
         for part in batches(work, self.batch_size):
             batch = BatchStatement(batch_type=BatchType.LOGGED)
             for statement, values in part:
@@ -310,12 +402,13 @@ class CassandraDb(VectorDb):
     def _delete(self, ids, content_id, filters) -> int:
         if ids is not None:  # bounded by the ids asked for: check the other conditions here
             rows = self._execute(self.statements.select_candidates_by_ids(ids))
-            doomed = [r.id for r in rows if self.statements.row_matches(r, content_id, filters)]
+            doomed = [r for r in rows if self.statements.row_matches(r, content_id, filters)]
         else:
-            doomed = [r.id for f in self.statements.fan_out(filters)
+            doomed = [r for f in self.statements.fan_out(filters)
                       for r in self._execute(self.statements.select_ids(content_id, f))]
-        for part in batches(doomed, 100):
-            self._execute(self.statements.delete_by_ids(part))
+        for part in batches([r.id for r in doomed], 100):
+            self._execute(self.statements.delete_by_ids(list(part)))
+        self._count_terms([(r.term_freqs, r.term_count) for r in doomed], [])
         return len(doomed)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
@@ -328,22 +421,21 @@ class CassandraDb(VectorDb):
     def search_plan(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> dict[str, Any]:
         """The statements `search` runs, a list per candidate list (one statement, or one per
         combination of a filter's "$in" members; the keyword list is None when nothing can
-        match), with the terms the ranking uses; runs nothing."""
+        match), with the parsed keyword query the ranking uses; runs nothing."""
         plan = self._plan(query, embedding, limit, filters, search_type, self._vector_statements,
                           self._keyword_statements)
         if "keyword" in plan:
-            plan["wanted"], plan["unwanted"] = query_terms(query)
+            plan["query"] = self.analyzer.query(query)
         return plan
 
     def _vector_statements(self, embedding: list[float], n: int, filters: dict) -> list[tuple[str, tuple]]:
         return [self.statements.vector_search(embedding, n, f) for f in self.statements.fan_out(filters)]
 
-    def _keyword_statements(self, query: str, n: int, filters: dict) -> list[tuple[str, tuple]] | None:
-        wanted = query_terms(query)[0]
-        if not wanted:
+    def _keyword_statements(self, query: KeywordQuery, n: int, filters: dict) -> list[tuple[str, tuple]] | None:
+        if not query:
             return None
-        return [self.statements.keyword_candidates(wanted, max(n, self.keyword_candidates), f)
-                for f in self.statements.fan_out(filters)]
+        cap = max(n, self.keyword_candidates)
+        return [s for f in self.statements.fan_out(filters) for s in self.statements.keyword_statements(query, cap, f)]
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
         """The best `n` of each query's best `n`: the queries' matches are disjoint."""
@@ -351,7 +443,8 @@ class CassandraDb(VectorDb):
                 for statement in self._vector_statements(embedding, n, filters) for r in self._execute(statement)]
         return ranked(hits)[:n]
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        wanted, unwanted = query_terms(query)
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        stats = {r.term: (r.chunks or 0, r.length or 0)
+                 for r in self._execute(self.statements.select_stats(query.ranked))}
         rows = [r for statement in self._keyword_statements(query, n, filters) for r in self._execute(statement)]
-        return [hit_of(r._asdict(), s) for r, s in self.statements.rank_keyword(rows, wanted, unwanted, n)]
+        return [hit_of(r._asdict(), s) for r, s in self.statements.rank_keyword(rows, query, stats, n)]

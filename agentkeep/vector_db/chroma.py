@@ -9,19 +9,24 @@ Record layout, filters and the BM25 ranking of keyword candidates: docs/vector_d
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_int, check_name
 from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, distance_score, hit_of, number_forms
 from agentkeep.vector_db.base import filter_alternatives, typed_scalar
-from agentkeep.vector_db.text import bm25, idf, query_terms, terms
+from agentkeep.vector_db.text import K1, KeywordQuery, bm25, idf
 
 SPACES = {"cosine": "cosine", "l2": "l2", "inner_product": "ip"}
 DIMENSIONS_KEY = "agentkeep_dimensions"
+STATS_KEY = "agentkeep_bm25_of"  # the keyword statistics collection: whose statistics it holds
+TOTALS = " totals"  # its record of the chunk count and their total length (no term holds a space)
+SHARDS = 256  # its records of document frequencies: the terms whose hash falls in each, as JSON
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 
 
@@ -47,10 +52,35 @@ def where_clause(filters: dict[str, Any], *extra: dict[str, Any], content_id: st
     return all_of(parts)
 
 
-def document_clause(wanted: list[str], unwanted: list[str]) -> dict[str, Any]:
-    """A Chroma `where_document`: every wanted term present, every unwanted one absent."""
-    parts = [{"$contains": f" {t} "} for t in wanted] + [{"$not_contains": f" {t} "} for t in unwanted]
+def document_clause(query: KeywordQuery, should: Iterable[str] = ()) -> dict[str, Any] | None:
+    """A Chroma `where_document` over the space-framed terms: any of the `should` terms given,
+    every `+term` and phrase (its terms side by side), no `-term` or excluded phrase."""
+    def framed(words) -> str:
+        return " " + " ".join(words) + " "
+
+    any_of = [{"$contains": framed([t])} for t in should]
+    parts = [all_of(any_of, lambda parts: {"$or": parts})] if any_of else []
+    in_phrases = {t for p in query.phrases for t in p}
+    parts += [{"$contains": framed([t])} for t in query.must if t not in in_phrases]
+    parts += [{"$contains": framed(p)} for p in query.phrases]
+    parts += [{"$not_contains": framed([t])} for t in query.must_not]
+    parts += [{"$not_contains": framed(p)} for p in query.excluded_phrases]
     return all_of(parts)
+
+
+def stats_name(collection: str) -> str:
+    """The name of the collection that holds a collection's keyword statistics."""
+    name = f"{collection}-bm25"
+    return name if len(name) <= 512 else f"{collection[:470]}-{hashlib.sha256(collection.encode()).hexdigest()[:32]}-bm25"
+
+
+def shard_of(term: str) -> str:
+    """The statistics record holding a term's document frequency."""
+    return f" df{int.from_bytes(hashlib.blake2b(term.encode(), digest_size=2).digest(), 'big') % SHARDS}"
+
+
+def document_terms(document: str | None) -> list[str]:
+    return (document or "").split()
 
 
 class ChromaDb(VectorDb):
@@ -81,6 +111,7 @@ class ChromaDb(VectorDb):
         self._owns_client = path is not None
         self._client = client
         self._collection: Any = None  # the opened collection, once seen to exist
+        self._stats_collection: Any = None  # the opened keyword statistics collection
 
     def describe(self) -> str:
         import chromadb
@@ -119,15 +150,20 @@ class ChromaDb(VectorDb):
             configuration={"hnsw": {**self.hnsw, "space": SPACES[self.distance]}},
         )
 
+    def _complete_store(self) -> None:
+        """The keyword statistics of a collection made before they were kept: counted once."""
+        self._stats()
+
     def _exists(self) -> bool:
         return self._open() is not None
 
     def _drop_store(self) -> None:
         from chromadb.errors import NotFoundError as ChromaNotFound
 
-        self._collection = None
-        with contextlib.suppress(ChromaNotFound, ValueError):
-            self._client.delete_collection(self.collection)
+        self._collection = self._stats_collection = None
+        for name in (self.collection, stats_name(self.collection)):
+            with contextlib.suppress(ChromaNotFound, ValueError):
+                self._client.delete_collection(name)
 
     def _run(self, fn):
         """Run fn(collection). If the collection was dropped meanwhile: NotFoundError, or,
@@ -150,34 +186,143 @@ class ChromaDb(VectorDb):
         if c.content_id is not None:
             meta["_cid"] = c.content_id
         placeholder = [1.0] + [0.0] * (self.dimensions - 1)
-        document = " " + " ".join(terms(c.content)) + " "
+        document = " " + " ".join(self.analyzer.terms(c.content)) + " "
         return c.id, c.embedding if c.embedding is not None else placeholder, document, meta
 
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
-        """`replace`: the new chunks, then the removal of the content's others (not atomic)."""
+        """`replace`: the new chunks, then the removal of the content's others (not atomic); then
+        the keyword statistics, by the terms of the records added and of those replaced."""
         records = [self._record(c) for c in chunks]
 
-        def write(col):
+        def write(col) -> tuple[list[str], list[str]]:
+            gone: list[str] = []  # the documents of the records replaced or removed
             for batch in batches(records, self._client.get_max_batch_size()):
                 ids, embeddings, documents, metadatas = zip(*batch)
                 # Chroma's upsert merges metadata: a key the stored record has and this one lacks
                 # (a metadata key, the content id) is removed by giving it as None
-                old = col.get(ids=list(ids), include=["metadatas"])
+                old = col.get(ids=list(ids), include=["metadatas", "documents"])
                 stored = dict(zip(old["ids"], old["metadatas"] or []))
+                gone += old["documents"] or []
                 metadatas = [{**dict.fromkeys(set(stored.get(i) or {}) - set(m)), **m} for i, m in zip(ids, metadatas)]
                 col.upsert(ids=list(ids), embeddings=list(embeddings), documents=list(documents),
                            metadatas=metadatas)
             if content_id is not None:
                 keep = {c.id for c in chunks}
-                stale = [i for i in col.get(where={"_cid": {"$eq": content_id}}, include=[])["ids"] if i not in keep]
+                old = col.get(where={"_cid": {"$eq": content_id}}, include=["documents"])
+                stale = [(i, d) for i, d in zip(old["ids"], old["documents"]) if i not in keep]
                 if stale:
-                    col.delete(ids=stale)
+                    col.delete(ids=[i for i, _ in stale])
+                    gone += [d for _, d in stale]
+            return [r[2] for r in records], gone
 
-        self._run(write)
+        added, removed = self._run(write)
+        self._with_stats(lambda stats: self._count_terms(stats, added, removed))
 
     def _delete(self, ids, content_id, filters) -> int:
+        """The matching records are read (their terms leave the statistics), then deleted by id."""
         where = where_clause(filters, content_id=content_id)
-        return self._run(lambda col: col.delete(ids=ids, where=where)["deleted"])  # Chroma counts them
+
+        def delete(col) -> list[str]:
+            found = col.get(ids=ids, where=where, include=["documents"])
+            if found["ids"]:
+                col.delete(ids=found["ids"])
+            return found["documents"] or []
+
+        removed = self._run(delete)
+        self._with_stats(lambda stats: self._count_terms(stats, [], removed))
+        return len(removed)
+
+    # -- keyword statistics: a side collection of term -> document frequency, and the totals ----
+
+    def _stats(self) -> Any:
+        """The keyword statistics collection, made (and counted from the records) if missing."""
+        from chromadb.errors import NotFoundError as ChromaNotFound
+
+        if self._stats_collection is not None:
+            return self._stats_collection
+        name = stats_name(self.collection)
+        try:
+            stats = self._client.get_collection(name, embedding_function=None)
+        except (ChromaNotFound, ValueError):
+            stats = None
+        if stats is not None and (stats.metadata or {}).get(STATS_KEY) != self.collection:
+            raise InvalidInputError(f"Chroma collection {name} is not the keyword statistics of {self.collection}")
+        if stats is None:
+            documents = self._all_documents()  # first: the collection is there
+            stats = self._client.get_or_create_collection(name, embedding_function=None,
+                                                          metadata={STATS_KEY: self.collection})
+            self._count_terms(stats, documents, [])
+        self._stats_collection = stats
+        return stats
+
+    def _with_stats(self, fn) -> Any:
+        """fn(statistics collection), once more on a fresh one if it was dropped meanwhile."""
+        from chromadb.errors import NotFoundError as ChromaNotFound
+
+        try:
+            return fn(self._stats())
+        except ChromaNotFound:
+            self._stats_collection = None
+            return fn(self._stats())
+
+    def _all_documents(self) -> list[str]:
+        """Every record's document (the whole collection, read once to count its statistics)."""
+        documents: list[str] = []
+        page = self._client.get_max_batch_size()
+        while True:
+            got = self._run(lambda col: col.get(include=["documents"], limit=page, offset=len(documents)))
+            documents += got["documents"] or []
+            if len(got["ids"]) < page:
+                return documents
+
+    def rebuild_keyword_statistics(self) -> None:
+        """Count the keyword statistics again from the records (after writers that raced)."""
+        with self._translated():
+            self._ready()
+            self._client.delete_collection(stats_name(self.collection))
+            self._stats_collection = None
+            self._stats()
+
+    def _count_terms(self, stats: Any, added: list[str], removed: list[str]) -> None:
+        """Apply the documents added and removed to the statistics: each term's document
+        frequency (in the shard record its hash picks), the number of chunks and their length."""
+        df: Counter = Counter()
+        chunks = length = 0
+        for sign, documents in ((1, added), (-1, removed)):
+            for doc in documents:
+                words = document_terms(doc)
+                df.update({t: sign for t in set(words)})
+                chunks, length = chunks + sign, length + sign * len(words)
+        by_shard: dict[str, list[str]] = {}
+        for t, d in df.items():
+            if d:
+                by_shard.setdefault(shard_of(t), []).append(t)
+        if not (by_shard or chunks or length):
+            return
+        got = stats.get(ids=[*by_shard, TOTALS], include=["metadatas"])
+        now = dict(zip(got["ids"], got["metadatas"]))
+        totals = now.get(TOTALS) or {}
+        records = {TOTALS: {"chunks": totals.get("chunks", 0) + chunks, "length": totals.get("length", 0) + length}}
+        for shard, words in by_shard.items():
+            counts = json.loads((now.get(shard) or {}).get("df", "{}"))
+            for t in words:
+                counts[t] = counts.get(t, 0) + df[t]
+                if counts[t] <= 0:
+                    del counts[t]
+            records[shard] = {"df": json.dumps(counts, separators=(",", ":"), sort_keys=True)}
+        stats.upsert(ids=list(records), embeddings=[[1.0]] * len(records), metadatas=list(records.values()))
+
+    def _statistics(self, words: Iterable[str]) -> tuple[int, float, dict[str, int]]:
+        """(chunks, average length, each term's document frequency) from the statistics."""
+        words = list(dict.fromkeys(words))
+        keys = [*dict.fromkeys(shard_of(t) for t in words), TOTALS]
+        got = self._with_stats(lambda stats: stats.get(ids=keys, include=["metadatas"]))
+        now = dict(zip(got["ids"], got["metadatas"]))
+        totals = now.get(TOTALS) or {}
+        chunks = totals.get("chunks", 0)
+        shards = {k: json.loads(m.get("df", "{}")) for k, m in now.items() if k != TOTALS}
+        dfs = {t: shards.get(shard_of(t), {}).get(t, 0) for t in words}
+        return chunks, totals.get("length", 0) / chunks if chunks else 1.0, dfs
 
     def _get(self, ids: list[str]) -> list[Chunk]:
         got = self._run(lambda col: col.get(ids=ids, include=["metadatas", "embeddings"]))
@@ -205,24 +350,43 @@ class ChromaDb(VectorDb):
         return [hit_of(_row(i, m), distance_score(self.distance, d))
                 for i, m, d in zip(got["ids"][0], got["metadatas"][0], got["distances"][0])]
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        wanted, unwanted = query_terms(query)
-        bound = self.keyword_candidates
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        """BM25 over the matching records, with the corpus statistics of the side collection.
+        Chroma finds the candidates (`$contains` on its full-text index); they are ranked here."""
+        total, avg_len, dfs = self._statistics(query.ranked)
+        should = [t for t in query.should if dfs[t]]  # a term no chunk holds can match none
+        if any(not dfs[t] for t in query.must) or not (query.must or should):
+            return []
+        idfs = {t: idf(total, df) for t, df in dfs.items()}
+        bound, where = self.keyword_candidates, where_clause(filters)
+        scores: dict[str, float] = {}
 
-        def rank(col) -> list[tuple[str, float]]:
-            got = col.get(where=where_clause(filters), where_document=document_clause(wanted, unwanted), limit=bound,
-                          include=["documents"])
-            if not got["ids"]:
-                return []
-            total = col.count()
-            idfs = {t: idf(total, len(col.get(where_document={"$contains": f" {t} "}, limit=bound, include=[])["ids"]))
-                    for t in wanted}
-            docs = [(i, Counter(doc.split())) for i, doc in zip(got["ids"], got["documents"])]
-            avg_len = sum(sum(tf.values()) for _, tf in docs) / len(docs) or 1.0
-            scored = [(i, bm25(tf, sum(tf.values()), avg_len, wanted, idfs)) for i, tf in docs]
-            return sorted(scored, key=lambda item: (-item[1], item[0]))[:n]
+        def fetch(col, clause) -> bool:
+            """Score the matches of `clause`; whether they were all read (not cut at `bound`)."""
+            got = col.get(where=where, where_document=clause, limit=bound, include=["documents"])
+            for id_, doc in zip(got["ids"], got["documents"]):
+                words = document_terms(doc)
+                scores[id_] = bm25(Counter(words), len(words), avg_len, query.ranked, idfs)
+            return len(got["ids"]) < bound
 
-        top = self._run(rank)
+        def candidates(col) -> None:
+            if query.must:  # the `should` terms only rank
+                fetch(col, document_clause(query))
+            elif sum(dfs[t] for t in should) <= bound:  # every match fits in one request
+                fetch(col, document_clause(query, should))
+            else:  # each term's chunks (up to `bound`), rarest first, while a chunk not read yet
+                # could still reach the n-th best score: it holds no term read in full, so it
+                # scores at most the other terms' idf x (k1 + 1), BM25's ceiling for a term
+                unread = sorted(should, key=lambda t: dfs[t])
+                for t in list(unread):
+                    best = sorted(scores.values(), reverse=True)[:n]
+                    if len(best) == n and best[-1] >= sum(idfs[u] * (K1 + 1) for u in unread):
+                        return
+                    if fetch(col, document_clause(query, [t])):
+                        unread.remove(t)
+
+        self._run(candidates)
+        top = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:n]
         if not top:
             return []
         # the candidates were ranked without their metadata: only the best n fetch it

@@ -17,7 +17,7 @@ from typing import Any, Unpack
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import INT64, Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb
 from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, filter_alternatives, hit_of
-from agentkeep.vector_db.text import query_terms, terms
+from agentkeep.vector_db.text import K1, B, KeywordQuery
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,205}$")
 _MISSING = re.compile(r"\b(UNKNOWN_TABLE|UNKNOWN_DATABASE)\b")
@@ -253,7 +253,7 @@ class ClickHouseDb(VectorDb):
             "id": c.id, "content_id": c.content_id or "", "content": c.content,
             "embedding": c.embedding if c.embedding is not None else zero,
             "has_embedding": int(c.embedding is not None), "metadata": json.dumps(c.metadata, ensure_ascii=False),
-            "position": c.position, "terms": terms(c.content),
+            "position": c.position, "terms": self.analyzer.terms(c.content),
         }, ensure_ascii=False) for c in chunks)
 
     def insert_sql(self) -> str:
@@ -305,23 +305,30 @@ class ClickHouseDb(VectorDb):
                f" WHERE {where} ORDER BY score DESC, id LIMIT {p.add(n, 'UInt32')}")
         return sql, p
 
-    def keyword_sql(self, wanted: list[str], unwanted: list[str], n: int, filters: dict) -> tuple[str, Params]:
-        """BM25 as in_memory computes it (k1 = 1.2, b = 0.75; idf, document count and average
-        length over the whole table) for the rows holding every wanted term and no unwanted one."""
+    def keyword_sql(self, query: KeywordQuery, n: int, filters: dict) -> tuple[str, Params]:
+        """BM25 as in_memory computes it (Lucene's idf; document count, average length and each
+        term's document frequency over the whole table) for the rows holding any ranked term,
+        narrowed by the query's marks: `hasAll` of the required terms, no excluded one, each
+        phrase a run of the terms (`hasSubstr`). The statistics read the terms' array sizes and
+        the terms of the rows that hold a query term (the bloom filter skips the other granules);
+        nothing is tokenized at query time."""
         p = params()
-        want = p.add(wanted, "Array(String)")
-        where = [f"hasAll(terms, {want})"]
-        if unwanted:
-            where.append(f"NOT hasAny(terms, {p.add(unwanted, 'Array(String)')})")
+        want = p.add(list(query.ranked), "Array(String)")
+        where = [f"hasAll(terms, {p.add(list(query.must), 'Array(String)')})" if query.must
+                 else f"hasAny(terms, {want})"]
+        if query.must_not:
+            where.append(f"NOT hasAny(terms, {p.add(list(query.must_not), 'Array(String)')})")
+        where += [f"hasSubstr(terms, {p.add(list(ph), 'Array(String)')})" for ph in query.phrases]
+        where += [f"NOT hasSubstr(terms, {p.add(list(ph), 'Array(String)')})" for ph in query.excluded_phrases]
         where.extend(filter_sql(filters, p))
+        norm = f"{K1!r} * ({1 - B!r} + {B!r} * length(terms) / stats.2)"
+        idf = "log(1 + (stats.1 - df[i] + 0.5) / (df[i] + 0.5))"
         sql = (
-            "WITH (SELECT tuple(count(), avg(length(terms)),"
-            f" sumForEach(arrayMap(w -> toUInt64(has(terms, w)), {want})))"
-            f" FROM {self.table} FINAL) AS stats"
+            f"WITH (SELECT tuple(count(), avg(length(terms))) FROM {self.table} FINAL) AS stats,"
+            f" (SELECT sumForEach(arrayMap(w -> toUInt64(has(terms, w)), {want}))"
+            f" FROM {self.table} FINAL WHERE hasAny(terms, {want})) AS df"
             f" SELECT {_COLUMNS}, arraySum(arrayMap((w, i) -> assumeNotNull("  # a scalar subquery's type is Nullable
-            " log(1 + (tupleElement(stats, 1) - tupleElement(stats, 3)[i] + 0.5) / (tupleElement(stats, 3)[i] + 0.5))"
-            " * countEqual(terms, w) * 2.2"
-            " / (countEqual(terms, w) + 1.2 * (0.25 + 0.75 * length(terms) / tupleElement(stats, 2)))),"
+            f"{idf} * countEqual(terms, w) * {K1 + 1!r} / (countEqual(terms, w) + {norm})),"
             f" {want}, arrayEnumerate({want}))) AS score"
             f" FROM {self.table} FINAL WHERE {' AND '.join(where)} ORDER BY score DESC, id LIMIT {p.add(n, 'UInt32')}"
         )
@@ -333,5 +340,5 @@ class ClickHouseDb(VectorDb):
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
         return self._hits(*self.vector_sql(embedding, n, filters))
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        return self._hits(*self.keyword_sql(*query_terms(query), n, filters))
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        return self._hits(*self.keyword_sql(query, n, filters))

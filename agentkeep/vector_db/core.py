@@ -3,8 +3,9 @@
 The base owns the public methods: the options every store takes (checked once), the
 lifecycle (`create`'s "use the stored dimensions, or create, or refuse a mismatch"; the lazy
 check that the store exists before its first use), the argument checks of every operation,
-search dispatch and hybrid fusion (`rrf_fuse`, the only fusion), the awaitable twins, and
-error translation (a server that cannot be reached is `ConnectionFailedError`).
+search dispatch and hybrid fusion (`fuse`: reciprocal-rank or relative-score fusion, the one
+definition every store uses), the keyword analyzer (`self.analyzer`), the awaitable twins,
+and error translation (a server that cannot be reached is `ConnectionFailedError`).
 
 A store supplies its connection or client, its record layout, the primitives below (each
 called with checked arguments; the table in docs/knowledge.md, "Vector stores: the shared
@@ -28,10 +29,12 @@ from agentkeep.vector_db.checks import MAX_LIMIT, Chunk, SearchHit, check_choice
 from agentkeep.vector_db.checks import check_embedding, check_id, check_ids, check_int, check_search_type
 from agentkeep.vector_db.checks import check_weights, dimension_mismatch
 from agentkeep.vector_db.filters import check_filters, filter_terms
-from agentkeep.vector_db.text import query_terms, terms
+from agentkeep.vector_db.text import Analyzer, KeywordQuery, analyzer
 
-__all__ = ["StoreOptions", "VectorDb", "batches", "chunk_of", "distance_score", "hit_of", "json_document", "l2_score",
-           "ranked", "rrf_fuse", "stored_fields"]
+__all__ = ["FUSIONS", "StoreOptions", "VectorDb", "batches", "chunk_of", "distance_score", "fuse", "hit_of",
+           "json_document", "l2_score", "ranked", "relative_score_fuse", "rrf_fuse", "stored_fields"]
+
+FUSIONS = ("rrf", "relative_score")
 
 
 def rrf_fuse(vector_ids: Sequence[str], keyword_ids: Sequence[str], *, vector_weight: float, keyword_weight: float,
@@ -44,6 +47,35 @@ def rrf_fuse(vector_ids: Sequence[str], keyword_ids: Sequence[str], *, vector_we
     for i, id_ in enumerate(keyword_ids, 1):
         scores[id_] = scores.get(id_, 0.0) + keyword_weight / (k + i)
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def relative_score_fuse(vector: Sequence[tuple[str, float]], keyword: Sequence[tuple[str, float]], *,
+                        vector_weight: float, keyword_weight: float) -> list[tuple[str, float]]:
+    """Relative-score fusion: each list's scores scaled to 0..1 (min-max; a list of equal scores
+    is all 1), then score = w_v * scaled_v + w_k * scaled_k. Highest first, ties by id."""
+    scores: dict[str, float] = {}
+    for weight, hits in ((vector_weight, vector), (keyword_weight, keyword)):
+        if not hits:
+            continue
+        low, high = min(s for _, s in hits), max(s for _, s in hits)
+        for id_, s in hits:
+            scaled = (s - low) / (high - low) if high > low else 1.0
+            scores[id_] = scores.get(id_, 0.0) + weight * scaled
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def fuse(vector: Sequence[SearchHit], keyword: Sequence[SearchHit], *, fusion: str = "rrf",
+         vector_weight: float = 1.0, keyword_weight: float = 1.0, k: int = 60) -> list[SearchHit]:
+    """The hybrid ranking of two candidate lists, each hit scored by the fusion."""
+    vector, keyword = ranked(vector), ranked(keyword)
+    if fusion == "rrf":
+        fused = rrf_fuse([h.id for h in vector], [h.id for h in keyword], vector_weight=vector_weight,
+                         keyword_weight=keyword_weight, k=k)
+    else:
+        fused = relative_score_fuse([(h.id, h.score) for h in vector], [(h.id, h.score) for h in keyword],
+                                    vector_weight=vector_weight, keyword_weight=keyword_weight)
+    by_id = {h.id: h for h in (*keyword, *vector)}
+    return [by_id[i].model_copy(update={"score": s}) for i, s in fused]
 
 
 def ranked(hits: Iterable[SearchHit]) -> list[SearchHit]:
@@ -72,14 +104,14 @@ def stored_fields(row: Mapping[str, Any], id_key: str = "id", metadata_key: str 
             "metadata": metadata if isinstance(metadata, dict) else json.loads(metadata or "{}")}
 
 
-def json_document(chunk: Chunk, id_key: str = "id", terms_key: str = "terms") -> dict[str, Any]:
+def json_document(chunk: Chunk, analyzer: Analyzer, id_key: str = "id", terms_key: str = "terms") -> dict[str, Any]:
     """A chunk as a JSON document for engines that match metadata filters on its `filter_terms`
-    and keywords on a text of its terms (Cosmos DB, MongoDB Atlas): the metadata as JSON text,
-    the embedding only when there is one. `stored_fields` reads it back."""
+    and keywords on a text of its terms by the store's `analyzer` (Cosmos DB, MongoDB Atlas):
+    the metadata as JSON text, the embedding only when there is one. `stored_fields` reads it back."""
     doc = {
         id_key: chunk.id, "content_id": chunk.content_id, "content": chunk.content, "position": chunk.position,
         "metadata_json": json.dumps(chunk.metadata, ensure_ascii=False, allow_nan=False),
-        terms_key: " ".join(terms(chunk.content)), "filter_terms": filter_terms(chunk.metadata),
+        terms_key: " ".join(analyzer.terms(chunk.content)), "filter_terms": filter_terms(chunk.metadata),
     }
     if chunk.embedding is not None:
         doc["embedding"] = chunk.embedding
@@ -123,6 +155,8 @@ class StoreOptions(TypedDict, total=False):
     keyword_weight: float
     rrf_k: int
     hybrid_candidates: int
+    fusion: str
+    language: str
 
 
 class VectorDb(abc.ABC):
@@ -148,8 +182,13 @@ class VectorDb(abc.ABC):
 
     def __init__(self, *, dimensions: int | None = None, search_type: str = "vector", distance: str = "cosine",
                  vector_weight: float = 1.0, keyword_weight: float = 1.0, rrf_k: int = 60,
-                 hybrid_candidates: int = 40) -> None:
+                 hybrid_candidates: int = 40, fusion: str = "rrf", language: str = "english") -> None:
         self.search_type = check_search_type(search_type)
+        self.fusion = check_choice(fusion, "fusion", FUSIONS)
+        if not isinstance(language, str):
+            raise InvalidInputError(f"language must be a string, got {type(language).__name__}")
+        self.analyzer: Analyzer = analyzer(language)  # the keyword terms of chunks and queries
+        self.language = language
         self.distance = check_choice(distance, "distance", self.DISTANCES)
         self.vector_weight, self.keyword_weight, self.rrf_k = check_weights(vector_weight, keyword_weight, rrf_k)
         self.hybrid_candidates = check_int(hybrid_candidates, "hybrid_candidates", 1, 10_000)
@@ -196,15 +235,25 @@ class VectorDb(abc.ABC):
     def _vector_search(self, embedding: list[float], n: int, filters: dict[str, Any]) -> list[SearchHit]:
         raise NotImplementedError(f"{type(self).__name__} searches in its own _search")
 
-    def _keyword_search(self, query: str, n: int, filters: dict[str, Any]) -> list[SearchHit]:
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict[str, Any]) -> list[SearchHit]:
         raise NotImplementedError(f"{type(self).__name__} searches in its own _search")
+
+    def _phrase_checked(self, query: KeywordQuery, hits: list[SearchHit]) -> list[SearchHit]:
+        """The hits that hold the query's phrases (and none of its excluded ones), for an engine
+        that matched their words but not their order (it asks for `PHRASE_DEPTH` times more)."""
+        if not query.positional:
+            return hits
+        return [h for h in hits if query.matches(self.analyzer.terms(h.content))]
+
+    PHRASE_DEPTH = 10  # a query with a phrase asks an engine without positions for n x this many
 
     def _candidates(self, kind: str, query: str | None, embedding: list[float] | None, n: int,
                     filters: dict[str, Any]) -> tuple[list[SearchHit], list[SearchHit]]:
         """(vector hits, keyword hits), each at most `n`, the one `kind` does not need empty.
         A query of stopwords only matches nothing."""
         vector = self._vector_search(embedding, n, filters) if kind != "keyword" else []
-        keyword = self._keyword_search(query, n, filters) if kind != "vector" and query_terms(query)[0] else []
+        parsed = self.analyzer.query(query) if kind != "vector" else None
+        keyword = self._keyword_search(parsed, n, filters) if parsed else []
         return vector, keyword
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -326,14 +375,15 @@ class VectorDb(abc.ABC):
 
     def _search(self, kind: str, query: str | None, embedding: list[float] | None, limit: int,
                 filters: dict[str, Any]) -> list[SearchHit]:
-        """Both candidate lists (`hybrid_candidates` long) fused by `rrf_fuse` for "hybrid"."""
+        """Both candidate lists (`hybrid_candidates` long) fused by `fuse` for "hybrid"."""
         vector, keyword = self._candidates(kind, query, embedding, self._candidate_count(kind, limit), filters)
         if kind != "hybrid":
             return ranked(vector if kind == "vector" else keyword)[:limit]
-        by_id = {h.id: h for h in (*keyword, *vector)}
-        fused = rrf_fuse([h.id for h in ranked(vector)], [h.id for h in ranked(keyword)],
-                         vector_weight=self.vector_weight, keyword_weight=self.keyword_weight, k=self.rrf_k)
-        return [by_id[i].model_copy(update={"score": s}) for i, s in fused[:limit]]
+        return self._fused(vector, keyword)[:limit]
+
+    def _fused(self, vector: Sequence[SearchHit], keyword: Sequence[SearchHit]) -> list[SearchHit]:
+        return fuse(vector, keyword, fusion=self.fusion, vector_weight=self.vector_weight,
+                    keyword_weight=self.keyword_weight, k=self.rrf_k)
 
     def _plan(self, query: Any, embedding: Any, limit: Any, filters: Any, search_type: Any,
               vector: Any, keyword: Any) -> dict[str, Any]:
@@ -345,7 +395,7 @@ class VectorDb(abc.ABC):
         if kind != "keyword":
             plan["vector"] = vector(embedding, plan["n"], filters)
         if kind != "vector":
-            plan["keyword"] = keyword(query, plan["n"], filters)
+            plan["keyword"] = keyword(self.analyzer.query(query), plan["n"], filters)
         return plan
 
     def _shown(self, build: Any, query: Any, embedding: Any, limit: Any, filters: Any, search_type: Any) -> Any:

@@ -18,13 +18,18 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_dimensions
 from agentkeep.vector_db.base import check_name, check_one_given, chunk_of, filter_alternatives, filter_term, hit_of
 from agentkeep.vector_db.base import json_document, sql_where
-from agentkeep.vector_db.text import query_terms
+from agentkeep.vector_db.text import Analyzer, KeywordQuery
+from agentkeep.vector_db.text import analyzer as analyzer_of
 
 DISTANCE_FUNCTIONS = {"cosine": "cosine", "l2": "euclidean", "inner_product": "dotproduct"}
 INDEX_TYPES = {"quantizedFlat": 4096, "diskANN": 4096, "flat": 505}  # type -> most dimensions it indexes
 _FIELDS = "c.id, c.content_id, c.content, c.metadata_json, c.position"
 _NAME = re.compile(r"(?!\s)[^/\\#?\x00-\x1f\x7f]{1,255}(?<!\s)\Z")  # no space at either end
 _LANGUAGE = re.compile(r"[a-z]{2}-[A-Z]{2}\Z")
+# the full-text culture of an analyzer language; others index with en-US (the stored terms are
+# already stems, so the culture only decides Cosmos DB's own second pass over them)
+FULL_TEXT_LANGUAGES = {"english": "en-US", "german": "de-DE", "spanish": "es-ES", "french": "fr-FR",
+                       "italian": "it-IT", "portuguese": "pt-BR"}
 
 
 def _check_name(value: Any, what: str) -> str:
@@ -39,11 +44,13 @@ class CosmosQueries:
     """Container definition, items and parameterized queries. Pure: no client, no I/O."""
 
     def __init__(self, container_name: str, *, distance: str = "cosine", index_type: str = "quantizedFlat",
-                 language: str = "en-US") -> None:
+                 full_text_language: str = "en-US", analyzer: Analyzer | None = None) -> None:
         self.container_name = _check_name(container_name, "container_name")
         self.distance = check_choice(distance, "distance", DISTANCE_FUNCTIONS)
         self.index_type = check_choice(index_type, "index_type", INDEX_TYPES)
-        self.language = check_name(language, "language", _LANGUAGE, "a culture name such as 'en-US'")
+        self.language = check_name(full_text_language, "full_text_language", _LANGUAGE,
+                                   "a culture name such as 'en-US'")
+        self.analyzer = analyzer or analyzer_of("english")  # the terms stored and searched
 
     def container(self, dimensions: int) -> dict[str, Any]:
         """Keyword arguments for `create_container_if_not_exists` (partition key as a path)."""
@@ -76,9 +83,8 @@ class CosmosQueries:
                 return e.get("dimensions")
         return None
 
-    @staticmethod
-    def item(chunk: Chunk) -> dict[str, Any]:
-        return {**json_document(chunk), "has_embedding": chunk.embedding is not None}
+    def item(self, chunk: Chunk) -> dict[str, Any]:
+        return {**json_document(chunk, self.analyzer), "has_embedding": chunk.embedding is not None}
 
     @staticmethod
     def chunk(item: dict[str, Any]) -> Chunk:
@@ -119,22 +125,25 @@ class CosmosQueries:
                  + " ORDER BY VectorDistance(c.embedding, @q)")
         return query, [{"name": "@n", "value": limit}, {"name": "@q", "value": list(embedding)}, *params]
 
-    def keyword_query(self, query: str, limit: int, filters: dict[str, Any]) -> tuple[str, list[dict]] | None:
-        """None when the query has no term that can match (only stopwords, say)."""
-        wanted, unwanted = query_terms(query)
-        if not wanted:
+    def keyword_query(self, query: KeywordQuery, limit: int, filters: dict[str, Any]) -> tuple[str, list[dict]] | None:
+        """Chunks holding any ranked term (every `must` term when there are some, none of the
+        `must_not` ones), ranked by FullTextScore (BM25) over the ranked terms; None when nothing
+        can match. Phrases are checked by the store on the hits."""
+        if not query:
             return None
-        want = ", ".join(f"@t{i}" for i in range(len(wanted)))
-        conditions = [f"FullTextContainsAll(c.terms, {want})"]
+        ranked = query.ranked  # the must terms first: @t0.. are those FullTextContainsAll needs
+        names = [f"@t{i}" for i in range(len(ranked))]
+        conditions = [f"FullTextContainsAll(c.terms, {', '.join(names[:len(query.must)])})" if query.must
+                      else f"FullTextContainsAny(c.terms, {', '.join(names)})"]
         params = [{"name": "@n", "value": limit}]
-        params += [{"name": f"@t{i}", "value": t} for i, t in enumerate(wanted)]
-        if unwanted:
-            unwant = ", ".join(f"@x{i}" for i in range(len(unwanted)))
+        params += [{"name": name, "value": t} for name, t in zip(names, ranked)]
+        if query.must_not:
+            unwant = ", ".join(f"@x{i}" for i in range(len(query.must_not)))
             conditions.append(f"NOT FullTextContainsAny(c.terms, {unwant})")
-            params += [{"name": f"@x{i}", "value": t} for i, t in enumerate(unwanted)]
+            params += [{"name": f"@x{i}", "value": t} for i, t in enumerate(query.must_not)]
         parts, filter_params = self.where(None, None, filters)
         text = (f"SELECT TOP @n {_FIELDS} FROM c" + sql_where(conditions + parts)
-                + f" ORDER BY RANK FullTextScore(c.terms, {want})")
+                + f" ORDER BY RANK FullTextScore(c.terms, {', '.join(names)})")
         return text, params + filter_params
 
     def vector_score(self, raw: float) -> float:
@@ -158,13 +167,17 @@ class CosmosDb(VectorDb):
     GONE = ("azure.cosmos.exceptions.CosmosResourceNotFoundError",)
 
     def __init__(self, container_name: str, url: str | None = None, credential: Any = None, *, client: Any = None,
-                 database: str = "agentkeep", index_type: str = "quantizedFlat", language: str = "en-US",
+                 database: str = "agentkeep", index_type: str = "quantizedFlat", full_text_language: str | None = None,
                  **options: Unpack[StoreOptions]) -> None:
+        language = options.get("language", "english")
+        if full_text_language is None:
+            full_text_language = FULL_TEXT_LANGUAGES.get(language, "en-US") if isinstance(language, str) else "en-US"
         self.queries = CosmosQueries(container_name, distance=options.get("distance", "cosine"),
-                                     index_type=index_type, language=language)
+                                     index_type=index_type, full_text_language=full_text_language)
         self.container_name = container_name
         self.database = _check_name(database, "database")
         super().__init__(**options)
+        self.queries.analyzer = self.analyzer
         self.label = f"vector container {self.database}/{self.container_name}"
         check_one_given((url, client), "give either url= (and credential=) or client= (a CosmosClient)")
         if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
@@ -269,13 +282,19 @@ class CosmosDb(VectorDb):
     def search_plan(self, query=None, *, embedding=None, limit=5, filters=None, search_type=None) -> dict[str, Any]:
         """The queries `search` runs (a keyword query is None when nothing can match); runs nothing."""
         return self._plan(query, embedding, limit, filters, search_type, self.queries.vector_query,
-                          self.queries.keyword_query)
+                          self._keyword_query)
+
+    def _keyword_query(self, query: KeywordQuery, n: int, filters: dict) -> tuple[str, list[dict]] | None:
+        """With a phrase, `PHRASE_DEPTH` times more hits: Cosmos DB matches words, not their order."""
+        return self.queries.keyword_query(query, n * self.PHRASE_DEPTH if query.positional else n, filters)
 
     def _vector_search(self, embedding: list[float], n: int, filters: dict) -> list[SearchHit]:
         rows = self._query(*self.queries.vector_query(embedding, n, filters))
         return [hit_of(r, self.queries.vector_score(r["score"]), metadata_key="metadata_json") for r in rows]
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        """FullTextScore cannot be projected: a keyword hit's score is 1 / its rank."""
-        rows = self._query(*self.queries.keyword_query(query, n, filters))
-        return [hit_of(r, 1.0 / rank, metadata_key="metadata_json") for rank, r in enumerate(rows, 1)]
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        """FullTextScore cannot be projected: a keyword hit's score is 1 / its rank (among the
+        hits that hold the query's phrases)."""
+        rows = self._query(*self._keyword_query(query, n, filters))
+        hits = self._phrase_checked(query, [hit_of(r, 0.0, metadata_key="metadata_json") for r in rows])[:n]
+        return [h.model_copy(update={"score": 1.0 / rank}) for rank, h in enumerate(hits, 1)]

@@ -1,9 +1,10 @@
 """InMemoryVectorDb: a vector store in this process's memory, exact and thread-safe.
 
 It is the reference store of the conformance suite and handy for tests and small
-knowledge bases: vector search is an exact scan, keyword search a BM25 ranking over
-lightly stemmed English terms where every query term must match (a term written `-term`
-must not), hybrid the same reciprocal-rank fusion as every other store. Nothing persists.
+knowledge bases: vector search is an exact scan, keyword search BM25 over the analyzer's
+terms (any query term may match; `+term`, `-term` and "phrases" narrow it, see
+`agentkeep.vector_db.text`), with term statistics kept as chunks come and go, hybrid the
+same fusion as every other store. Nothing persists.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from typing import Unpack
 
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_id, l2_score, matches
-from agentkeep.vector_db.text import STOPWORDS, bm25, idf, query_terms, stem, terms  # noqa: F401  (re-exported)
+from agentkeep.vector_db.text import KeywordQuery, bm25, idf
 
 
 class InMemoryVectorDb(VectorDb):
@@ -31,7 +32,9 @@ class InMemoryVectorDb(VectorDb):
         self.label = f"in-memory table {table_name}" if table_name else "in-memory store"
         self._rows: dict[str, Chunk] | None = None
         self._stored: int | None = None
-        self._terms: dict[str, Counter] = {}
+        self._terms: dict[str, tuple[list[str], Counter]] = {}  # id -> (terms in order, their counts)
+        self._postings: dict[str, set[str]] = {}  # term -> ids of the chunks holding it
+        self._length = 0  # the terms of every chunk, for the average length
         self._lock = threading.RLock()
 
     def describe(self) -> str:
@@ -50,7 +53,7 @@ class InMemoryVectorDb(VectorDb):
     def _drop_store(self) -> None:
         with self._lock:
             self._rows = None
-            self._terms = {}
+            self._terms, self._postings, self._length = {}, {}, 0
 
     def _table(self) -> dict[str, Chunk]:
         if self._rows is None:
@@ -63,13 +66,27 @@ class InMemoryVectorDb(VectorDb):
             if content_id is not None:
                 self._remove([c for c in rows.values() if c.content_id == content_id])
             for c in chunks:
+                if c.id in rows:
+                    self._unindex(c.id)
                 rows[c.id] = c
-                self._terms[c.id] = Counter(terms(c.content))
+                words = self.analyzer.terms(c.content)
+                self._terms[c.id] = (words, Counter(words))
+                self._length += len(words)
+                for t in self._terms[c.id][1]:
+                    self._postings.setdefault(t, set()).add(c.id)
+
+    def _unindex(self, id_: str) -> None:
+        words, counts = self._terms.pop(id_)
+        self._length -= len(words)
+        for t in counts:
+            self._postings[t].discard(id_)
+            if not self._postings[t]:
+                del self._postings[t]
 
     def _remove(self, doomed: list[Chunk]) -> int:
         for c in doomed:
             del self._rows[c.id]
-            self._terms.pop(c.id, None)
+            self._unindex(c.id)
         return len(doomed)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
@@ -122,15 +139,15 @@ class InMemoryVectorDb(VectorDb):
             scored.append((c, score))
         return self._top(scored, n)
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        """BM25 over every chunk of the store: every wanted term present, no unwanted one."""
-        wanted, unwanted = query_terms(query)
-        total = len(self._terms) or 1
-        avg_len = sum(sum(t.values()) for t in self._terms.values()) / total or 1.0
-        idfs = {w: idf(total, sum(1 for t in self._terms.values() if w in t)) for w in wanted}
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        """BM25 over the chunks holding any ranked term, narrowed as the query says."""
+        rows, total = self._table(), len(self._terms) or 1
+        avg_len = self._length / total or 1.0
+        idfs = {t: idf(total, len(self._postings.get(t, ()))) for t in query.ranked}
+        found = set().union(*(self._postings.get(t, set()) for t in query.ranked))
         scored = []
-        for c in self._select(None, None, filters):
-            tf = self._terms[c.id]
-            if all(w in tf for w in wanted) and not any(w in tf for w in unwanted):
-                scored.append((c, bm25(tf, sum(tf.values()), avg_len, wanted, idfs)))
+        for id_ in found:
+            words, counts = self._terms[id_]
+            if query.matches(words, counts) and matches(rows[id_].metadata, filters):
+                scored.append((rows[id_], bm25(counts, len(words), avg_len, query.ranked, idfs)))
         return self._top(scored, n)

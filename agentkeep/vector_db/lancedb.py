@@ -21,7 +21,7 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int
 from agentkeep.vector_db.base import check_name, check_number, chunk_of, distance_score, filter_token, hit_of
 from agentkeep.vector_db.base import split_filters
-from agentkeep.vector_db.text import query_terms, terms
+from agentkeep.vector_db.text import KeywordQuery
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # distance -> Lance's distance type (its l2 is squared, its dot 1 - a.b: see distance_score)
@@ -156,13 +156,13 @@ class LanceDb(VectorDb):
 
     def _complete_store(self) -> None:
         """The scalar and full-text indexes (built empty at creation; `optimize()` grows them)."""
-        from lancedb.index import FTS, BTree, LabelList
+        from lancedb.index import BTree, LabelList
 
         have = {tuple(i.columns) for i in self._table.list_indices()}
-        fts = FTS(base_tokenizer="whitespace", lower_case=False, stem=False, remove_stop_words=False,
-                  ascii_folding=False, max_token_length=None)
+        if ("terms",) in have and not _has_positions(self._table):  # an earlier agentkeep's: no phrases
+            self._refresh_keyword_index(self._table)
         for column, config in (("id", BTree()), ("content_id", BTree()), ("filter_tokens", LabelList()),
-                               ("terms", fts)):
+                               ("terms", _fts())):
             if (column,) not in have:
                 try:
                     self._table.create_index(column, config=config, replace=False)
@@ -195,6 +195,17 @@ class LanceDb(VectorDb):
         with self._translated():
             self._ready().optimize(cleanup_older_than=cleanup_older_than)
 
+    def _refresh_keyword_index(self, table) -> None:
+        """Build the full-text index again over the rows now in the table. Lance's BM25 takes its
+        statistics (documents, lengths, document frequencies) from the index, which keeps counting
+        deleted and replaced rows and does not count rows written after it: rebuilt at the first
+        keyword search after a change (not at every write, so a bulk load builds it once),
+        keyword scores are those of the table as it is (docs/vector_db/lancedb.md)."""
+        table.create_index("terms", config=_fts(), replace=True)
+        self._keyword_version = table.version
+
+    _keyword_version: int | None = None  # the table version the full-text index was built at
+
     def _after_write(self, table) -> None:
         """Index upkeep after a committed write: a failure is logged, not raised (the write is
         done; the next write or an explicit call tries again)."""
@@ -225,7 +236,7 @@ class LanceDb(VectorDb):
                 vectors[i] = c.embedding
         return pa.Table.from_pydict({
             "id": [c.id for c in chunks], "content_id": [c.content_id for c in chunks],
-            "content": [c.content for c in chunks], "terms": [" ".join(terms(c.content)) for c in chunks],
+            "content": [c.content for c in chunks], "terms": [" ".join(self.analyzer.terms(c.content)) for c in chunks],
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dims,
                                                            mask=pa.array(missing) if any(missing) else None),
             "metadata": [json.dumps(c.metadata, ensure_ascii=False) for c in chunks],
@@ -253,7 +264,10 @@ class LanceDb(VectorDb):
         return " AND ".join(parts) if parts else None
 
     def _delete(self, ids, content_id, filters) -> int:
-        return self._table.delete(self._where(ids, content_id, filters)).num_deleted_rows
+        deleted = self._table.delete(self._where(ids, content_id, filters)).num_deleted_rows
+        if deleted:
+            self._after_write(self._table)
+        return deleted
 
     def _get(self, ids: list[str]) -> list[Chunk]:
         rows = self._rows(self._table.search().where(self._where(ids, None, {})), "embedding", len(ids), {})
@@ -282,13 +296,55 @@ class LanceDb(VectorDb):
         rows = self._rows(q, "_distance", n, filters)
         return [hit_of(r, distance_score(self.distance, r["_distance"])) for r in rows]
 
-    def _keyword_search(self, text: str, n: int, filters: dict) -> list[SearchHit]:
-        """An AND of the query's terms, minus its `-term`s, ranked by Lance's BM25."""
-        from lancedb.query import BooleanQuery, MatchQuery, Occur
-
-        wanted, unwanted = query_terms(text)
-        fts = MatchQuery(" ".join(wanted), "terms", operator="AND")
-        if unwanted:
-            fts = BooleanQuery([(Occur.MUST, fts), (Occur.MUST_NOT, MatchQuery(" ".join(unwanted), "terms"))])
-        rows = self._rows(self._table.search(fts, query_type="fts"), "_score", n, filters)
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        """Lance's BM25 over the analyzer's terms (`fts_query` says how the query is put), the
+        index first brought up to the table's version."""
+        if self._table.version != self._keyword_version:
+            self._refresh_keyword_index(self._table)
+        try:
+            rows = self._rows(self._table.search(fts_query(query), query_type="fts"), "_score", n, filters)
+        except ValueError as exc:
+            if query.positional and "position" in str(exc):
+                raise InvalidInputError(f"{self.label} has a full-text index without term positions (made by an "
+                                        "earlier agentkeep): call create() once to build it with them") from exc
+            raise
         return [hit_of(r, float(r["_score"])) for r in rows]
+
+
+def _fts():
+    """The full-text index on `terms`: the stored terms as they are (split on spaces only), with
+    their positions for phrase queries."""
+    from lancedb.index import FTS
+
+    return FTS(base_tokenizer="whitespace", lower_case=False, stem=False, remove_stop_words=False,
+               ascii_folding=False, max_token_length=None, with_position=True)
+
+
+def _has_positions(table) -> bool:
+    """Whether the full-text index keeps term positions (Lance refuses a phrase query without)."""
+    from lancedb.query import PhraseQuery
+
+    try:
+        table.search(PhraseQuery("a b", "terms"), query_type="fts").limit(1).to_arrow()
+    except ValueError as exc:
+        if "position" in str(exc):
+            return False
+        raise
+    return True
+
+
+def fts_query(query: KeywordQuery):
+    """A keyword query as a Lance full-text query. Any `should` term may match (an OR match
+    query); each `+term` and each phrase is a MUST clause, `-term`s and excluded phrases
+    MUST_NOT. Lance adds up the BM25 scores of the clauses that match: a phrase scores its
+    words, so each ranked term counts once (a word of two phrases, twice)."""
+    from lancedb.query import BooleanQuery, MatchQuery, Occur, PhraseQuery
+
+    in_phrases = {t for p in query.phrases for t in p}
+    clauses = [(Occur.SHOULD, MatchQuery(" ".join(query.should), "terms"))] if query.should else []
+    clauses += [(Occur.MUST, MatchQuery(t, "terms")) for t in query.must if t not in in_phrases]
+    clauses += [(Occur.MUST, PhraseQuery(" ".join(p), "terms")) for p in query.phrases]
+    if query.must_not:
+        clauses.append((Occur.MUST_NOT, MatchQuery(" ".join(query.must_not), "terms")))
+    clauses += [(Occur.MUST_NOT, PhraseQuery(" ".join(p), "terms")) for p in query.excluded_phrases]
+    return clauses[0][1] if len(clauses) == 1 and clauses[0][0] == Occur.SHOULD else BooleanQuery(clauses)

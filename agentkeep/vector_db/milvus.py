@@ -20,15 +20,15 @@ from agentkeep.vector_db import text
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_choice, check_int
 from agentkeep.vector_db.base import INT64, check_name, check_one_given, chunk_of, filter_token, hit_of, l2_score
 from agentkeep.vector_db.base import filter_alternatives
-from agentkeep.vector_db.text import terms
+from agentkeep.vector_db.text import KeywordQuery
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _METRICS = {"cosine": "COSINE", "l2": "L2", "inner_product": "IP"}
 INDEXES = ("AUTOINDEX", "HNSW", "IVF_FLAT", "FLAT")
 MAX_ID_BYTES = 4096  # 1024 characters of up to 4 UTF-8 bytes
 MAX_TEXT_BYTES = 65535  # Milvus' default VARCHAR limit
-MAX_TERMS = 4096  # Milvus' ARRAY capacity limit: distinct terms per chunk
 MAX_TERM_BYTES = 64  # longer terms are stored as a digest (same on the query side)
+MAX_TOPK = 16384  # the most hits one Milvus search returns
 BATCH = 500  # rows per upsert call: stays well under the gRPC message limit
 NOT_FOUND = 100  # Milvus' error code for a missing collection
 _FIELDS = ["id", "content_id", "content", "metadata", "position"]
@@ -42,16 +42,20 @@ def quote(value: str) -> str:
 
 
 def term_key(term: str) -> str:
-    """A term as stored in `terms`; over-long ones become a digest (`_` never occurs in a term)."""
+    """A term as stored in `terms_text`; over-long ones become `_` and a digest."""
     if len(term.encode()) <= MAX_TERM_BYTES:
         return term
     return "_" + hashlib.blake2b(term.encode(), digest_size=16).hexdigest()
 
 
-def query_terms(query: str) -> tuple[list[str], list[str]]:
-    """(wanted, unwanted) term keys of a keyword query, as in_memory reads it."""
-    wanted, unwanted = text.query_terms(query)
-    return [term_key(t) for t in wanted], [term_key(t) for t in unwanted]
+def keyword_expr(query: KeywordQuery) -> list[str]:
+    """The TEXT_MATCH conditions of a query's marks, to AND: each required term, no excluded
+    one. The any-term match is the BM25 search itself (a chunk without a query term scores
+    nothing); phrases are checked on the hits (Milvus Lite has no PHRASE_MATCH)."""
+    parts = [f"TEXT_MATCH(terms_text, {quote(term_key(t))})" for t in query.must]
+    if query.must_not:  # TEXT_MATCH of several terms is "any of them"
+        parts.append(f"not TEXT_MATCH(terms_text, {quote(' '.join(term_key(t) for t in query.must_not))})")
+    return parts
 
 
 def _key(key: str) -> str:
@@ -164,10 +168,9 @@ class MilvusDb(VectorDb):
         schema.add_field("position", DataType.INT64)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("filter_meta", DataType.JSON)
-        schema.add_field("terms", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TERMS,
-                         max_length=MAX_TERM_BYTES)
+        # the chunk's analyzer terms, space-separated: BM25 over them, TEXT_MATCH for the marks
         schema.add_field("terms_text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True,
-                         analyzer_params={"tokenizer": "standard"})
+                         enable_match=True, analyzer_params={"tokenizer": "standard"})
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("has_vector", DataType.BOOL)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dims)
@@ -180,8 +183,6 @@ class MilvusDb(VectorDb):
         params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
                          params={"bm25_k1": text.K1, "bm25_b": text.B})  # as the reference store
         params.add_index("content_id", index_type="INVERTED")
-        if not str(client.get_server_version()).startswith("milvus_lite"):  # Milvus Lite indexes no ARRAY
-            params.add_index("terms", index_type="INVERTED")
         try:
             client.create_collection(self.collection, schema=schema, consistency_level="Strong")
         except MilvusException as exc:
@@ -204,16 +205,11 @@ class MilvusDb(VectorDb):
         if c.content_id is not None:
             _bytes(c.content_id, MAX_ID_BYTES, f"chunk {c.id!r}: content_id")
         _bytes(c.content, MAX_TEXT_BYTES, f"chunk {c.id!r}: content")
-        keys = [term_key(t) for t in terms(c.content)]
-        distinct = list(dict.fromkeys(keys))
-        if len(distinct) > MAX_TERMS:
-            raise InvalidInputError(
-                f"chunk {c.id!r} has {len(distinct)} distinct terms; Milvus holds at most {MAX_TERMS}: split it")
-        terms_text = " ".join(keys)
+        terms_text = " ".join(term_key(t) for t in self.analyzer.terms(c.content))
         _bytes(terms_text, MAX_TEXT_BYTES, f"chunk {c.id!r}: its terms")
         return {
             "id": c.id, "content_id": c.content_id or "", "content": c.content, "position": c.position,
-            "metadata": c.metadata, "filter_meta": filter_meta(c.metadata), "terms": distinct, "terms_text": terms_text,
+            "metadata": c.metadata, "filter_meta": filter_meta(c.metadata), "terms_text": terms_text,
             # Milvus has no portable nullable vector: a zero vector that searches skip
             "has_vector": c.embedding is not None,
             "vector": c.embedding if c.embedding is not None else [0.0] * self.dimensions}
@@ -268,16 +264,16 @@ class MilvusDb(VectorDb):
                                      filter=expr, output_fields=_FIELDS, search_params=self._search_params(n))
         return self._hits(result, self._score)
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
-        wanted, unwanted = query_terms(query)
-        parts = ["array_contains_all(terms, [" + ", ".join(quote(t) for t in wanted) + "])"]
-        if unwanted:
-            parts.append("not array_contains_any(terms, [" + ", ".join(quote(t) for t in unwanted) + "])")
-        result = self._client.search(self.collection, data=[" ".join(wanted)], anns_field="sparse", limit=n,
-                                     filter=" and ".join(parts + filter_expr(filters)), output_fields=_FIELDS,
-                                     search_params={"metric_type": "BM25"})
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
+        """Milvus' BM25 over the ranked terms (any may match), narrowed by TEXT_MATCH; with a
+        phrase, more candidates, checked here."""
+        depth = min(n * self.PHRASE_DEPTH, MAX_TOPK) if query.positional else n
+        result = self._client.search(self.collection, data=[" ".join(term_key(t) for t in query.ranked)],
+                                     anns_field="sparse", limit=depth,
+                                     filter=" and ".join(keyword_expr(query) + filter_expr(filters)),
+                                     output_fields=_FIELDS, search_params={"metric_type": "BM25"})
         # a server reports the BM25 score, Milvus Lite its negation (as a distance)
-        return self._hits(result, abs)
+        return self._phrase_checked(query, self._hits(result, abs))[:n]
 
     @staticmethod
     def _hits(result, score) -> list[SearchHit]:

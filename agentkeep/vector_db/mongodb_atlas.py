@@ -22,7 +22,8 @@ from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, c
 from agentkeep.vector_db.base import all_of, check_one_given, chunk_of, filter_term, hit_of, json_document
 from agentkeep.vector_db.base import filter_alternatives, split_filters
 from agentkeep.vector_db.base import filter_terms, tagged_value  # noqa: F401  (part of this module's API)
-from agentkeep.vector_db.text import query_terms as split_query
+from agentkeep.vector_db.text import Analyzer, KeywordQuery
+from agentkeep.vector_db.text import analyzer as analyzer_of
 
 SIMILARITIES = {"cosine": "cosine", "l2": "euclidean", "inner_product": "dotProduct"}
 MAX_DIMENSIONS = 8192  # Atlas Vector Search's numDimensions limit
@@ -39,7 +40,8 @@ class AtlasRequests:
 
     def __init__(self, *, distance: str = "cosine", vector_index_name: str = "agentkeep_vector",
                  search_index_name: str = "agentkeep_text", num_candidates_factor: int = 10,
-                 min_num_candidates: int = 100, exact: bool = False) -> None:
+                 min_num_candidates: int = 100, exact: bool = False, analyzer: Analyzer | None = None) -> None:
+        self.analyzer = analyzer or analyzer_of("english")  # the terms of the `keywords` field and of queries
         self.distance = check_choice(distance, "distance", SIMILARITIES)
         self.vector_index_name = _index_name(vector_index_name, "vector_index_name")
         self.search_index_name = _index_name(search_index_name, "search_index_name")
@@ -76,9 +78,8 @@ class AtlasRequests:
         }
 
     # documents
-    @staticmethod
-    def document(chunk: Chunk) -> dict[str, Any]:
-        return json_document(chunk, id_key="_id", terms_key="keywords")
+    def document(self, chunk: Chunk) -> dict[str, Any]:
+        return json_document(chunk, self.analyzer, id_key="_id", terms_key="keywords")
 
     @staticmethod
     def chunk(doc: dict[str, Any]) -> Chunk:
@@ -123,18 +124,34 @@ class AtlasRequests:
             stage["filter"] = where
         return [{"$vectorSearch": stage}, self._projection("vectorSearchScore")]
 
-    def keyword_pipeline(self, query: str, limit: int, filters: dict[str, Any]) -> list[dict] | None:
-        """None when the query has no term that could match (only stopwords, say)."""
-        wanted, unwanted = split_query(query)
-        if not wanted:
+    def keyword_pipeline(self, query: KeywordQuery, limit: int, filters: dict[str, Any]) -> list[dict] | None:
+        """Atlas Search's BM25 over the ranked terms: any `should` term may match (at least one
+        when no term is required), every `must` term and phrase must, no `mustNot`; phrases and
+        filters match without scoring. None when nothing can match."""
+        if not query:
             return None
-        compound: dict[str, Any] = {"must": [{"text": {"query": t, "path": "keywords"}} for t in wanted]}
-        if unwanted:
-            compound["mustNot"] = [{"text": {"query": t, "path": "keywords"}} for t in unwanted]
-        if filters:
-            compound["filter"] = [{"equals": {"path": "filter_terms", "value": filter_term(k, vs[0])}} if len(vs) == 1
-                                  else {"in": {"path": "filter_terms", "value": [filter_term(k, v) for v in vs]}}
-                                  for k, vs in filter_alternatives(filters)]
+
+        def text(term: str) -> dict[str, Any]:
+            return {"text": {"query": term, "path": "keywords"}}
+
+        def phrase(words: tuple[str, ...]) -> dict[str, Any]:
+            return {"phrase": {"query": " ".join(words), "path": "keywords"}}
+
+        compound: dict[str, Any] = {}
+        if query.must:
+            compound["must"] = [text(t) for t in query.must]
+        if query.should:
+            compound["should"] = [text(t) for t in query.should]
+            if not query.must:
+                compound["minimumShouldMatch"] = 1
+        if query.must_not or query.excluded_phrases:
+            compound["mustNot"] = [text(t) for t in query.must_not] + [phrase(p) for p in query.excluded_phrases]
+        scoped = [phrase(p) for p in query.phrases]
+        scoped += [{"equals": {"path": "filter_terms", "value": filter_term(k, vs[0])}} if len(vs) == 1
+                   else {"in": {"path": "filter_terms", "value": [filter_term(k, v) for v in vs]}}
+                   for k, vs in filter_alternatives(filters)]
+        if scoped:
+            compound["filter"] = scoped
         return [{"$search": {"index": self.search_index_name, "compound": compound}},
                 {"$limit": limit}, self._projection("searchScore")]
 
@@ -190,6 +207,7 @@ class MongoAtlasVectorDb(VectorDb):
             min_num_candidates=min_num_candidates, exact=exact,
         )
         super().__init__(**options)
+        self.requests.analyzer = self.analyzer
         self.label = f"vector collection {self.database}.{self.collection_name}"
         self.manage_search_indexes = bool(manage_search_indexes)
         self.index_timeout = float(index_timeout)
@@ -362,5 +380,5 @@ class MongoAtlasVectorDb(VectorDb):
         return self._hits(self._aggregate(self.requests.vector_pipeline(embedding, n, filters)),
                           self.requests.vector_score)
 
-    def _keyword_search(self, query: str, n: int, filters: dict) -> list[SearchHit]:
+    def _keyword_search(self, query: KeywordQuery, n: int, filters: dict) -> list[SearchHit]:
         return self._hits(self._aggregate(self.requests.keyword_pipeline(query, n, filters)), float)

@@ -3,8 +3,10 @@
     PgVector("my_kb", db_url="postgresql://user:pass@host/db", search_type="hybrid")
     PgVector("my_kb", db=postgres_db)   # share a PostgresDb's connection pool and transactions
 
-The table and its indexes, the searches (each one statement: hybrid fuses in SQL with the
-formula of `rrf_fuse`) and writes in pgvector's binary format: docs/knowledge.md, "PgVector".
+The table and its indexes, BM25 keyword search (term statistics kept by triggers beside the
+table: `pg_bm25`), the searches (each one statement; hybrid gets both candidate lists at
+once and fuses them with the base's `fuse`) and writes in pgvector's binary format:
+docs/knowledge.md, "PgVector".
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any, Unpack
 from agentkeep.db.connection import CONNECT_TIMEOUT_S
 from agentkeep.db.errors import InvalidInputError, UnsupportedError
 from agentkeep.db.messages import shorten
+from agentkeep.vector_db import pg_bm25
 from agentkeep.vector_db.base import Chunk, Dialect, Params, SearchHit, StoreOptions, VectorDb, check_choice
-from agentkeep.vector_db.base import check_int, check_name, check_one_given, split_filters
+from agentkeep.vector_db.base import batches, check_int, check_name, check_one_given, split_filters
+from agentkeep.vector_db.text import split_query
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _OPS = {  # distance -> (operator, operator class, score from distance d)
@@ -117,10 +121,10 @@ class PgVector(VectorDb):
     def __init__(self, table_name: str, db_url: str | None = None, *, db: Any = None, schema: str = "public",
                  index: str | None = "hnsw", hnsw_m: int = 16, hnsw_ef_construction: int = 64, ef_search: int = 40,
                  ivfflat_lists: int = 100, ivfflat_probes: int = 10, language: str = "english", pool_size: int = 5,
-                 **options: Unpack[StoreOptions]) -> None:
+                 bm25_depth: int | None = 1000, **options: Unpack[StoreOptions]) -> None:
         self.table_name = _ident(table_name, "table_name")
         self.schema = _ident(schema, "schema")
-        super().__init__(**options)
+        super().__init__(language="english", **options)  # keyword text is analysed in PostgreSQL
         self.label = f"vector table {self.schema}.{self.table_name}"
         self.index = check_choice(index, "index", INDEXES)
         self.hnsw_m = check_int(hnsw_m, "hnsw_m", 1, 100)
@@ -129,6 +133,8 @@ class PgVector(VectorDb):
         self.ivfflat_lists = check_int(ivfflat_lists, "ivfflat_lists", 1, 32768)
         self.ivfflat_probes = check_int(ivfflat_probes, "ivfflat_probes", 1, 32768)
         self.language = _ident(language, "language")
+        # a keyword search scores each term's bm25_depth postings of highest impact (None: all)
+        self.bm25_depth = None if bm25_depth is None else check_int(bm25_depth, "bm25_depth", 10, 10**9)
         self._pgvector: tuple[int, ...] | None = None
         self._pool = None
         self._db = None
@@ -298,6 +304,7 @@ class PgVector(VectorDb):
                 if how is not None:
                     conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + how).format(
                         self._name(suffix), self._table))
+            pg_bm25.setup(conn, sql, self._table, self.schema, self._prefix)
 
     def rebuild_index(self) -> None:
         """Rebuild the vector index (an IVFFlat index learns its lists from the rows present
@@ -309,31 +316,36 @@ class PgVector(VectorDb):
             sql.Identifier(self.schema, f"{self._prefix}_vec"))))
 
     def _drop_store(self) -> None:
-        with self._connection() as conn:
+        with self._locked() as conn:
             conn.execute(self._sql().SQL("DROP TABLE IF EXISTS {}").format(self._table))
+            pg_bm25.drop(conn, self._sql(), self.schema, self._prefix)
         self._pgvector = None
 
+    WRITE_BATCH = 500  # rows per INSERT: the BM25 triggers run once per statement
+
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
-        """One transaction: `replace` deletes the content's chunks and inserts the new ones."""
+        """One transaction: `replace` deletes the content's chunks and inserts the new ones, in
+        multi-row INSERTs (a chunk id given twice keeps its last chunk)."""
         from agentkeep.db.postgres import _json_param  # the PostgresDb codec: numbers round-trip exactly
 
         sql = self._sql()
-        insert = sql.SQL(
-            "INSERT INTO {} (id, content_id, content, embedding, metadata, position)"
-            " VALUES (%s, %s, %s, %s::vector, %s, %s)"
-            " ON CONFLICT (id) DO UPDATE SET content_id = EXCLUDED.content_id, content = EXCLUDED.content,"
-            " embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, position = EXCLUDED.position,"
-            " updated_at = now()"
-        ).format(self._table)
+        upsert = (" ON CONFLICT (id) DO UPDATE SET content_id = EXCLUDED.content_id, content = EXCLUDED.content,"
+                  " embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, position = EXCLUDED.position,"
+                  " updated_at = now()")
         rows = [(c.id, c.content_id, c.content, None if c.embedding is None else _Binary(c.embedding),
-                 _json_param(c.metadata), c.position) for c in chunks]
+                 _json_param(c.metadata), c.position) for c in {c.id: c for c in chunks}.values()]
+
+        def insert(n: int):
+            values = ", ".join(["(%s, %s, %s, %s::vector, %s, %s)"] * n)
+            return sql.SQL("INSERT INTO {} (id, content_id, content, embedding, metadata, position) VALUES "
+                           + values + upsert).format(self._table)
 
         def write(conn):
             with conn.transaction(), _cursor(conn) as cur:
                 if content_id is not None:
                     cur.execute(sql.SQL("DELETE FROM {} WHERE content_id = %s").format(self._table), (content_id,))
-                if rows:
-                    cur.executemany(insert, rows)
+                for part in batches(rows, self.WRITE_BATCH):
+                    cur.execute(insert(len(part)), [x for row in part for x in row])
 
         self._run(write)
 
@@ -364,38 +376,23 @@ class PgVector(VectorDb):
         """The statement and parameters `search` runs (for EXPLAIN)."""
         return self._shown(self._build, query, embedding, limit, filters, search_type)
 
-    def _build(self, kind: str, query, embedding, limit: int, filters: dict):
+    def _build(self, kind: str, query, embedding, limit: int, filters: dict, exact: bool = False):
+        """One statement: the vector or keyword list, or for hybrid both (`list` 'v' or 'k');
+        `exact` scores every posting of the query's terms (not only the `bm25_depth` best)."""
         sql = self._sql()
         op, _, score = _OPS[self.distance]
-        params = Params("%({name})s", n=limit, lang=self.language, text=query,
-                        q=None if kind == "keyword" else _literal(embedding))
-        where = self._where(None, None, filters, params)
-        # the two candidate lists, of {cols} and at most {n} rows (a hybrid search ranks ids only)
-        nearest = ("SELECT {cols}, t.embedding {op} %(q)s::vector AS d FROM {t} t"
-                   " WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT {n}")
-        matching = ("SELECT {cols}, ts_rank_cd(t.fts, q) AS score"
-                    " FROM {t} t, websearch_to_tsquery(%(lang)s::regconfig, %(text)s) q"
-                    " WHERE t.fts @@ q AND {where} ORDER BY score DESC, t.id LIMIT {n}")
+        n = self._candidate_count(kind, limit)
+        params = Params("%({name})s", n=n, lang=self.language, q=None if kind == "keyword" else _literal(embedding))
         cols = "t.id, t.content_id, t.content, t.metadata, t.position"
-        lists = {"cols": sql.SQL(cols), "n": sql.SQL("%(n)s")}
-        if kind == "vector":
-            text = (f"SELECT id, content_id, content, metadata, position, {score.format(d='d')}"
-                    f" FROM ({nearest}) s ORDER BY d, id")
-        elif kind == "keyword":
-            text = matching
-        else:
-            params.values.update(pool=max(limit, self.hybrid_candidates), wv=self.vector_weight,
-                                 wk=self.keyword_weight, k=self.rrf_k)
-            text = (
-                f"WITH v AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM ({nearest}) s),"
-                f" k AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM ({matching}) s),"
-                " f AS (SELECT coalesce(v.id, k.id) AS id,"
-                " coalesce(%(wv)s::float8 / (%(k)s + v.r), 0) + coalesce(%(wk)s::float8 / (%(k)s + k.r), 0) AS score"
-                " FROM v FULL JOIN k ON v.id = k.id)"
-                f" SELECT {cols}, f.score FROM f JOIN {{t}} t ON t.id = f.id ORDER BY f.score DESC, t.id LIMIT %(n)s"
-            )
-            lists = {"cols": sql.SQL("t.id"), "n": sql.SQL("%(pool)s")}
-        stmt = sql.SQL(text).format(**lists, op=sql.SQL(op), t=self._table, where=where)
+        nearest = (f"SELECT {cols}, {score.format(d='d')} AS score FROM (SELECT {cols}, t.embedding {op} %(q)s::vector"
+                   " AS d FROM {t} t WHERE t.embedding IS NOT NULL AND {where} ORDER BY d LIMIT %(n)s) t ORDER BY d, id")
+        where = self._where(None, None, filters, params)
+        depth = None if exact or self.bm25_depth is None else max(self.bm25_depth, n)
+        matching = "" if kind == "vector" else pg_bm25.keyword_select(split_query(query), params, bool(filters), depth)
+        text = {"vector": nearest, "keyword": matching,
+                "hybrid": f"(SELECT 'v' AS list, * FROM ({nearest}) v) UNION ALL (SELECT 'k', * FROM ({matching}) k)"}[kind]
+        names = pg_bm25.table_names(sql, self.schema, self._prefix)
+        stmt = sql.SQL(text).format(cols=sql.SQL(cols), n=sql.SQL("%(n)s"), t=self._table, where=where, **names)
         return stmt, params.values
 
     def _settings(self, kind: str, limit: int, filtered: bool) -> list[tuple[str, str]]:
@@ -417,12 +414,14 @@ class PgVector(VectorDb):
         return out
 
     def _search(self, kind, query, embedding, limit, filters) -> list[SearchHit]:
-        """One statement for each search type: hybrid fuses its two candidate lists in SQL
-        (the formula of `rrf_fuse`; measured faster, see docs/knowledge.md, "PgVector")."""
-        stmt, params = self._build(kind, query, embedding, limit, filters)
+        """One statement for each search type (hybrid: both candidate lists, fused here). A
+        keyword list cut short (a filter or a required term passed fewer chunks than asked
+        among the best postings) is asked again, scoring every posting."""
         settings = self._settings(kind, limit, bool(filters))
+        n = self._candidate_count(kind, limit)
 
-        def run(conn):
+        def run(conn, exact=False):
+            stmt, params = self._build(kind, query, embedding, limit, filters, exact)
             if not settings:
                 return conn.execute(stmt, params).fetchall()
             with conn.transaction():
@@ -432,7 +431,14 @@ class PgVector(VectorDb):
                 )
                 return conn.execute(stmt, params).fetchall()
 
-        return [
-            SearchHit(id=r[0], content_id=r[1], content=r[2], metadata=r[3], position=r[4], score=float(r[5]))
-            for r in self._run(run)
-        ]
+        rows = self._run(run)
+        if kind != "vector" and self.bm25_depth is not None and sum(
+                1 for r in rows if kind == "keyword" or r[0] == "k") < n:
+            rows = self._run(lambda conn: run(conn, exact=True))
+        if kind != "hybrid":
+            return [_hit(r) for r in rows][:limit]
+        return self._fused([_hit(r[1:]) for r in rows if r[0] == "v"], [_hit(r[1:]) for r in rows if r[0] == "k"])[:limit]
+
+
+def _hit(r: Sequence[Any]) -> SearchHit:
+    return SearchHit(id=r[0], content_id=r[1], content=r[2], metadata=r[3], position=r[4], score=float(r[5]))

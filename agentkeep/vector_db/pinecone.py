@@ -15,14 +15,14 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, batches, check_name, check_number
 from agentkeep.vector_db.base import all_of, chunk_of, filter_alternatives, filter_scalar, hit_of, l2_score
-from agentkeep.vector_db.text import query_terms
-from agentkeep.vector_db.text import terms as keyword_terms
+from agentkeep.vector_db.text import Analyzer, KeywordQuery, idf
+from agentkeep.vector_db.text import analyzer as analyzer_of
 
 MAX_METADATA_BYTES = 40_960
 MAX_ID_BYTES = 512
@@ -109,8 +109,10 @@ def sparse_document(terms: Sequence[str], *, k1: float, b: float, avg_length: fl
     return _sparse((term, count * (k1 + 1) / (count + norm)) for term, count in Counter(terms).items())
 
 
-def sparse_query(wanted: Sequence[str]) -> dict[str, list]:
-    return _sparse((term, 1.0) for term in dict.fromkeys(wanted))
+def sparse_query(wanted: Sequence[str], idfs: Mapping[str, float] | None = None) -> dict[str, list]:
+    """The query's sparse vector: each term weighs its idf (1 with no corpus statistics), so its
+    dot product with a chunk's `sparse_document` is the chunk's BM25."""
+    return _sparse((term, 1.0 if idfs is None else idfs[term]) for term in dict.fromkeys(wanted))
 
 
 def _flat_key(key: str, value: Any) -> tuple[str, Any] | None:
@@ -120,9 +122,9 @@ def _flat_key(key: str, value: Any) -> tuple[str, Any] | None:
 
 
 def record(chunk: Chunk, *, distance: str, dimensions: int, k1: float = 1.2, b: float = 0.75,
-           avg_length: float = 64.0) -> dict[str, Any]:
-    """The upsert record of a (checked) chunk."""
-    terms = keyword_terms(chunk.content)
+           avg_length: float = 64.0, analyzer: Analyzer | None = None) -> dict[str, Any]:
+    """The upsert record of a (checked) chunk, its keyword terms by the store's analyzer."""
+    terms = (analyzer or analyzer_of("english")).terms(chunk.content)
     metadata: dict[str, Any] = {
         "chunk_id": chunk.id, "content": chunk.content, "position": chunk.position,
         "metadata_json": json.dumps(chunk.metadata, ensure_ascii=False, separators=(",", ":")),
@@ -172,9 +174,21 @@ def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str,
     return all_of(parts + list(extra))
 
 
-def query_requests(kind: str, query: str | None, embedding: list[float] | None, limit: int, filters: dict, *,
-                   namespace: str, distance: str, dimensions: int, candidates: int = 40) -> list[dict]:
-    """Keyword arguments of the `Index.query` calls one search sends, named by "list"."""
+def term_filter(query: KeywordQuery) -> list[dict]:
+    """The conditions a keyword query puts on the stored terms: every `must` term (or, with none,
+    any ranked term: a chunk holding none scores 0 and is no match), no `must_not` term."""
+    parts = [{"terms": {"$in": [t]}} for t in query.must] or [{"terms": {"$in": list(query.should)}}]
+    if query.must_not:
+        parts.append({"terms": {"$nin": list(query.must_not)}})
+    return parts
+
+
+def query_requests(kind: str, query: KeywordQuery | None, embedding: list[float] | None, limit: int, filters: dict,
+                   *, namespace: str, distance: str, dimensions: int, candidates: int = 40,
+                   idfs: Mapping[str, float] | None = None, phrase_depth: int = 10) -> list[dict]:
+    """Keyword arguments of the `Index.query` calls one search sends, named by "list". The
+    keyword list is the sparse BM25 query over the ranked terms (weighted by `idfs`), `phrase_depth`
+    times deeper with a phrase (the store checks the words' order)."""
     n = limit if kind != "hybrid" else min(max(limit, candidates), MAX_TOP_K_WITH_METADATA)
     if filter_doc(None, None, filters) == NOTHING:
         return []
@@ -183,15 +197,11 @@ def query_requests(kind: str, query: str | None, embedding: list[float] | None, 
         requests.append({"list": "vector", "namespace": namespace, "top_k": n,
                          "vector": query_values(embedding, distance), "include_metadata": True,
                          "filter": filter_doc(None, None, filters, [{"has_embedding": {"$eq": True}}])})
-    if kind in ("keyword", "hybrid"):
-        wanted, unwanted = query_terms(query or "")
-        if wanted:
-            must = [{"terms": {"$in": [t]}} for t in wanted]
-            if unwanted:
-                must.append({"terms": {"$nin": unwanted}})
-            requests.append({"list": "keyword", "namespace": namespace, "top_k": n,
-                             "vector": [0.0] * (dimensions + 1), "sparse_vector": sparse_query(wanted),
-                             "include_metadata": True, "filter": filter_doc(None, None, filters, must)})
+    if kind in ("keyword", "hybrid") and query:
+        deep = min(n * phrase_depth, MAX_TOP_K_WITH_METADATA) if query.positional else n
+        requests.append({"list": "keyword", "namespace": namespace, "top_k": deep,
+                         "vector": [0.0] * (dimensions + 1), "sparse_vector": sparse_query(query.ranked, idfs),
+                         "include_metadata": True, "filter": filter_doc(None, None, filters, term_filter(query))})
     return requests
 
 
@@ -212,7 +222,7 @@ class PineconeDb(VectorDb):
 
     def __init__(self, namespace: str, index_name: str = "agentkeep", *, api_key: str | None = None,
                  client: Any = None, cloud: str = "aws", region: str = "us-east-1", bm25_k1: float = 1.2,
-                 bm25_b: float = 0.75, bm25_avg_length: float = 64.0, **options: Unpack[StoreOptions]) -> None:
+                 bm25_b: float = 0.75, bm25_avg_length: float = 64.0, keyword_idf: bool = True, **options: Unpack[StoreOptions]) -> None:
         check_name(namespace, "namespace", _NAMESPACE, "1..100 of letters, digits, _ . -")
         check_name(index_name, "index_name", _INDEX_NAME, "1..45 lowercase letters, digits and -")
         self.namespace, self.index_name, self.cloud, self.region = namespace, index_name, cloud, region
@@ -222,6 +232,9 @@ class PineconeDb(VectorDb):
         self.bm25_k1 = check_number(bm25_k1, "bm25_k1", 0, 10)
         self.bm25_b = check_number(bm25_b, "bm25_b", 0, 1)
         self.bm25_avg_length = check_number(bm25_avg_length, "bm25_avg_length", 1, 1e6)
+        if not isinstance(keyword_idf, bool):
+            raise InvalidInputError(f"keyword_idf must be True or False, got {keyword_idf!r}")
+        self.keyword_idf = keyword_idf
         if client is None:
             from pinecone import Pinecone
 
@@ -281,7 +294,7 @@ class PineconeDb(VectorDb):
         if content_id is not None and len(chunks) > MAX_IN_VALUES:
             raise InvalidInputError(f"replace() takes at most {MAX_IN_VALUES} chunks per content on Pinecone")
         records = [record(c, distance=self.distance, dimensions=self.dimensions, k1=self.bm25_k1, b=self.bm25_b,
-                          avg_length=self.bm25_avg_length) for c in chunks]  # all checked before anything is sent
+                          avg_length=self.bm25_avg_length, analyzer=self.analyzer) for c in chunks]  # all checked before anything is sent
         if records:
             self._idx().upsert(vectors=records, namespace=self.namespace, batch_size=100, show_progress=False)
         if content_id is not None:
@@ -321,9 +334,20 @@ class PineconeDb(VectorDb):
         """The `Index.query` keyword arguments `search` sends (each with its "list" name)."""
         return self._shown(self._requests, query, embedding, limit, filters, search_type)
 
+    def _idfs(self, query: KeywordQuery) -> dict[str, float] | None:
+        """Each ranked term's idf from the namespace as it is now: its record count and, per term,
+        the records holding it (counted server-side); None with `keyword_idf=False`."""
+        if not self.keyword_idf:
+            return None
+        total = self._count(None, {})
+        return {t: idf(total, self._matching({"terms": {"$in": [t]}})) for t in query.ranked}
+
     def _requests(self, kind, query, embedding, limit, filters):
-        return query_requests(kind, query, embedding, limit, filters, namespace=self.namespace,
-                              distance=self.distance, dimensions=self.dimensions, candidates=self.hybrid_candidates)
+        parsed = self.analyzer.query(query) if kind != "vector" else None
+        idfs = self._idfs(parsed) if parsed else None
+        return query_requests(kind, parsed, embedding, limit, filters, namespace=self.namespace,
+                              distance=self.distance, dimensions=self.dimensions, candidates=self.hybrid_candidates,
+                              idfs=idfs, phrase_depth=self.PHRASE_DEPTH)
 
     def _candidates(self, kind, query, embedding, n, filters):
         lists: dict[str, list[SearchHit]] = {"vector": [], "keyword": []}
@@ -335,4 +359,6 @@ class PineconeDb(VectorDb):
                        id_key="chunk_id", metadata_key="metadata_json")
                 for m in self._idx().query(**request).matches
             ]
+        if lists["keyword"]:
+            lists["keyword"] = self._phrase_checked(self.analyzer.query(query), lists["keyword"])[:n]
         return lists["vector"], lists["keyword"]

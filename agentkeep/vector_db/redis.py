@@ -19,7 +19,7 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int, check_name
 from agentkeep.vector_db.base import batches, chunk_of, dimension_mismatch, distance_score, filter_token, hit_of
 from agentkeep.vector_db.base import filter_alternatives
-from agentkeep.vector_db.text import query_terms, terms
+from agentkeep.vector_db.text import KeywordQuery
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _METRICS = {"cosine": "COSINE", "l2": "L2", "inner_product": "IP"}
@@ -120,14 +120,22 @@ def condition(content_id: str | None, filters: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def keyword_clause(query: str) -> str | None:
-    """`@terms:(...)` for a query: every term required, `-word` excluded (as InMemoryVectorDb
-    reads it); None when no term is left (only stopwords, say)."""
-    wanted, unwanted = query_terms(query)
-    if not wanted:
-        return None
-    parts = [escape(t) for t in wanted] + ["-" + escape(t) for t in unwanted]
+def keyword_clause(query: KeywordQuery) -> str:
+    """`@terms:(...)` for a parsed (non-empty) query: the should terms a union `(a|b)`, required
+    then only optional (`~`, they still add to the score); each must term and phrase
+    intersected; `-term` and `-"a phrase"` left out. Phrase words are scored once, in their phrase."""
+    in_phrases = {t for p in query.phrases for t in p}
+    parts = [escape(t) for t in query.must if t not in in_phrases]
+    parts += [_phrase(p) for p in query.phrases]
+    if query.should:
+        union = "(" + " | ".join(escape(t) for t in query.should) + ")"
+        parts.append("~" + union if parts else union)
+    parts += ["-" + escape(t) for t in query.must_not] + ["-" + _phrase(p) for p in query.excluded_phrases]
     return "@terms:(" + " ".join(parts) + ")"
+
+
+def _phrase(words: tuple[str, ...]) -> str:
+    return '"' + " ".join(escape(t) for t in words) + '"'
 
 
 def _text(fields: dict[bytes, Any]) -> dict[str, Any]:
@@ -283,7 +291,7 @@ class RedisVectorDb(VectorDb):
         where = f"chunk {c.id!r}"
         fields: list[Any] = [b"id", _utf8(c.id, "chunk id"), b"content", _utf8(c.content, f"{where} content"),
                              b"position", c.position]
-        words = " ".join(terms(c.content))
+        words = " ".join(self.analyzer.terms(c.content))
         if words:
             fields += [b"terms", words.encode()]
         if c.content_id is not None:
@@ -357,11 +365,10 @@ class RedisVectorDb(VectorDb):
                 "PARAMS", 2, "vector", struct.pack(f"<{len(embedding)}f", *embedding),
                 "SORTBY", "__dist", "RETURN", len(_RETURN) + 1, *_RETURN, "__dist", *self._search_tail(n)]
 
-    def _keyword_command(self, query: str, n: int, filters: dict) -> list[Any] | None:
-        clause = keyword_clause(query)
-        if clause is None:
+    def _keyword_command(self, query: KeywordQuery, n: int, filters: dict) -> list[Any] | None:
+        if not query:  # only stop words, or only exclusions: nothing can match
             return None
-        where = " ".join(filter(None, (clause, condition(None, filters))))
+        where = " ".join(filter(None, (keyword_clause(query), condition(None, filters))))
         return ["FT.SEARCH", self.index_name, where, "VERBATIM", "WITHSCORES", "SCORER", self.scorer,
                 "RETURN", len(_RETURN), *_RETURN, *self._search_tail(n)]
 
@@ -380,7 +387,8 @@ class RedisVectorDb(VectorDb):
 
     def _commands(self, kind, query, embedding, n, filters) -> dict[str, list[Any]]:
         commands = {"vector": self._vector_command(embedding, n, filters) if kind != "keyword" else None,
-                    "keyword": self._keyword_command(query, n, filters) if kind != "vector" else None}
+                    "keyword": None if kind == "vector" else
+                    self._keyword_command(self.analyzer.query(query), n, filters)}
         return {name: command for name, command in commands.items() if command is not None}
 
     def _candidates(self, kind, query, embedding, n, filters):

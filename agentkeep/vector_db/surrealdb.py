@@ -14,13 +14,13 @@ import json
 import re
 import threading
 import weakref
+from collections import Counter
 from typing import Any, Unpack
 
 from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.vector_db.base import Chunk, StoreOptions, VectorDb, check_choice, check_int, check_name
 from agentkeep.vector_db.base import check_number, chunk_of, filter_alternatives, hit_of, typed_scalar
-from agentkeep.vector_db.text import query_terms
-from agentkeep.vector_db.text import terms as keyword_terms
+from agentkeep.vector_db.text import KeywordQuery, analyzer
 
 REGISTRY = "agentkeep_vector_stores"
 MISSING = "agentkeep: vector store does not exist"
@@ -50,6 +50,8 @@ def ddl(table: str, dimensions: int, distance: str, index: str | None, *, hnsw_m
         f"DEFINE FIELD IF NOT EXISTS metadata ON {t} TYPE string",
         f"DEFINE FIELD IF NOT EXISTS meta ON {t} FLEXIBLE TYPE object",
         f"DEFINE FIELD IF NOT EXISTS terms ON {t} TYPE string",
+        f"DEFINE FIELD IF NOT EXISTS tf ON {t} FLEXIBLE TYPE object",
+        f"DEFINE FIELD IF NOT EXISTS length ON {t} TYPE int",
         "DEFINE ANALYZER IF NOT EXISTS agentkeep_terms TOKENIZERS blank",
         (f"DEFINE INDEX IF NOT EXISTS terms_search ON {t} FIELDS terms SEARCH ANALYZER agentkeep_terms"
          f" BM25({float(bm25_k1)!r},{float(bm25_b)!r})"),
@@ -72,10 +74,12 @@ def base_params(table: str) -> dict[str, Any]:
     return {"registry": REGISTRY, "table": table, "missing": MISSING}
 
 
-def record(chunk: Chunk) -> dict[str, Any]:
+def record(chunk: Chunk, language: str = "english") -> dict[str, Any]:
     """The stored document of a (checked) chunk; the record id is the chunk id."""
+    words = analyzer(language).terms(chunk.content)
     doc: dict[str, Any] = {
-        "content": chunk.content, "position": chunk.position, "terms": " ".join(keyword_terms(chunk.content)),
+        "content": chunk.content, "position": chunk.position, "terms": " ".join(words),
+        "tf": dict(Counter(words)), "length": len(words),
         "metadata": json.dumps(chunk.metadata, ensure_ascii=False, separators=(",", ":")),
         "meta": {k: t[1] for k, v in chunk.metadata.items() if (t := typed_scalar(v)) is not None}}  # 64-bit ints
     if chunk.content_id is not None:
@@ -85,15 +89,33 @@ def record(chunk: Chunk) -> dict[str, Any]:
     return {"id": chunk.id, "doc": doc}
 
 
-def write_statement(table: str, chunks: list[Chunk], replace_content_id: str | None = None) -> tuple[str, dict]:
-    """Upsert (or, with `replace_content_id`, replace a content's chunks) in one transaction."""
+# The registry record keeps the table's BM25 statistics (chunks, and terms in all of them),
+# changed in the transaction of every write; SurrealDB's own count of the search index's
+# documents does not drop when a record is deleted.
+_STATS = ("(SELECT count() AS n, math::sum(length) AS l FROM {source} GROUP ALL)[0]")
+_ADJUST = ("UPDATE type::thing($registry, $table) SET docs {op} (${name}.n ?? 0),"
+           " length {op} (${name}.l ?? 0) RETURN NONE;\n")
+
+
+def write_statement(table: str, chunks: list[Chunk], replace_content_id: str | None = None,
+                    language: str = "english") -> tuple[str, dict]:
+    """Upsert (or, with `replace_content_id`, replace a content's chunks) in one transaction,
+    the statistics following: what is replaced leaves them, what is written joins them."""
+    from surrealdb import RecordID
+
     params = base_params(table)
-    params["rows"] = [record(c) for c in chunks]
+    params["rows"] = [record(c, language) for c in chunks]
+    params["records"] = [RecordID(table, c.id) for c in chunks]
+    params["added"] = {"n": len(chunks), "l": sum(r["doc"]["length"] for r in params["rows"])}
     body = ""
     if replace_content_id is not None:
         params["content_id"] = replace_content_id
+        body += f"LET $gone = {_STATS.format(source='type::table($table) WHERE content_id = $content_id')};\n"
+        body += _ADJUST.format(op="-=", name="gone")
         body += "DELETE type::table($table) WHERE content_id = $content_id;\n"
+    body += f"LET $old = {_STATS.format(source='$records')};\n" + _ADJUST.format(op="-=", name="old")
     body += "FOR $row IN $rows { UPSERT type::thing($table, $row.id) CONTENT $row.doc; };\n"
+    body += _ADJUST.format(op="+=", name="added")
     return f"BEGIN TRANSACTION;\n{guard()}\n{body}COMMIT TRANSACTION;", params
 
 
@@ -143,6 +165,8 @@ def delete_statement(table: str, ids: list[str] | None, content_id: str | None, 
         "BEGIN TRANSACTION;\n"
         f"{guard()}\n"
         f"LET $gone = (SELECT VALUE id FROM {source} WHERE {cond});\n"
+        f"LET $stats = {_STATS.format(source='$gone')};\n"
+        + _ADJUST.format(op="-=", name="stats") +
         "DELETE $gone;\n"
         "RETURN array::len($gone);\n"
         "COMMIT TRANSACTION;"
@@ -168,40 +192,77 @@ def vector_select(distance: str, indexed: bool, k: int, ef: int, cond: str) -> s
     )
 
 
-def keyword_select(cond: str, exclude: bool) -> str:
-    """One BM25 search; binds $terms (and $exclude) and $limit. The planner leaves the SEARCH
-    index for a table scan when the WHERE holds a function call, so excluded terms are
-    dropped by an outer SELECT over the index's matches."""
-    select = f"SELECT {_COLUMNS}, search::score(1) AS score{', terms' if exclude else ''} FROM type::table($table)"
-    if not exclude:
-        return f"{select} WHERE terms @1@ $terms AND {cond} ORDER BY score DESC, id LIMIT $limit"
+def keyword_lets(query: KeywordQuery, k1: float, b: float) -> str:
+    """The statements before a keyword search: the query's terms bound as $kw1.., each one's
+    idf ($kw_idf) from its document frequency (a count on the SEARCH index) and the table's
+    chunk count, and the average length, from the registry's statistics."""
+    count = "(SELECT count() AS n FROM type::table($table) WHERE terms @@ $kw{i} GROUP ALL)[0].n ?? 0"
+    dfs = "".join(f"LET $kw_df{i} = {count.format(i=i)};\n" for i in range(1, len(query.ranked) + 1))
+    idfs = ", ".join(f"math::ln(1 + ($kw_n - $kw_df{i} + 0.5) / ($kw_df{i} + 0.5))"
+                     for i in range(1, len(query.ranked) + 1))
     return (
-        "SELECT id, content, content_id, position, metadata, score"
-        f" FROM ({select} WHERE terms @1@ $terms AND {cond})"
-        " WHERE string::split(terms, ' ') CONTAINSNONE $exclude ORDER BY score DESC, id LIMIT $limit"
+        "LET $kw_stats = (SELECT docs, length FROM ONLY type::thing($registry, $table));\n"
+        "LET $kw_n = math::max([$kw_stats.docs ?? 0, 1]);\n"
+        "LET $kw_avg = math::max([<float> ($kw_stats.length ?? 0) / $kw_n, 1e-9]);\n"
+        f"{dfs}LET $kw_idf = [{idfs}];\n"
+        f"LET $kw_norm = {float(k1)!r} * {1 - float(b)!r};\n"
+    )
+
+
+def keyword_select(query: KeywordQuery, cond: str, params: dict[str, Any], k1: float = 1.2, b: float = 0.75) -> str:
+    """One BM25 search (after `keyword_lets`); binds $limit and the query's terms. Any ranked
+    term may match: one `@N@` per term, OR-ed (SurrealDB's `@@` requires every term of its
+    text), which the planner reads from the SEARCH index only when the WHERE holds nothing
+    else, so the filter and the marks (required and excluded terms, phrases as runs of the
+    space-separated terms) are applied by an outer SELECT over its matches. The score is BM25
+    as in_memory computes it, from each match's term counts and length."""
+    matches, scores = [], []
+    for i, term in enumerate(query.ranked, 1):
+        params[f"kw{i}"] = term
+        matches.append(f"terms @{i}@ $kw{i}")
+        tf = f"(tf[$kw{i}] ?? 0)"
+        scores.append(f"$kw_idf[{i - 1}] * {tf} * {float(k1) + 1!r}"
+                      f" / ({tf} + $kw_norm + {float(k1) * float(b)!r} * length / $kw_avg)")
+    outer = [cond]
+    if query.must:
+        params["kw_must"] = list(query.must)
+        outer.append("string::split(terms, ' ') CONTAINSALL $kw_must")
+    if query.must_not:
+        params["kw_not"] = list(query.must_not)
+        outer.append("string::split(terms, ' ') CONTAINSNONE $kw_not")
+    for i, phrase in enumerate((*query.phrases, *query.excluded_phrases)):
+        params[f"kw_phrase{i}"] = " " + " ".join(phrase) + " "
+        test = f"string::contains(string::concat(' ', terms, ' '), $kw_phrase{i})"
+        outer.append(test if i < len(query.phrases) else f"!{test}")
+    return (
+        f"SELECT id, content, content_id, position, metadata, {' + '.join(scores)} AS score"
+        f" FROM (SELECT {_COLUMNS}, meta, terms, tf, length FROM type::table($table) WHERE {' OR '.join(matches)})"
+        f" WHERE {' AND '.join(outer)} ORDER BY score DESC, id LIMIT $limit"
     )
 
 
 def search_statement(
     table: str, kind: str, query: str | None, embedding: list[float] | None, limit: int, filters: dict, *,
-    distance: str, indexed: bool, ef_search: int, candidates: int,
+    distance: str, indexed: bool, ef_search: int, candidates: int, language: str = "english",
+    bm25_k1: float = 1.2, bm25_b: float = 0.75,
 ) -> tuple[str, dict, list[str]]:
-    """The request for one search and the names of its result statements ("vector", "keyword")."""
+    """The request for one search and the names of its result statements ("vector", "keyword"),
+    its last ones."""
     params = base_params(table)
     cond = where(None, filters, params)
     selects: dict[str, str] = {}
+    lets = ""
     n = limit if kind != "hybrid" else max(limit, candidates)
     if kind in ("vector", "hybrid"):
         params.update(vector=embedding, limit=n)
         selects["vector"] = vector_select(distance, indexed, n, max(ef_search, n), cond)
     if kind in ("keyword", "hybrid"):
-        wanted, unwanted = query_terms(query or "")
-        if wanted:
-            params.update(terms=" ".join(wanted), limit=n)
-            if unwanted:
-                params["exclude"] = unwanted
-            selects["keyword"] = keyword_select(cond, bool(unwanted))
-    text = guard() + "\n" + ";\n".join(selects.values()) + (";" if selects else "")
+        parsed = analyzer(language).query(query or "")
+        if parsed:  # else only stop words, or only exclusions: nothing can match
+            params["limit"] = n
+            lets = keyword_lets(parsed, bm25_k1, bm25_b)
+            selects["keyword"] = keyword_select(parsed, cond, params, bm25_k1, bm25_b)
+    text = guard() + "\n" + lets + ";\n".join(selects.values()) + (";" if selects else "")
     return text, params, list(selects)
 
 
@@ -292,7 +353,8 @@ class SurrealDb(VectorDb):
         self._query(ddl(self.table_name, dimensions, self.distance, self.index, hnsw_m=self.hnsw_m,
                         hnsw_ef_construction=self.hnsw_ef_construction, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b), {})
         self._query(
-            "UPSERT type::thing($registry, $table) CONTENT {dimensions: $dimensions, distance: $distance};",
+            "UPSERT type::thing($registry, $table)"
+            " CONTENT {dimensions: $dimensions, distance: $distance, docs: 0, length: 0};",
             {"registry": REGISTRY, "table": self.table_name, "dimensions": dimensions, "distance": self.distance},
         )
 
@@ -305,7 +367,8 @@ class SurrealDb(VectorDb):
 
     def _write(self, chunks: list[Chunk], content_id: str | None) -> None:
         if chunks or content_id is not None:
-            self._query(*write_statement(self.table_name, chunks, replace_content_id=content_id))
+            self._query(*write_statement(self.table_name, chunks, replace_content_id=content_id,
+                                         language=self.language))
 
     def _delete(self, ids, content_id, filters) -> int:
         return int(self._query(*delete_statement(self.table_name, ids, content_id, filters))[-1] or 0)
@@ -326,11 +389,13 @@ class SurrealDb(VectorDb):
         return search_statement(
             self.table_name, kind, query, embedding, limit, filters, distance=self.distance,
             indexed=self.indexed, ef_search=self.ef_search, candidates=self.hybrid_candidates,
+            language=self.language, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
         )
 
     def _candidates(self, kind, query, embedding, n, filters):
         """Both lists in one request."""
         statement, params, names = self._statement(kind, query, embedding, n, filters)
-        lists = {name: rows or [] for name, rows in zip(names, self._query(statement, params)[1:])}
+        results = self._query(statement, params)
+        lists = {name: rows or [] for name, rows in zip(names, results[len(results) - len(names):])}
         return ([hit_of(r, float(r["score"])) for r in lists.get("vector", [])],
                 [hit_of(r, float(r["score"])) for r in lists.get("keyword", [])])

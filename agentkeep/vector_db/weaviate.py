@@ -4,7 +4,7 @@
     WeaviateDb("MyKb", client=weaviate.connect_to_weaviate_cloud(...))
 
 Not verified against a live service: the translation is unit-tested. The schema (a flattened,
-type-tagged property per metadata key), the searches and Weaviate's own `fusion=`:
+type-tagged property per metadata key), the searches and Weaviate's own hybrid (`native_fusion=`):
 docs/vector_db/weaviate.md.
 """
 
@@ -21,11 +21,11 @@ from agentkeep.db.errors import DbError, InvalidInputError
 from agentkeep.vector_db.base import Chunk, SearchHit, StoreOptions, VectorDb, check_choice, check_int
 from agentkeep.vector_db.base import check_name, check_number, check_one_given, chunk_of, filter_scalar, hit_of
 from agentkeep.vector_db.base import all_of, distance_score, filter_alternatives, ranked
-from agentkeep.vector_db.text import query_terms
-from agentkeep.vector_db.text import terms as keyword_terms
+from agentkeep.vector_db.text import Analyzer, KeywordQuery
+from agentkeep.vector_db.text import analyzer as analyzer_of
 
 DISTANCES = {"cosine": "cosine", "l2": "l2-squared", "inner_product": "dot"}
-FUSIONS = (None, "ranked", "relative_score")
+NATIVE_FUSIONS = (None, "ranked", "relative_score")  # Weaviate's own hybrid, or None: the base's fusion
 UUID_NAMESPACE = uuid.UUID("6f1c1d38-3f6e-5a4e-9d0b-6167656e746b")  # fixed: ids map to the same UUIDs everywhere
 NOTHING = {"op": "nothing"}  # a filter no object can match (a metadata key no object ever had)
 RETURN_PROPERTIES = ["chunk_id", "content", "content_id", "position", "metadata"]
@@ -67,13 +67,14 @@ def meta_property(key: str, value: Any) -> tuple[str, dict[str, Any], Any] | Non
     return name, spec, stored
 
 
-def object_doc(chunk: Chunk) -> dict[str, Any]:
-    """The object written for a (checked) chunk: uuid, properties, vector, and the specs of the
-    metadata properties it needs."""
+def object_doc(chunk: Chunk, analyzer: Analyzer | None = None) -> dict[str, Any]:
+    """The object written for a (checked) chunk: uuid, properties (its keyword terms by the
+    store's analyzer), vector, and the specs of the metadata properties it needs."""
+    words = (analyzer or analyzer_of("english")).terms(chunk.content)
     properties: dict[str, Any] = {
         "chunk_id": chunk.id, "content": chunk.content, "position": chunk.position,
         "metadata": json.dumps(chunk.metadata, ensure_ascii=False, separators=(",", ":")),
-        "terms": " ".join(keyword_terms(chunk.content))}
+        "terms": " ".join(words)}
     if chunk.content_id is not None:
         properties["content_id"] = chunk.content_id
     specs = {}
@@ -106,27 +107,39 @@ def filter_doc(ids: list[str] | None, content_id: str | None, filters: dict[str,
     return all_of(parts + list(extra), lambda parts: {"op": "and", "filters": parts})
 
 
-def search_requests(kind: str, query: str | None, embedding: list[float] | None, limit: int,
+def keyword_filter(query: KeywordQuery) -> list[dict]:
+    """The conditions a keyword query puts on the stored terms: every `must` term, no `must_not` one."""
+    parts = [{"op": "contains_all", "path": "terms", "value": list(query.must)}] if query.must else []
+    if query.must_not:
+        parts.append({"op": "not", "filter": {"op": "contains_any", "path": "terms", "value": list(query.must_not)}})
+    return parts
+
+
+def search_requests(kind: str, query: KeywordQuery | None, embedding: list[float] | None, limit: int,
                     filters: dict, *, known: set[str] | frozenset[str] = frozenset(), candidates: int = 40,
-                    fusion: str | None = None, vector_weight: float = 1.0, keyword_weight: float = 1.0) -> list[dict]:
-    """The queries one search sends, as documents: near_vector, bm25 and/or hybrid."""
+                    native_fusion: str | None = None, vector_weight: float = 1.0, keyword_weight: float = 1.0,
+                    phrase_depth: int = 10) -> list[dict]:
+    """The queries one search sends, as documents: near_vector, bm25 and/or hybrid. BM25 takes
+    any ranked term (operator OR, minimum_match 1); the filter holds the required and excluded
+    terms; with a phrase it asks for `phrase_depth` times more (the store checks the order)."""
     n = limit if kind != "hybrid" else max(limit, candidates)
     base = filter_doc(None, None, filters, known)
     if base == NOTHING:
         return []
-    requests = []
-    wanted, unwanted = query_terms(query or "") if kind != "vector" else ([], [])
-    exclude = [{"op": "not", "filter": {"op": "contains_any", "path": "terms", "value": unwanted}}] if unwanted else []
-    keyword_filter = filter_doc(None, None, filters, known, exclude)
-    if kind == "hybrid" and fusion is not None and wanted:
+    query = query if kind != "vector" and query else None
+    keyword = {} if query is None else {
+        "query": " ".join(query.ranked), "properties": ["terms"], "operator": "or", "minimum_match": 1,
+        "filters": filter_doc(None, None, filters, known, keyword_filter(query))}
+    deep = phrase_depth if query is not None and query.positional else 1
+    if kind == "hybrid" and native_fusion is not None and query is not None:
         alpha = vector_weight / (vector_weight + keyword_weight)
-        return [{"kind": "hybrid", "query": " ".join(wanted), "vector": embedding, "alpha": alpha, "fusion": fusion,
-                 "properties": ["terms"], "operator": "and", "limit": limit, "filters": keyword_filter}]
+        return [{"kind": "hybrid", **keyword, "vector": embedding, "alpha": alpha, "fusion": native_fusion,
+                 "limit": limit * deep}]
+    requests = []
     if kind in ("vector", "hybrid"):
         requests.append({"kind": "near_vector", "vector": embedding, "limit": n, "filters": base})
-    if kind in ("keyword", "hybrid") and wanted:
-        requests.append({"kind": "bm25", "query": " ".join(wanted), "properties": ["terms"], "operator": "and",
-                         "limit": n, "filters": keyword_filter})
+    if query is not None:
+        requests.append({"kind": "bm25", **keyword, "limit": n * deep})
     return requests
 
 
@@ -162,6 +175,8 @@ def to_filter(doc: dict | None):
         return Filter.by_property(doc["path"]).equal(doc["value"])
     if op == "contains_any":
         return Filter.by_property(doc["path"]).contains_any(doc["value"])
+    if op == "contains_all":
+        return Filter.by_property(doc["path"]).contains_all(doc["value"])
     raise ValueError(f"no Weaviate filter for {doc!r}")
 
 
@@ -206,13 +221,13 @@ class WeaviateDb(VectorDb):
 
     def __init__(self, collection: str, url: str | None = None, *, client: Any = None, grpc_port: int = 50051,
                  api_key: str | None = None, ef: int = -1, ef_construction: int = 128, max_connections: int = 32,
-                 bm25_k1: float = 1.2, bm25_b: float = 0.75, fusion: str | None = None,
+                 bm25_k1: float = 1.2, bm25_b: float = 0.75, native_fusion: str | None = None,
                  **options: Unpack[StoreOptions]) -> None:
         self.collection = check_name(collection, "collection", _NAME,
                                      "a Weaviate class name (an upper-case letter, then letters, digits, _)")
         super().__init__(**options)
         self.label = f"Weaviate collection {self.collection}"
-        self.fusion = check_choice(fusion, "fusion", FUSIONS)
+        self.native_fusion = check_choice(native_fusion, "native_fusion", NATIVE_FUSIONS)
         self.ef = check_int(ef, "ef", -1, 10_000)
         self.ef_construction = check_int(ef_construction, "ef_construction", 4, 10_000)
         self.max_connections = check_int(max_connections, "max_connections", 4, 10_000)
@@ -296,7 +311,7 @@ class WeaviateDb(VectorDb):
         if not self._client.collections.exists(self.collection):
             raise self._gone()
         if chunks:
-            docs = [object_doc(c) for c in chunks]
+            docs = [object_doc(c, self.analyzer) for c in chunks]
             self._add_properties({n: s for d in docs for n, s in d["specs"].items()})
             objects = [DataObject(properties=d["properties"], uuid=d["uuid"], vector=d["vector"]) for d in docs]
             result = self._handle().data.insert_many(objects)
@@ -339,9 +354,11 @@ class WeaviateDb(VectorDb):
         return self._shown(self._requests, query, embedding, limit, filters, search_type)
 
     def _requests(self, kind, query, embedding, limit, filters):
-        return search_requests(kind, query, embedding, limit, filters, known=self._known_for(filters),
-                               candidates=self.hybrid_candidates, fusion=self.fusion,
-                               vector_weight=self.vector_weight, keyword_weight=self.keyword_weight)
+        parsed = self.analyzer.query(query) if kind != "vector" else None
+        return search_requests(kind, parsed, embedding, limit, filters, known=self._known_for(filters),
+                               candidates=self.hybrid_candidates, native_fusion=self.native_fusion,
+                               vector_weight=self.vector_weight, keyword_weight=self.keyword_weight,
+                               phrase_depth=self.PHRASE_DEPTH)
 
     def _send(self, request: dict) -> list[SearchHit]:
         from weaviate.classes.query import BM25Operator, HybridFusion, MetadataQuery
@@ -353,29 +370,35 @@ class WeaviateDb(VectorDb):
                 return_metadata=MetadataQuery(distance=True), return_properties=RETURN_PROPERTIES)
             return [hit_of(o.properties, score_from_distance(self.distance, o.metadata.distance), id_key="chunk_id")
                     for o in result.objects]
+        operator = BM25Operator.or_(minimum_match=request["minimum_match"])
         if request["kind"] == "bm25":
             result = self._handle().query.bm25(
-                query=request["query"], query_properties=request["properties"], operator=BM25Operator.and_(),
+                query=request["query"], query_properties=request["properties"], operator=operator,
                 limit=request["limit"], filters=where, return_metadata=MetadataQuery(score=True),
                 return_properties=RETURN_PROPERTIES)
         else:
             fusion = {"ranked": HybridFusion.RANKED, "relative_score": HybridFusion.RELATIVE_SCORE}[request["fusion"]]
             result = self._handle().query.hybrid(
                 query=request["query"], vector=request["vector"], alpha=request["alpha"], fusion_type=fusion,
-                query_properties=request["properties"], bm25_operator=BM25Operator.and_(), limit=request["limit"],
+                query_properties=request["properties"], bm25_operator=operator, limit=request["limit"],
                 filters=where, return_metadata=MetadataQuery(score=True), return_properties=RETURN_PROPERTIES)
         return [hit_of(o.properties, float(o.metadata.score), id_key="chunk_id") for o in result.objects]
 
     def _search(self, kind, query, embedding, limit, filters):
-        """With `fusion=`, a hybrid search is Weaviate's own (one request, its fusion)."""
+        """With `native_fusion=`, a hybrid search is Weaviate's own (one request, its fusion);
+        otherwise both lists are fused by the base (`fusion=`, weights, `rrf_k`)."""
         requests = self._requests(kind, query, embedding, limit, filters)
         if kind == "hybrid" and requests and requests[0]["kind"] == "hybrid":
-            return ranked(self._send(requests[0]))[:limit]
+            hits = self._phrase_checked(self.analyzer.query(query), self._send(requests[0]))
+            return ranked(hits)[:limit]
         return super()._search(kind, query, embedding, limit, filters)
 
     def _candidates(self, kind, query, embedding, n, filters):
         lists = {r["kind"]: self._send(r) for r in self._requests(kind, query, embedding, n, filters)}
-        return lists.get("near_vector", []), lists.get("bm25", [])
+        keyword = lists.get("bm25", [])
+        if keyword:
+            keyword = self._phrase_checked(self.analyzer.query(query), keyword)[:n]
+        return lists.get("near_vector", []), keyword
 
 
 def _connect(url: str, grpc_port: int, api_key: str | None):

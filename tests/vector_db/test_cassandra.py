@@ -1,6 +1,6 @@
 """CassandraDb without Cassandra: the CQL statements and bound values it builds (schema, SAI
-indexes, writes, filters, ANN and keyword queries), the keyword ranking it does itself, score
-conversion and argument checks. No Cassandra 5 runs here, so none of this is verified against
+indexes, writes, filters, ANN and keyword queries), the keyword ranking it does itself and the
+statistics it keeps for it, score conversion and argument checks. No Cassandra 5 runs here, so none of this is verified against
 a live cluster; the tests need neither cassandra-driver nor a network."""
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from hypothesis import strategies as st
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
 from agentkeep.vector_db.base import check_filters, matches
-from agentkeep.vector_db.cassandra import CassandraDb, CassandraStatements, meta_entries
+from agentkeep.vector_db.cassandra import CORPUS, CassandraDb, CassandraStatements, meta_entries
+from agentkeep.vector_db.text import analyzer, bm25, idf
 
 T = '"ks"."kb"'
 ROW = "id, content_id, content, metadata, position"
 # the shape of cassandra-driver's default rows (named tuples)
 Row = namedtuple("Row", "id content_id content embedding metadata position meta term_freqs term_count score",
                  defaults=(None,) * 10)
+Stat = namedtuple("Stat", "term chunks length")
 
 
 def st_(distance="cosine") -> CassandraStatements:
@@ -57,6 +59,28 @@ def test_table():
     with pytest.raises(InvalidInputError, match="dimensions"):
         st_().create_table(0)
     assert st_().drop_table() == f"DROP TABLE IF EXISTS {T}"
+
+
+def test_statistics_table():
+    S = '"ks"."kb__bm25"'
+    assert st_().create_stats_table() == (
+        f"CREATE TABLE IF NOT EXISTS {S} (term text PRIMARY KEY, chunks counter, length counter)")
+    assert st_().drop_stats_table() == f"DROP TABLE IF EXISTS {S}"
+    assert st_().update_stats() == f"UPDATE {S} SET chunks = chunks + ?, length = length + ? WHERE term = ?"
+    assert st_().select_stats(["disk", "quota"]) == (
+        f"SELECT term, chunks, length FROM {S} WHERE term IN ?", (["*", "disk", "quota"],))
+    long = CassandraStatements("ks", "k" * 48)
+    assert len(long.stats.split(".")[1].strip('"')) <= 48
+
+
+def test_statistics_deltas():
+    assert CassandraStatements.stats_delta([], [({"disk": 2, "quota": 1}, 3), ({"disk": 1}, 1)]) == [
+        (2, 4, CORPUS), (2, 0, "disk"), (1, 0, "quota")]
+    # a rewrite trades the old row's terms for the new one's; unchanged counts send nothing
+    assert CassandraStatements.stats_delta([({"disk": 2, "quota": 1}, 3)], [({"disk": 1, "error": 1}, 2)]) == [
+        (0, -1, CORPUS), (1, 0, "error"), (-1, 0, "quota")]
+    assert CassandraStatements.stats_delta([({"disk": 1}, 1)], [({"disk": 1}, 1)]) == []
+    assert CassandraStatements.stats_delta([(None, None)], []) == [(-1, 0, CORPUS)]
 
 
 @pytest.mark.parametrize("distance, function", [("cosine", "COSINE"), ("l2", "EUCLIDEAN"),
@@ -97,12 +121,14 @@ def test_insert_and_row_values():
     meta = {"team": "sec", "n": 2, "f": 1.0, "ok": False, "tags": ["a"], "o": {"k": 1}, "none": None, "big": 2**70}
     chunk = Chunk(id="c1:0", content="Rotate keys, rotate the API keys", content_id="c1", embedding=[0.5, 0, 0, 1],
                   metadata=meta, position=3)
-    assert CassandraStatements.row(chunk) == (
+    assert st_().row(chunk) == (
         "c1:0", "c1", "Rotate keys, rotate the API keys", [0.5, 0, 0, 1], json.dumps(meta, ensure_ascii=False), 3,
         {"team": "s:sec", "n": "n:2", "f": "n:1", "ok": "b:false", "big": "n:1180591620717411303424"},
         {"rotat": 2, "key": 2, "api": 1}, 5,
     )
-    assert CassandraStatements.row(Chunk(id="t", content="the"))[3:] == (None, "{}", 0, {}, {}, 0)
+    assert st_().row(Chunk(id="t", content="the"))[3:] == (None, "{}", 0, {}, {}, 0)
+    german = CassandraStatements("ks", "kb", analyzer=analyzer("german"))
+    assert german.row(Chunk(id="g", content="die Schlüssel rotieren"))[7] == {"schlussel": 1, "roti": 1}
 
 
 def test_row_values_serialize_as_the_table_declares_them():
@@ -117,7 +143,7 @@ def test_row_values_serialize_as_the_table_declares_them():
     columns = st_().insert().split("(", 1)[1].split(")", 1)[0].split(", ")
     chunk = Chunk(id="a", content="Rotate keys", content_id="c", embedding=[0.5, -1e-7, 3.5, 12345.678],
                   metadata={"team": "sec", "n": 1}, position=7)
-    for column, value in zip(columns, CassandraStatements.row(chunk), strict=True):
+    for column, value in zip(columns, st_().row(chunk), strict=True):
         codec = cqltypes.lookup_casstype(marshal[declared[column]])
         back = codec.deserialize(codec.serialize(value, 5), 5)
         assert back == pytest.approx(value, rel=1e-6) if column == "embedding" else back == value
@@ -137,14 +163,17 @@ def test_rows_read_back():
 
 
 def test_conditions():
-    assert st_().select_ids(None, {}) == (f"SELECT id FROM {T}", ())
+    assert st_().select_ids(None, {}) == (f"SELECT id, term_freqs, term_count FROM {T}", ())
     assert st_().select_ids("c1", {"team": "s", "n": 1.0}) == (
-        f"SELECT id FROM {T} WHERE content_id = ? AND meta[?] = ? AND meta[?] = ?", ("c1", "team", "s:s", "n", "n:1"))
+        f"SELECT id, term_freqs, term_count FROM {T} WHERE content_id = ? AND meta[?] = ? AND meta[?] = ?",
+        ("c1", "team", "s:s", "n", "n:1"))
     assert st_().count(None, {}) == (f"SELECT COUNT(*) FROM {T}", ())
     assert st_().count("c1", {"k": True}) == (
         f"SELECT COUNT(*) FROM {T} WHERE content_id = ? AND meta[?] = ?", ("c1", "k", "b:true"))
     assert st_().delete_by_ids(["a"]) == (f"DELETE FROM {T} WHERE id IN ?", (["a"],))
-    assert st_().select_candidates_by_ids(["a"]) == (f"SELECT id, content_id, meta FROM {T} WHERE id IN ?", (["a"],))
+    assert st_().select_candidates_by_ids(["a"]) == (
+        f"SELECT id, content_id, meta, term_freqs, term_count FROM {T} WHERE id IN ?", (["a"],))
+    assert st_().select_terms_by_ids(["a"]) == (f"SELECT id, term_freqs, term_count FROM {T} WHERE id IN ?", (["a"],))
 
 
 scalars = st.one_of(st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, 1.0, 2.5, 1e16]),
@@ -221,20 +250,47 @@ def test_vector_scores_mean_what_they_mean_on_every_store(distance, raw, expecte
     assert st_(distance).vector_score(raw) == pytest.approx(expected, abs=1e-9)
 
 
-def test_keyword_ranking():
+def test_keyword_statements_find_any_ranked_term_or_every_required_one():
+    q = analyzer().query
+    any_term = st_().keyword_statements(q("rotating keys -quota"), 500, {"team": "sec"})
+    assert any_term == [st_().keyword_candidates(["rotat"], 500, {"team": "sec"}),
+                        st_().keyword_candidates(["key"], 500, {"team": "sec"})]  # SAI has no OR
+    required = st_().keyword_statements(q('+disk "api keys" rotate'), 500, {})
+    assert required == [st_().keyword_candidates(["disk", "api", "key"], 500, {})]
+
+
+def test_keyword_ranking_is_bm25_by_the_corpus_statistics():
     rows = [
-        Row(id="long", term_freqs={"disk": 1, "quota": 1, "x": 8}, term_count=10),
-        Row(id="short", term_freqs={"disk": 1, "quota": 1}, term_count=2),
-        Row(id="twice", term_freqs={"disk": 2, "quota": 1, "x": 7}, term_count=10),
-        Row(id="excluded", term_freqs={"disk": 1, "quota": 1, "error": 1}, term_count=3),
-        Row(id="also_short", term_freqs={"disk": 1, "quota": 1}, term_count=2),
+        Row(id="long", content="", term_freqs={"disk": 1, "quota": 1, "x": 8}, term_count=10),
+        Row(id="short", content="", term_freqs={"disk": 1, "quota": 1}, term_count=2),
+        Row(id="twice", content="", term_freqs={"disk": 2, "quota": 1, "x": 7}, term_count=10),
+        Row(id="excluded", content="", term_freqs={"disk": 1, "quota": 1, "error": 1}, term_count=3),
+        Row(id="also_short", content="", term_freqs={"disk": 1, "quota": 1}, term_count=2),
+        Row(id="rare", content="", term_freqs={"quota": 1}, term_count=2),
     ]
-    ranked = CassandraStatements.rank_keyword(rows, ["disk", "quota"], ["error"], 10)
-    assert [r.id for r, _ in ranked] == ["also_short", "short", "twice", "long"]  # ties by id
-    assert all(s > 0 for _, s in ranked) and ranked[0][1] == ranked[1][1] > ranked[2][1] > ranked[3][1]
-    assert [r.id for r, _ in CassandraStatements.rank_keyword(rows, ["disk"], [], 2)] == ["also_short", "short"]
-    assert CassandraStatements.rank_keyword([], ["disk"], [], 5) == []
-    assert CassandraStatements.rank_keyword(rows[3:4], ["disk"], ["error"], 5) == []
+    stats = {CORPUS: (100, 500), "disk": (50, 0), "quota": (5, 0)}
+    query = analyzer().query("disk quota -error")
+    ranked = st_().rank_keyword(rows + rows[:2], query, stats, 10)  # a row found by two statements counts once
+    assert [r.id for r, _ in ranked] == ["also_short", "short", "rare", "twice", "long"]  # ties by id
+    idfs = {"disk": idf(100, 50), "quota": idf(100, 5)}
+    assert ranked[0][1] == pytest.approx(bm25({"disk": 1, "quota": 1}, 2, 5.0, ["disk", "quota"], idfs))
+    assert dict((r.id, v) for r, v in ranked)["rare"] == pytest.approx(bm25({"quota": 1}, 2, 5.0, ["quota"], idfs))
+    # the rarer term weighs more: "quota" alone beats "disk" alone in chunks of one length
+    solo = [Row(id="d", term_freqs={"disk": 1}, term_count=2), Row(id="q", term_freqs={"quota": 1}, term_count=2)]
+    assert [r.id for r, _ in st_().rank_keyword(solo, analyzer().query("disk quota"), stats, 5)] == ["q", "d"]
+    assert st_().rank_keyword([], query, stats, 5) == []
+    assert st_().rank_keyword(rows[3:4], query, stats, 5) == []
+    assert st_().rank_keyword(rows, query, {}, 2)  # no statistics yet: every term weighs alike
+
+
+def test_phrases_are_checked_on_the_candidates_content():
+    rows = [Row(id="in_order", content="rotate the API keys", term_freqs={"rotat": 1, "api": 1, "key": 1},
+                term_count=3),
+            Row(id="apart", content="keys of the API", term_freqs={"key": 1, "api": 1}, term_count=2)]
+    hits = st_().rank_keyword(rows, analyzer().query('"api keys"'), {CORPUS: (2, 5)}, 5)
+    assert [r.id for r, _ in hits] == ["in_order"]
+    hits = st_().rank_keyword(rows, analyzer().query('api -"api keys"'), {CORPUS: (2, 5)}, 5)
+    assert [r.id for r, _ in hits] == ["apart"]
 
 
 # -- argument checks -----------------------------------------------------------------------------
@@ -307,7 +363,7 @@ def test_search_plans():
     assert (plan["kind"], plan["limit"], plan["n"]) == ("hybrid", 5, 30)
     assert plan["vector"] == [st_().vector_search([1.0, 0.0, 0.0, 0.0], 30, {"team": "ops"})]
     assert plan["keyword"] == [st_().keyword_candidates(["disk"], 500, {"team": "ops"})]
-    assert (plan["wanted"], plan["unwanted"]) == (["disk"], ["quota"])
+    assert (plan["query"].ranked, plan["query"].must_not) == (("disk",), ("quota",))
     assert s.search_plan("the -disk", embedding=[1, 0, 0, 0])["keyword"] is None
 
 
@@ -336,6 +392,9 @@ class FakeSession:
 
     def execute(self, statement):
         cql, values = statement
+        if "term, chunks, length" in cql:
+            return FakeResult([Stat(CORPUS, len(self.rows), sum(r.term_count for r in self.rows))] + [
+                Stat(t, sum(t in r.term_freqs for r in self.rows), 0) for t in values[0][1:]])
         self.sent.append(statement)
         owners = [v for v in values if isinstance(v, str) and v.startswith("s:")]
         found = [r for r in self.rows if not owners or (r.meta or {}).get("owner") in owners]
@@ -361,7 +420,9 @@ def test_fanned_out_queries_are_merged_as_one_query_would_answer():
             row("a1", "alice", 0.9), row("a2", "alice", 0.1), row("a3", "alice", 0.05, ("disk",) * 3)]
     s = store(search_type="vector")
     fake = FakeSession(rows)
+    counted = []
     s._known, s._execute = True, fake.execute  # no cluster: the statements are answered here
+    s._execute_many = lambda cql, values: counted.append((cql, values))
     scope = {"owner": {"$in": ["", "alice"]}}
     hits = s.search(embedding=[1, 0, 0, 0], limit=3, filters=scope)
     assert [h.id for h in hits] == ["a1", "s1", "s2"] and len(fake.sent) == 2
@@ -371,6 +432,60 @@ def test_fanned_out_queries_are_merged_as_one_query_would_answer():
     fake.sent.clear()
     assert s.delete(filters={"owner": {"$in": ["bob", "carol"]}}) == 2
     assert [v[-1] for _, v in fake.sent[:2]] == ["s:bob", "s:carol"]  # one select per member, then deletes
+    assert counted == [(st_().update_stats(), [(-2, -2, CORPUS), (-2, 0, "disk")])]  # the statistics follow
+
+
+class TableModel:
+    """The store's statements over rows and counters held here: enough to follow the keyword
+    statistics through writes, rewrites and deletes."""
+
+    def __init__(self):
+        self.rows, self.stats = {}, {}
+
+    def execute(self, statement):
+        cql, values = statement
+        if cql.startswith("SELECT id, term_freqs, term_count") and "WHERE id IN" in cql:
+            return [self.rows[i] for i in values[0] if i in self.rows]
+        if cql.startswith("SELECT id, content_id, meta, term_freqs"):
+            return [self.rows[i] for i in values[0] if i in self.rows]
+        if cql.startswith("SELECT id, term_freqs, term_count") and "content_id = ?" in cql:
+            return [r for r in self.rows.values() if r.content_id == values[0]]
+        if cql.startswith("DELETE"):
+            for i in values[0]:
+                self.rows.pop(i, None)
+            return []
+        raise AssertionError(cql)
+
+    def execute_many(self, cql, values):
+        for v in values:
+            if cql.startswith("INSERT"):
+                self.rows[v[0]] = Row(id=v[0], content_id=v[1], content=v[2], meta=v[6], term_freqs=v[7],
+                                      term_count=v[8])
+            else:
+                chunks, length, term = v
+                old = self.stats.get(term, (0, 0))
+                self.stats[term] = (old[0] + chunks, old[1] + length)
+
+    def fresh_stats(self):
+        delta = CassandraStatements.stats_delta([], [(r.term_freqs, r.term_count) for r in self.rows.values()])
+        return {term: (chunks, length) for chunks, length, term in delta}
+
+
+def test_statistics_follow_updates_and_deletes():
+    s, table = store(), TableModel()
+    s._known, s._execute, s._execute_many = True, table.execute, table.execute_many
+    s.upsert([Chunk(id="a", content="disk quota"), Chunk(id="b", content="disk disk error"),
+              Chunk(id="c", content="resize the volume")])
+    s.upsert([Chunk(id="a", content="quota alerts")])  # a rewrite
+    s._replace = lambda old, rows: (table.execute(st_().delete_by_ids([r.id for r in old])),
+                                    table.execute_many(st_().insert(), rows))
+    s.replace("doc", [Chunk(id="d", content="disk quota again")])
+    s.replace("doc", [Chunk(id="e", content="volume")])  # d goes
+    s.delete(ids=["b"])
+    assert set(table.rows) == {"a", "c", "e"}
+    live = {t: v for t, v in table.stats.items() if v != (0, 0)}
+    assert live == table.fresh_stats() == {CORPUS: (3, 5), "quota": (1, 0), "alert": (1, 0), "resiz": (1, 0),
+                                           "volum": (2, 0)}
 
 
 def test_importing_and_planning_needs_no_driver():

@@ -1,6 +1,7 @@
 """ChromaDb beyond the conformance suite: Chroma's default embedding model is never run or
 downloaded, the record layout and filter translation, whole-term keyword matching, the
-keyword candidate bound, placeholders for chunks without embeddings, and the same store
+keyword candidate bound, BM25 scores equal to the reference store's through the keyword
+statistics collection, placeholders for chunks without embeddings, and the same store
 through an HttpClient against a `chroma run` server the test starts on 127.0.0.1."""
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def test_record_layout(stores):
 def test_filter_translation():
     require(CHROMA)
     from agentkeep.vector_db.chroma import document_clause, where_clause
+    from agentkeep.vector_db.text import analyzer
 
     assert where_clause({}) is None
     assert where_clause({"team": "ops"}) == {"s:team": {"$eq": "ops"}}
@@ -108,8 +110,13 @@ def test_filter_translation():
         "$and": [{"_v": {"$eq": True}}, {"b:ok": {"$eq": False}},
                  {"$or": [{"n:n": {"$eq": 1.0}}, {"i:n": {"$eq": 1}}]}, {"n:x": {"$eq": 1.5}},
                  {"n:huge": {"$eq": float(2**70)}}, {"i:odd": {"$eq": 2**62 + 1}}]}
-    assert document_clause(["key"], []) == {"$contains": " key "}
-    assert document_clause(["disk"], ["quota"]) == {"$and": [{"$contains": " disk "}, {"$not_contains": " quota "}]}
+    query = analyzer().query
+    assert document_clause(query("keys"), ["key"]) == {"$contains": " key "}
+    assert document_clause(query("disk quota"), ["disk", "quota"]) == {
+        "$or": [{"$contains": " disk "}, {"$contains": " quota "}]}
+    assert document_clause(query('+disk -quota "resize the volume" -"full disk"')) == {"$and": [
+        {"$contains": " disk "}, {"$contains": " resiz volum "}, {"$not_contains": " quota "},
+        {"$not_contains": " full disk "}]}
 
 
 def test_numbers_match_by_value_and_types_stay_apart(stores):
@@ -143,8 +150,70 @@ def test_keyword_candidates_bound_the_ranked_set(stores):
     store = stores(keyword_candidates=3)
     store.create(2)
     store.upsert([Chunk(id=f"d{i}", content="disk " * (i + 1), embedding=[1, 0]) for i in range(6)])
+    store.upsert([Chunk(id="rare", content="disk quota", embedding=[1, 0])])
     hits = store.search("disk", search_type="keyword", limit=10)
     assert len(hits) == 3 and all(h.score > 0 for h in hits)
+    # past the bound, each term is read on its own, the rarest first: its chunks are all ranked
+    assert store.search("disk quota", search_type="keyword", limit=1)[0].id == "rare"
+
+
+KEYWORD_DOCS = {
+    "a": "Restore a database from a snapshot in the backups tab.",
+    "b": "Nightly database snapshots are kept for thirty days.",
+    "c": "Slow database queries: add an index and check the query plan, database, database.",
+    "d": "Invoices are emailed on the first day of each month.",
+    "e": "The of and",
+}
+KEYWORD_QUERIES = ["database", "database snapshot", "database -snapshot", "month", "how do I restore my database?",
+                   "+snapshot database", '"database snapshots"', 'database -"database snapshots"', "zebra",
+                   "snapshot zebra"]
+
+
+def test_keyword_scores_are_the_reference_bm25_after_updates_and_deletes(stores):
+    from agentkeep.vector_db.in_memory import InMemoryVectorDb
+
+    store, reference = stores(), InMemoryVectorDb()
+    for s in (store, reference):
+        s.create(2)
+        s.upsert([Chunk(id=i, content=t, embedding=[1, 0], content_id="x" if i in "ab" else None)
+                  for i, t in KEYWORD_DOCS.items()])
+        s.upsert([Chunk(id="c", content="Database database snapshot", embedding=[1, 0])])
+        s.replace("x", [Chunk(id="b2", content="Snapshots of the database, daily", embedding=[1, 0])])
+        s.delete(ids=["d"])
+    for query in KEYWORD_QUERIES:
+        got = [(h.id, h.score) for h in store.search(query, search_type="keyword", limit=10)]
+        want = [(h.id, h.score) for h in reference.search(query, search_type="keyword", limit=10)]
+        assert [i for i, _ in got] == [i for i, _ in want], query
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9), query
+
+
+def test_keyword_statistics_collection(stores, folder):
+    from agentkeep.vector_db.chroma import ChromaDb, shard_of, stats_name
+
+    store = stores()
+    store.create(2)
+    store.upsert([Chunk(id="a", content="keys and keys", embedding=[1, 0]), Chunk(id="b", content="disk keys")])
+    stats = store._client.get_collection(stats_name(store.collection), embedding_function=None)
+
+    def held():
+        got = stats.get(include=["metadatas"])
+        return dict(zip(got["ids"], got["metadatas"]))
+
+    assert held() == {" totals": {"chunks": 2, "length": 4}, shard_of("key"): {"df": '{"key":2}'},
+                      shard_of("disk"): {"df": '{"disk":1}'}}
+    assert store._statistics(["key", "disk", "zebra"]) == (2, 2.0, {"key": 2, "disk": 1, "zebra": 0})
+    assert store.delete(ids=["b"]) == 1
+    assert held() == {" totals": {"chunks": 1, "length": 2}, shard_of("key"): {"df": '{"key":1}'},
+                      shard_of("disk"): {"df": "{}"}}
+    # a collection whose statistics are missing (made by an older agentkeep) is counted once
+    store._client.delete_collection(stats_name(store.collection))
+    again = ChromaDb(store.collection, path=folder)
+    assert [h.id for h in again.search("keys", search_type="keyword")] == ["a"]
+    again.rebuild_keyword_statistics()
+    assert again.search("keys", search_type="keyword")[0].score == store.search("keys", search_type="keyword")[0].score
+    store.drop()
+    assert stats_name(store.collection) not in [c.name for c in store._client.list_collections()]
+    assert stats_name("x" * 512).endswith("-bm25") and len(stats_name("x" * 512)) <= 512
 
 
 def test_chunks_without_embedding_never_surface_in_vector_search(stores):

@@ -15,6 +15,9 @@ from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
 from agentkeep.vector_db.base import check_filters
 from agentkeep.vector_db.cosmos import CosmosDb, CosmosQueries
+from agentkeep.vector_db.text import analyzer
+
+kq = analyzer().query  # a keyword query as the store parses it
 
 
 def store(**options) -> CosmosDb:
@@ -67,7 +70,7 @@ def test_index_types_and_their_dimension_limits():
         q(index_type="flat").container(506)
     with pytest.raises(InvalidInputError, match="4096"):
         q().container(4097)
-    assert q(language="de-DE").container(4)["full_text_policy"] == {
+    assert q(full_text_language="de-DE").container(4)["full_text_policy"] == {
         "defaultLanguage": "de-DE", "fullTextPaths": [{"path": "/terms", "language": "de-DE"}]}
 
 
@@ -84,7 +87,7 @@ def test_item_layout_and_round_trip():
     meta = {"team": "sec", "n": 2, "big": 2**62, "beyond": 2**70, "f": 1e16, "tags": ["a"], "$k.d": None}
     chunk = Chunk(id="c1:0", content="Rotate the API keys", content_id="c1", embedding=[0.5, 0.0, 0.0, 1.0],
                   metadata=meta, position=3)
-    item = CosmosQueries.item(chunk)
+    item = q().item(chunk)
     assert item == {
         "id": "c1:0", "content_id": "c1", "content": "Rotate the API keys", "position": 3,
         "metadata_json": json.dumps(meta, ensure_ascii=False), "has_embedding": True,
@@ -94,8 +97,17 @@ def test_item_layout_and_round_trip():
     }
     back = CosmosQueries.chunk(json.loads(json.dumps(item)))
     assert back == chunk and type(back.metadata["big"]) is int and type(back.metadata["f"]) is float
-    plain = CosmosQueries.item(Chunk(id="t", content="plain words"))
+    plain = q().item(Chunk(id="t", content="plain words"))
     assert plain["has_embedding"] is False and "embedding" not in plain
+
+
+def test_the_analyzer_language_sets_the_terms_and_the_full_text_culture():
+    german = store(language="german")
+    assert german.queries.language == "de-DE" and german.analyzer.language == "german"
+    [item] = german.write_plan([Chunk(id="g", content="Die Schlüssel")])
+    assert item["terms"] == "schlussel"
+    assert store(language="dutch").queries.language == "en-US"  # no Cosmos DB culture: en-US
+    assert store(language="german", full_text_language="fr-FR").queries.language == "fr-FR"
 
 
 def test_read_items_pairs_each_id_with_its_partition_key():
@@ -127,7 +139,7 @@ def test_any_of_conditions():
                     " AND ARRAY_CONTAINS(c.filter_terms, @f1)")
     assert params == [{"name": "@f0_0", "value": "5:owner=s:"}, {"name": "@f0_1", "value": "5:owner=s:alice"},
                       {"name": "@f1", "value": "4:team=s:s"}]
-    text, params = q().keyword_query("keys", 3, check_filters({"k": {"$in": [1, True]}}))
+    text, params = q().keyword_query(kq("keys"), 3, check_filters({"k": {"$in": [1, True]}}))
     assert "(ARRAY_CONTAINS(c.filter_terms, @f0_0) OR ARRAY_CONTAINS(c.filter_terms, @f0_1))" in text
     check_parameters(text, params)
 
@@ -145,25 +157,44 @@ def test_vector_query():
     check_parameters(text, params)
 
 
-def test_keyword_query():
-    text, params = q().keyword_query("Rotating the keys -quota", 3, {"team": "sec"})
+def test_keyword_query_any_term_ranked_by_bm25():
+    text, params = q().keyword_query(kq("Rotating the keys -quota"), 3, {"team": "sec"})
     assert text == (
         "SELECT TOP @n c.id, c.content_id, c.content, c.metadata_json, c.position FROM c"
-        " WHERE FullTextContainsAll(c.terms, @t0, @t1) AND NOT FullTextContainsAny(c.terms, @x0)"
+        " WHERE FullTextContainsAny(c.terms, @t0, @t1) AND NOT FullTextContainsAny(c.terms, @x0)"
         " AND ARRAY_CONTAINS(c.filter_terms, @f0)"
         " ORDER BY RANK FullTextScore(c.terms, @t0, @t1)"
     )
     assert params == [{"name": "@n", "value": 3}, {"name": "@t0", "value": "rotat"}, {"name": "@t1", "value": "key"},
                       {"name": "@x0", "value": "quota"}, {"name": "@f0", "value": "4:team=s:sec"}]
     check_parameters(text, params)
-    text, params = q().keyword_query("ERR-4471", 10, {})
-    assert text.endswith("WHERE FullTextContainsAll(c.terms, @t0, @t1) ORDER BY RANK FullTextScore(c.terms, @t0, @t1)")
+    text, params = q().keyword_query(kq("ERR-4471"), 10, {})
+    assert text.endswith("WHERE FullTextContainsAny(c.terms, @t0, @t1) ORDER BY RANK FullTextScore(c.terms, @t0, @t1)")
     assert [p["value"] for p in params] == [10, "err", "4471"]
 
 
+def test_required_terms_must_all_match_and_every_ranked_term_scores():
+    text, params = q().keyword_query(kq('rotate +disk "api keys"'), 5, {})
+    assert text.endswith(" WHERE FullTextContainsAll(c.terms, @t0, @t1, @t2)"
+                         " ORDER BY RANK FullTextScore(c.terms, @t0, @t1, @t2, @t3)")
+    assert [p["value"] for p in params] == [5, "disk", "api", "key", "rotat"]
+    check_parameters(text, params)
+
+
+def test_a_phrase_asks_for_more_hits_and_keeps_those_holding_it():
+    s = store()
+    assert s.search_plan('"api keys" rotate', search_type="keyword", limit=3)["keyword"][1][0] == {
+        "name": "@n", "value": 3 * s.PHRASE_DEPTH}
+    rows = [{"id": i, "content": text, "metadata_json": "{}"} for i, text in
+            [("apart", "keys of the API"), ("first", "rotate the API keys"), ("second", "new API keys")]]
+    s._known, s._query = True, lambda text, params: rows  # the rows Cosmos DB would rank, best first
+    hits = s.search('"api keys"', search_type="keyword", limit=5)
+    assert [(h.id, h.score) for h in hits] == [("first", 1.0), ("second", 0.5)]  # 1 / rank among the kept
+
+
 def test_a_query_that_cannot_match_builds_nothing():
-    assert q().keyword_query("the of and", 5, {}) is None
-    assert q().keyword_query("-quota", 5, {}) is None
+    assert q().keyword_query(kq("the of and"), 5, {}) is None
+    assert q().keyword_query(kq("-quota"), 5, {}) is None
 
 
 HOSTILE = ["' OR 1=1 --", 'a"b', "c.id", "@n", "x) OR (1=1", "\\", "];DROP", "ü-日本"]
@@ -176,10 +207,10 @@ def test_values_never_reach_the_query_text(value):
     hostile = [q().ids_query([value], value, {value: value})[0], q().count_query(value, {value: value})[0],
                q().vector_query([1.0], 5, {value: value})[0]]
     assert hostile == benign
-    text, params = q().keyword_query(f"word {value}", 5, {value: 1})
+    text, params = q().keyword_query(kq(f"word {value}"), 5, {value: 1})
     check_parameters(text, params)
     words = len([p for p in params if p["name"].startswith("@t")])
-    assert text == q().keyword_query(" ".join(f"w{i}" for i in range(words)), 5, {"k": 1})[0]
+    assert text == q().keyword_query(kq(" ".join(f"w{i}" for i in range(words))), 5, {"k": 1})[0]
 
 
 @pytest.mark.parametrize("distance, raw, expected", [
@@ -196,7 +227,8 @@ def test_vector_scores_mean_what_they_mean_on_every_store(distance, raw, expecte
 @pytest.mark.parametrize("options, message", [
     ({"distance": "hamming"}, "distance"),
     ({"index_type": "hnsw"}, "index_type"),
-    ({"language": "english"}, "language"),
+    ({"full_text_language": "english"}, "full_text_language"),
+    ({"language": "klingon"}, "language"),
     ({"dimensions": 0}, "dimensions"),
     ({"dimensions": 506, "index_type": "flat"}, "505"),
     ({"database": "a/b"}, "database"),
@@ -265,7 +297,7 @@ def test_search_plans():
     plan = s.search_plan("disk error", embedding=[1, 0, 0, 0], limit=5, filters={"team": "ops"})
     assert plan["kind"] == "hybrid" and plan["limit"] == 5
     assert plan["vector"] == q().vector_query([1.0, 0.0, 0.0, 0.0], 25, {"team": "ops"})
-    assert plan["keyword"] == q().keyword_query("disk error", 25, {"team": "ops"})
+    assert plan["keyword"] == q().keyword_query(kq("disk error"), 25, {"team": "ops"})
     only_vector = s.search_plan(embedding=[1, 0, 0, 0], search_type="vector", limit=3)
     assert "keyword" not in only_vector and only_vector["vector"][1][0] == {"name": "@n", "value": 3}
     assert s.search_plan("the", embedding=[1, 0, 0, 0])["keyword"] is None

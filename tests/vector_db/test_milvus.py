@@ -73,10 +73,14 @@ def test_filters_compare_a_typed_copy_with_hashed_keys():
     assert all(len(k) == 33 and k.isalnum() for k in typed)
 
 
-def test_query_terms_and_long_terms():
-    from agentkeep.vector_db.milvus import query_terms, term_key
+def test_keyword_marks_and_long_terms():
+    from agentkeep.vector_db.milvus import keyword_expr, term_key
+    from agentkeep.vector_db.text import analyzer
 
-    assert query_terms("Rotating keys -disks keys") == (["rotat", "key"], ["disk"])
+    assert keyword_expr(analyzer().query("Rotating keys -disks -volume")) == [
+        'not TEXT_MATCH(terms_text, "disk volum")']  # any-term matching is the BM25 search's
+    assert keyword_expr(analyzer().query('+keys "API keys"')) == [
+        'TEXT_MATCH(terms_text, "key")', 'TEXT_MATCH(terms_text, "api")']
     long = "x" * 100
     assert term_key("short") == "short"
     assert term_key(long).startswith("_") and len(term_key(long)) == 33 and term_key(long) == term_key(long)
@@ -102,10 +106,11 @@ def test_create_builds_the_collection(stores):
     s.create(3)
     info = s._client.describe_collection(s.collection)
     fields = {f["name"]: f for f in info["fields"]}
-    assert list(fields) == ["id", "content_id", "content", "position", "metadata", "filter_meta", "terms",
-                            "terms_text", "sparse", "has_vector", "vector"]
+    assert list(fields) == ["id", "content_id", "content", "position", "metadata", "filter_meta", "terms_text",
+                            "sparse", "has_vector", "vector"]
     assert fields["id"]["is_primary"] and fields["vector"]["params"]["dim"] == 3
     assert fields["terms_text"]["params"]["enable_analyzer"] in (True, "true")
+    assert fields["terms_text"]["params"]["enable_match"] in (True, "true")
     [bm25] = info["functions"]
     assert (bm25["input_field_names"], bm25["output_field_names"]) == (["terms_text"], ["sparse"])
     assert sorted(s._client.list_indexes(s.collection)) == ["content_id", "sparse", "vector"]
@@ -177,8 +182,9 @@ def test_long_terms_many_terms_and_long_content(stores):
     word = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3
     s.upsert([c("long", f"about {word} here"), c("other", "about here")])
     assert [h.id for h in s.search(word, search_type="keyword")] == ["long"]
-    with pytest.raises(InvalidInputError, match="distinct terms"):
-        s.upsert([c("ok"), c("many", " ".join(f"w{i}x" for i in range(5000)))])
+    s.upsert([c("many", " ".join(f"w{i}x" for i in range(5000)))])  # no limit on distinct terms
+    assert [h.id for h in s.search("w4999x w17x", search_type="keyword")] == ["many"]
+    s.delete(ids=["many"])
     with pytest.raises(InvalidInputError, match="65535 bytes"):
         s.upsert([c("ok"), c("big", "ü" * 40000)])
     with pytest.raises(InvalidInputError, match="64 bits"):

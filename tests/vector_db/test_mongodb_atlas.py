@@ -21,9 +21,11 @@ from agentkeep.vector_db.mongodb_atlas import (
     MongoAtlasVectorDb,
     filter_term,
     filter_terms,
-    split_query,
     tagged_value,
 )
+from agentkeep.vector_db.text import analyzer
+
+kq = analyzer().query  # a keyword query as the store parses it
 
 
 def store(**options) -> MongoAtlasVectorDb:
@@ -86,12 +88,14 @@ def test_any_of_filter_terms_match_exactly_as_the_reference_semantics(meta, list
     assert wanted == matches(meta, filters)
 
 
-def test_the_query_is_read_as_in_memory_reads_it():
-    assert split_query("rotating keys") == (["rotat", "key"], [])
-    assert split_query("disk -quota") == (["disk"], ["quota"])
-    assert split_query("ERR-4471 err") == (["err", "4471"], [])
-    assert split_query("the of and") == ([], [])
-    assert split_query("- -the keys") == (["key"], [])
+def test_the_store_reads_the_query_with_its_analyzer():
+    assert store().search_plan("rotating keys -quota", search_type="keyword")["keyword"] == (
+        AtlasRequests().keyword_pipeline(kq("rotating keys -quota"), 5, {}))
+    german = store(language="german")
+    assert german.requests.analyzer.language == "german"
+    assert german.requests.document(Chunk(id="g", content="Die Schlüssel"))["keywords"] == "schlussel"
+    should = german.search_plan("die Schlüssel", search_type="keyword")["keyword"][0]["$search"]["compound"]["should"]
+    assert should == [{"text": {"query": "schlussel", "path": "keywords"}}]
 
 
 # -- index definitions and documents -----------------------------------------------------------
@@ -134,14 +138,14 @@ def test_index_definitions_are_valid_search_index_models():
 def test_document_layout():
     chunk = Chunk(id="c1:0", content="Rotate the API keys", content_id="c1", embedding=[0.5, 0, 0, 1],
                   metadata={"team": "sec", "n": 2, "tags": ["a"]}, position=3)
-    assert AtlasRequests.document(chunk) == {
+    assert AtlasRequests().document(chunk) == {
         "_id": "c1:0", "content_id": "c1", "content": "Rotate the API keys", "embedding": [0.5, 0, 0, 1],
         "metadata_json": '{"team": "sec", "n": 2, "tags": ["a"]}', "position": 3,
         "keywords": "rotat api key", "filter_terms": ["4:team=s:sec", "1:n=n:2"],
     }
-    no_vector = AtlasRequests.document(Chunk(id="t", content="plain words"))
+    no_vector = AtlasRequests().document(Chunk(id="t", content="plain words"))
     assert "embedding" not in no_vector and no_vector["content_id"] is None
-    assert AtlasRequests.chunk(AtlasRequests.document(chunk)) == chunk
+    assert AtlasRequests.chunk(AtlasRequests().document(chunk)) == chunk
 
 
 # -- MQL for find / count / delete -------------------------------------------------------------
@@ -165,7 +169,7 @@ def test_any_of_filters_in_every_request():
     assert AtlasRequests.match(filters={"owner": {"$in": ["", "alice"]}}) == {"$and": [{"filter_terms": {"$in": terms}}]}
     assert AtlasRequests().vector_pipeline([1.0], 5, scope)[0]["$vectorSearch"]["filter"] == {
         "$and": [{"filter_terms": {"$in": terms}}, {"filter_terms": {"$eq": "4:team=s:sec"}}]}
-    assert AtlasRequests().keyword_pipeline("keys", 5, scope)[0]["$search"]["compound"]["filter"] == [
+    assert AtlasRequests().keyword_pipeline(kq("keys"), 5, scope)[0]["$search"]["compound"]["filter"] == [
         {"in": {"path": "filter_terms", "value": terms}}, {"equals": {"path": "filter_terms", "value": "4:team=s:sec"}}]
 
 
@@ -204,30 +208,46 @@ def test_num_candidates_and_exact_search():
     assert stage["exact"] is True and "numCandidates" not in stage and stage["limit"] == 7
 
 
-def test_keyword_pipeline():
-    assert AtlasRequests().keyword_pipeline("Rotating the keys -quota", 3, {"team": "sec"}) == [
+def text(term):
+    return {"text": {"query": term, "path": "keywords"}}
+
+
+def test_keyword_pipeline_any_term_ranked_by_bm25():
+    assert AtlasRequests().keyword_pipeline(kq("Rotating the keys -quota"), 3, {"team": "sec"}) == [
         {"$search": {"index": "agentkeep_text", "compound": {
-            "must": [{"text": {"query": "rotat", "path": "keywords"}}, {"text": {"query": "key", "path": "keywords"}}],
-            "mustNot": [{"text": {"query": "quota", "path": "keywords"}}],
+            "should": [text("rotat"), text("key")], "minimumShouldMatch": 1,
+            "mustNot": [text("quota")],
             "filter": [{"equals": {"path": "filter_terms", "value": "4:team=s:sec"}}],
         }}},
         {"$limit": 3},
         {"$project": {"_id": 1, "content_id": 1, "content": 1, "metadata_json": 1, "position": 1,
                       "score": {"$meta": "searchScore"}}},
     ]
-    plain = AtlasRequests().keyword_pipeline("keys", 3, {})[0]["$search"]["compound"]
-    assert plain == {"must": [{"text": {"query": "key", "path": "keywords"}}]}
+    plain = AtlasRequests().keyword_pipeline(kq("keys"), 3, {})[0]["$search"]["compound"]
+    assert plain == {"should": [text("key")], "minimumShouldMatch": 1}
+
+
+def test_required_terms_and_phrases():
+    compound = AtlasRequests().keyword_pipeline(kq('rotate +disk "api keys" -"old key" -quota'), 3, {"team": "sec"})[0]
+    assert compound["$search"]["compound"] == {
+        "must": [text("disk"), text("api"), text("key")],  # scored
+        "should": [text("rotat")],  # optional once a term is required: it only adds to the score
+        "mustNot": [text("quota"), {"phrase": {"query": "old key", "path": "keywords"}}],
+        "filter": [{"phrase": {"query": "api key", "path": "keywords"}},  # matched, not scored again
+                   {"equals": {"path": "filter_terms", "value": "4:team=s:sec"}}],
+    }
+    only_required = AtlasRequests().keyword_pipeline(kq("+disk"), 3, {})[0]["$search"]["compound"]
+    assert only_required == {"must": [text("disk")]}
 
 
 def test_a_query_that_cannot_match_builds_no_pipeline():
-    assert AtlasRequests().keyword_pipeline("the of and", 5, {}) is None
-    assert AtlasRequests().keyword_pipeline("-quota", 5, {}) is None
+    assert AtlasRequests().keyword_pipeline(kq("the of and"), 5, {}) is None
+    assert AtlasRequests().keyword_pipeline(kq("-quota"), 5, {}) is None
 
 
 def test_query_text_never_becomes_an_operator():
-    compound = AtlasRequests().keyword_pipeline('{"$gt": ""} $regex', 5, {})[0]["$search"]["compound"]
-    assert compound == {"must": [{"text": {"query": "gt", "path": "keywords"}},
-                                 {"text": {"query": "regex", "path": "keywords"}}]}
+    compound = AtlasRequests().keyword_pipeline(kq('{"$gt": ""} $regex'), 5, {})[0]["$search"]["compound"]
+    assert compound == {"should": [text("gt"), text("regex")], "minimumShouldMatch": 1}
 
 
 @pytest.mark.parametrize("distance, raw, expected", [
@@ -300,6 +320,18 @@ def test_search_plans():
     assert hybrid["kind"] == "hybrid" and hybrid["limit"] == 5
     assert hybrid["vector"][0]["$vectorSearch"]["limit"] == 30 and hybrid["keyword"][1] == {"$limit": 30}
     assert hybrid["vector"][0]["$vectorSearch"]["filter"] == {"filter_terms": {"$eq": "4:team=s:ops"}}
+
+
+def test_hybrid_is_the_base_fusion_of_the_two_pipelines():
+    def rows(*scored):
+        return [{"_id": i, "content": i, "metadata_json": "{}", "score": score} for i, score in scored]
+
+    answers = {"$vectorSearch": rows(("a", 0.95), ("b", 0.9), ("c", 0.55)),  # cosine 0.9, 0.8, 0.1
+               "$search": rows(("c", 7.0), ("b", 6.95), ("d", 1.0))}
+    for fusion, expected in (("rrf", ["c", "b", "a"]), ("relative_score", ["b", "a", "c"])):
+        s = store(search_type="hybrid", fusion=fusion)
+        s._known, s._aggregate = True, lambda pipeline: answers[next(iter(pipeline[0]))]  # what Atlas would answer
+        assert [h.id for h in s.search("disk", embedding=[1, 0, 0, 0], limit=3)] == expected
 
 
 def test_importing_and_planning_needs_no_driver():

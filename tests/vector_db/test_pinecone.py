@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import pytest
 
 from agentkeep.db.errors import InvalidInputError
 from agentkeep.vector_db import Chunk
 from agentkeep.vector_db.base import check_filters
-from agentkeep.vector_db.in_memory import terms
+from agentkeep.vector_db.text import analyzer, bm25, idf, terms
 
 pytest.importorskip("pinecone")
 
 from agentkeep.vector_db import pinecone as pc  # noqa: E402
 from agentkeep.vector_db.pinecone import PineconeDb  # noqa: E402
+
+kq = analyzer().query  # a keyword query as the store parses it
 
 
 def dot(a, b):
@@ -120,6 +123,8 @@ def test_record_layout():
     bare = pc.record(Chunk(id="t", content="the of"), distance="l2", dimensions=2)
     assert bare["values"] == [0.0, 0.0, 1.0] and bare["metadata"]["has_embedding"] is False
     assert "sparse_values" not in bare and "content_id" not in bare["metadata"]
+    german = pc.record(Chunk(id="g", content="Die Schlüssel"), distance="l2", dimensions=2, analyzer=analyzer("german"))
+    assert german["metadata"]["terms"] == ["schlussel"]
 
 
 def test_records_pass_the_clients_own_checks():
@@ -173,30 +178,56 @@ def test_query_requests():
     assert vector == {"list": "vector", "namespace": "kb", "top_k": 5, "vector": pytest.approx([0.6, 0.8, 0.0]),
                       "include_metadata": True,
                       "filter": {"$and": [{"s:team": {"$eq": "s"}}, {"has_embedding": {"$eq": True}}]}}
-    [keyword] = pc.query_requests("keyword", "rotating keys -disks", None, 3, {}, namespace="kb", distance="l2",
-                                  dimensions=2)
+    [keyword] = pc.query_requests("keyword", kq("rotating keys -disks"), None, 3, {}, namespace="kb", distance="l2",
+                                  dimensions=2, idfs={"rotat": 2.0, "key": 0.5})
     assert keyword["vector"] == [0.0, 0.0, 0.0] and keyword["top_k"] == 3
-    assert keyword["sparse_vector"] == pc.sparse_query(["rotat", "key"])
-    assert keyword["filter"] == {"$and": [{"terms": {"$in": ["rotat"]}}, {"terms": {"$in": ["key"]}},
-                                          {"terms": {"$nin": ["disk"]}}]}
-    assert pc.query_requests("keyword", "the of", None, 3, {}, namespace="kb", distance="l2", dimensions=2) == []
+    assert keyword["sparse_vector"] == pc.sparse_query(["rotat", "key"], {"rotat": 2.0, "key": 0.5})
+    # any term may match; a chunk holding none would score 0, so it is left out
+    assert keyword["filter"] == {"$and": [{"terms": {"$in": ["rotat", "key"]}}, {"terms": {"$nin": ["disk"]}}]}
+    assert pc.query_requests("keyword", kq("the of"), None, 3, {}, namespace="kb", distance="l2", dimensions=2) == []
     assert pc.query_requests("vector", None, [1.0], 3, {"k": 10**400}, namespace="kb", distance="l2",
                              dimensions=1) == []
-    v, k = pc.query_requests("hybrid", "disk", [1.0, 0.0], 5, {}, namespace="kb", distance="cosine", dimensions=2,
+    v, k = pc.query_requests("hybrid", kq("disk"), [1.0, 0.0], 5, {}, namespace="kb", distance="cosine", dimensions=2,
                              candidates=5000)
     assert v["top_k"] == k["top_k"] == pc.MAX_TOP_K_WITH_METADATA  # Pinecone's cap with metadata
+    assert k["sparse_vector"] == pc.sparse_query(["disk"])  # no statistics: every term weighs 1
 
 
-def test_keyword_ranking_is_bm25_term_saturation_without_idf():
-    docs = {"a": "disk disk disk quota", "b": "disk quota", "c": "disk quota resize the volume from the console now"}
-    q = pc.sparse_query(terms("disk quota"))
-    ranked = sorted(docs, key=lambda i: -sparse_dot(pc.sparse_document(terms(docs[i]), k1=1.2, b=0.75,
-                                                                        avg_length=4.0), q))
-    assert ranked == ["a", "b", "c"]  # more occurrences first, longer chunks later
+def test_required_terms_and_phrases():
+    [keyword] = pc.query_requests("keyword", kq('rotate +disk "api keys" -quota'), None, 3, {"team": "s"},
+                                  namespace="kb", distance="l2", dimensions=2, phrase_depth=10)
+    assert keyword["filter"] == {"$and": [
+        {"s:team": {"$eq": "s"}}, {"terms": {"$in": ["disk"]}}, {"terms": {"$in": ["api"]}},
+        {"terms": {"$in": ["key"]}}, {"terms": {"$nin": ["quota"]}}]}
+    assert keyword["sparse_vector"] == pc.sparse_query(["disk", "api", "key", "rotat"])  # every ranked term scores
+    assert keyword["top_k"] == 30  # a phrase: ten times deeper, the words' order checked on the hits
+
+
+def test_keyword_ranking_is_bm25():
+    docs = {"a": "disk disk disk quota", "b": "disk quota", "c": "disk quota resize the volume from the console now",
+            "d": "quota"}
+    idfs = {"disk": idf(1000, 300), "quota": idf(1000, 20)}
+    q = pc.sparse_query(terms("disk quota"), idfs)
+    scores = {i: sparse_dot(pc.sparse_document(terms(d), k1=1.2, b=0.75, avg_length=4.0), q) for i, d in docs.items()}
+    for i, d in docs.items():  # the dot product is BM25 with the corpus idf
+        assert scores[i] == pytest.approx(bm25(Counter(terms(d)), len(terms(d)), 4.0, ["disk", "quota"], idfs))
+    assert sorted(docs, key=lambda i: -scores[i]) == ["b", "a", "d", "c"]  # short chunks first, then tf
+
+
+def test_idf_comes_from_the_namespace_counts():
+    s = PineconeDb("kb", api_key="unused", dimensions=2)
+    counts = {"disk": 300, "quota": 20}
+    s._count = lambda content_id, filters: 1000  # the namespace's record count
+    s._matching = lambda doc: counts[doc["terms"]["$in"][0]]  # a dry-run update's matched records
+    [keyword] = s._requests("keyword", "disk quota", None, 3, {})
+    assert keyword["sparse_vector"] == pc.sparse_query(["disk", "quota"], {"disk": idf(1000, 300),
+                                                                           "quota": idf(1000, 20)})
+    s.keyword_idf = False
+    assert s._requests("keyword", "disk quota", None, 3, {})[0]["sparse_vector"] == pc.sparse_query(["disk", "quota"])
 
 
 def test_options_are_checked():
-    for kwargs in ({"distance": "dot"}, {"bm25_b": 2}, {"dimensions": 20_000}, {"rrf_k": 1.5},
+    for kwargs in ({"distance": "dot"}, {"bm25_b": 2}, {"keyword_idf": 1}, {"fusion": "ranked"}, {"dimensions": 20_000}, {"rrf_k": 1.5},
                    {"index_name": "Bad_Name"}):
         with pytest.raises(InvalidInputError):
             PineconeDb("kb", api_key="unused", **kwargs)

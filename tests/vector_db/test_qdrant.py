@@ -1,6 +1,7 @@
 """QdrantDb beyond the conformance suite, on qdrant-client's local mode: the point id mapping,
-the payload layout and filter translation, BM25 ranking equal to the reference store's,
-persistence in a folder, shared clients, and what the constructor refuses."""
+the payload layout and filter translation, BM25 through the sparse vector equal to the
+reference store's, an older collection given its sparse vector, persistence in a folder,
+shared clients, and what the constructor refuses."""
 
 from __future__ import annotations
 
@@ -117,22 +118,73 @@ def test_numbers_match_by_exact_value_beyond_double_precision(memory_client):
     assert store.count(filters={"$key.with.dots": 1}) == 0
 
 
+KEYWORD_DOCS = {
+    "a": "Restore a database from a snapshot in the backups tab.",
+    "b": "Nightly database snapshots are kept for thirty days.",
+    "c": "Slow database queries: add an index and check the query plan, database, database.",
+    "d": "Invoices are emailed on the first day of each month.",
+    "e": "The of and",  # no terms: still one of the chunks BM25 counts
+}
+
+
 def test_keyword_scores_are_the_reference_bm25(memory_client):
-    docs = {
-        "a": "Restore a database from a snapshot in the backups tab.",
-        "b": "Nightly database snapshots are kept for thirty days.",
-        "c": "Slow database queries: add an index and check the query plan, database, database.",
-        "d": "Invoices are emailed on the first day of each month.",
-    }
-    store, reference = make(memory_client), InMemoryVectorDb()
+    from agentkeep.vector_db.text import terms
+
+    # the sparse weights assume bm25_avg_length: at the corpus' true average they are BM25's
+    average = sum(len(terms(t)) for t in KEYWORD_DOCS.values()) / len(KEYWORD_DOCS)
+    store, reference = make(memory_client, bm25_avg_length=average), InMemoryVectorDb()
     for s in (store, reference):
         s.create(2)
-        s.upsert([Chunk(id=i, content=t, embedding=[1, 0]) for i, t in docs.items()])
-    for query in ("database", "database snapshot", "database -snapshot", "month"):
+        s.upsert([Chunk(id=i, content=t, embedding=[1, 0]) for i, t in KEYWORD_DOCS.items()])
+    for query in ("database", "database snapshot", "database -snapshot", "month", "how do I restore my database?",
+                  "+snapshot database", '"database snapshots"', 'database -"database snapshots"', "zebra"):
         got = [(h.id, h.score) for h in store.search(query, search_type="keyword", limit=10)]
         want = [(h.id, h.score) for h in reference.search(query, search_type="keyword", limit=10)]
         assert [i for i, _ in got] == [i for i, _ in want], query
         assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5), query
+
+
+def test_the_bm25_sparse_vector(memory_client):
+    from qdrant_client import models
+
+    from agentkeep.vector_db.qdrant import point_id, term_index
+
+    store = make(memory_client)
+    store.create(2)
+    store.upsert([Chunk(id="a", content="keys and more keys, rotated", embedding=[1, 0])])
+    info = memory_client.get_collection("kb")
+    assert info.config.params.sparse_vectors["bm25"].modifier == models.Modifier.IDF
+    assert info.config.metadata == {"agentkeep_bm25_avg_length": 100.0}
+    [record] = memory_client.retrieve("kb", ids=[point_id("a")], with_vectors=True)
+    sparse = record.vector["bm25"]
+    weights = dict(zip(sparse.indices, sparse.values))
+    norm = 1.2 * (1 - 0.75 + 0.75 * 4 / 100)  # 4 terms, the default average length
+    once = 2.2 / (1 + norm)
+    assert weights == pytest.approx({term_index("key"): 2 * 2.2 / (2 + norm), term_index("more"): once,
+                                     term_index("rotat"): once})
+    assert term_index("key") == term_index("key") < 2**31
+    # the average length is the collection's: another handle uses it, a different one is refused
+    assert make(memory_client, bm25_avg_length=100).count() == 1
+    with pytest.raises(InvalidInputError, match="bm25_avg_length=100.0"):
+        make(memory_client, bm25_avg_length=50).count()
+
+
+def test_a_collection_without_the_sparse_vector_gets_it_on_create(memory_client):
+    from qdrant_client import models
+
+    from agentkeep.vector_db.qdrant import point_id
+
+    # as an older agentkeep left it: the dense vector and the terms, no sparse vector
+    memory_client.create_collection("kb", vectors_config={"dense": models.VectorParams(size=2, distance="Cosine")})
+    memory_client.upsert("kb", points=[models.PointStruct(id=point_id(i), vector={"dense": [1, 0]}, payload={
+        "chunk_id": i, "content": text, "content_id": None, "position": 0, "metadata": {}, "f": {},
+        "terms": sorted(set(text.split())), "text": text}) for i, text in (("a", "old key"), ("b", "disk"))])
+    store = make(memory_client)
+    with pytest.raises(InvalidInputError, match="call create"):
+        store.search("key", search_type="keyword")
+    store.create()
+    assert [h.id for h in store.search("old keys", search_type="keyword")] == ["a"]
+    assert [h.id for h in make(memory_client).search("disk", search_type="keyword")] == ["b"]
 
 
 def test_a_folder_persists_and_reopens(folder):
@@ -144,7 +196,7 @@ def test_a_folder_persists_and_reopens(folder):
     with QdrantDb("kb", path=folder, distance="l2") as again:
         assert again.dimensions is None
         assert again.count(filters={"k": 1}) == 1 and again.dimensions == 2  # learnt from the collection
-        assert [h.id for h in again.search("words", search_type="keyword")] == ["a"]  # the text index persisted
+        assert [h.id for h in again.search("words", search_type="keyword")] == ["a"]  # the sparse vector persisted
         assert again.get(["a"])[0].embedding == [0.5, 0.25]
     with QdrantDb("kb", path=folder, distance="cosine") as wrong, pytest.raises(InvalidInputError, match="l2"):
         wrong.count()
@@ -180,6 +232,7 @@ def test_replace_is_one_batch_request(memory_client, monkeypatch):
     ({"location": ":memory:", "distance": "dot"}, "distance"),
     ({"location": ":memory:", "dimensions": 0}, "dimensions"),
     ({"location": ":memory:", "hybrid_candidates": 0}, "hybrid_candidates"),
+    ({"location": ":memory:", "bm25_avg_length": 0}, "bm25_avg_length"),
 ])
 def test_constructor_refuses(kwargs, message):
     require(QDRANT)

@@ -3,8 +3,8 @@
 Two kinds of queries, each with one relevant chunk:
 - identifier queries ("ERR-4471"): the words a dense model cannot place, which full-text
   search matches exactly;
-- paraphrase queries ("how often should credentials be renewed"): no word in common with
-  the answer, which full-text search (every term must match) misses and embeddings find.
+- paraphrase queries ("how often should credentials be renewed"): few or no words in common with
+  the answer, which full-text search ranks low or misses and embeddings find.
 
 The embedder below stands in for a dense model: words map to concepts (synonyms share
 one), and words it does not know (identifiers, codes) carry no meaning, as rare tokens do

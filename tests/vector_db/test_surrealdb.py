@@ -47,10 +47,12 @@ def test_search_values_are_bound_never_written_into_the_statement():
     assert "'x'" not in statement and "REMOVE" not in statement
     assert params["fk0"] == HOSTILE and params["fv0"] == HOSTILE
     assert params["fv1"] == float(2**70)  # beyond SurrealDB's 64-bit integers: compared as a number
-    assert params["terms"] == "disk x remov tabl agentkeep vector stor"  # distinct terms, space-separated
-    assert params["exclude"] == ["quota"] and params["limit"] == 10 and params["vector"] == [1.0, 0.0]
+    terms = ["disk", "remov", "tabl", "agentkeep_vector_stor"]  # distinct terms, one match each
+    assert [params[f"kw{i}"] for i in range(1, 5)] == terms and "kw5" not in params
+    assert " OR ".join(f"terms @{i}@ $kw{i}" for i in range(1, 5)) in statement  # any term may match
+    assert params["kw_not"] == ["quota"] and params["limit"] == 10 and params["vector"] == [1.0, 0.0]
     assert "embedding <|10,40|> $vector" in statement  # k and ef: checked integers, not parameters
-    assert "CONTAINSNONE $exclude" in statement
+    assert "CONTAINSNONE $kw_not" in statement
     assert statement.startswith(sdb.guard())
 
 
@@ -96,6 +98,7 @@ def test_write_statement():
     assert row["id"] == HOSTILE
     doc = row["doc"]
     assert doc["terms"] == "rotat key" and doc["embedding"] == [1.0, 0.0] and doc["content_id"] == "c"
+    assert doc["tf"] == {"rotat": 1, "key": 1} and doc["length"] == 2  # what BM25 reads of a match
     assert doc["meta"] == {"n": 1, "f": 1.0, "b": True, "s": "x"}  # only scalars are filterable
     assert doc["metadata"] == '{"n":1,"f":1.0,"b":true,"s":"x","l":[1],"o":{"a":null},"z":null}'
 
@@ -123,9 +126,10 @@ def test_the_indexes_serve_the_searches(stores):
     store.create()
     store.upsert([chunk("a", "disk quota full", metadata={"t": 1}), chunk("b", "disk resize", (0, 1, 0, 0))])
     statement, params, _ = store.search_statement("disk", embedding=[1, 0, 0, 0], filters={"t": 1})
-    vector, keyword = statement.split(";\n")[1:3]
+    *_, vector, keyword = statement.split(";\n")
     assert explain(store, vector, params)[0] == "Iterate Index:embedding_hnsw"
-    assert explain(store, keyword.rstrip(";"), params)[0].startswith("Iterate Index")
+    matches = keyword[keyword.index("FROM (") + 6:keyword.rindex(") WHERE")]  # the select the filter wraps
+    assert explain(store, matches, params)[0] == "Iterate Index:terms_search"
     info = store._query(f"INFO FOR TABLE {store.table_name};", {})[0]
     assert set(info["indexes"]) == {"embedding_hnsw", "terms_search", "content_id_idx"}
 
@@ -142,6 +146,26 @@ def test_exact_search(stores, options):
     assert [h.id for h in hits] == ["a", "c", "b"]
     expected = [1.0, 0.5 ** 0.5, 0.0] if store.distance == "cosine" else [2.0, 0.5, 0.0]
     assert [h.score for h in hits] == pytest.approx(expected, abs=1e-6)
+
+
+def test_keyword_scores_equal_the_reference_through_writes_and_deletes(stores):
+    from agentkeep.vector_db.in_memory import InMemoryVectorDb
+
+    store, ref = stores(), InMemoryVectorDb()
+    for s in (store, ref):
+        s.create(4)
+        s.upsert([chunk("a", "Rotate the API keys; keys, keys", content_id="c1"), chunk("b", "API keys are shown once"),
+                  chunk("c", "disk keys", content_id="c1"), chunk("d", "nothing here"), chunk("e", "rotating api")])
+        s.replace("c1", [chunk("a", "Rotate keys every day", content_id="c1"),
+                         chunk("f", "more disk", content_id="c1")])
+        s.upsert([chunk("b", "API keys are shown once, then hidden keys")])
+        s.delete(ids=["d", "missing"])
+    stats = store._query("SELECT docs, length FROM ONLY type::thing($registry, $table);",
+                         sdb.base_params(store.table_name))[0]
+    assert stats == {"docs": 4, "length": 14}  # kept by the writes, not counted per search
+    for q in ("keys", "api keys", "rotate -disk", '"api keys" hidden', "+disk keys"):
+        got = [(h.id, round(h.score, 9)) for h in store.search(q, search_type="keyword", limit=10)]
+        assert got == [(h.id, round(h.score, 9)) for h in ref.search(q, search_type="keyword", limit=10)], q
 
 
 def test_an_on_disk_store_keeps_its_data(tmp_path):
