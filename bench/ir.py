@@ -11,7 +11,7 @@ id), chunks and queries are embedded with the packaged all-MiniLM-L6-v2 (cached 
 same chunks and embeddings, built as tests/vector_db/stores.py builds it. References computed in
 the same run on the same chunks: `bm25s` (Lucene BM25, English stop words, PyStemmer's English
 stemmer), exact cosine (numpy) and their reciprocal-rank fusion (k=60, 50 candidates a side,
-like the stores' hybrid default).
+as the stores' hybrid search is run here: hybrid_candidates=50).
 
 Figures, per store and search mode: nDCG@10 and recall@10 at the document level (a search asks
 for `--limit` chunks; the chunks of a document after its first are dropped), the ratio to the
@@ -269,7 +269,7 @@ def open_store(name: str, entries: dict[str, Any], run: StoreRun):
         run.target = entry.target()
     except Exception as exc:  # noqa: BLE001 - only the description failed
         run.target = f"? ({_error(exc)})"
-    store, cleanup = entry.build(dimensions=DIM, search_type="hybrid")
+    store, cleanup = entry.build(dimensions=DIM, search_type="hybrid", hybrid_candidates=DEPTH)
     try:
         store.create(DIM)
     except BaseException:

@@ -35,6 +35,7 @@ class InMemoryVectorDb(VectorDb):
         self._terms: dict[str, tuple[list[str], Counter]] = {}  # id -> (terms in order, their counts)
         self._postings: dict[str, set[str]] = {}  # term -> ids of the chunks holding it
         self._length = 0  # the terms of every chunk, for the average length
+        self._contents: dict[str, set[str]] = {}  # content id -> its chunks' ids (replace without a scan)
         self._lock = threading.RLock()
 
     def describe(self) -> str:
@@ -53,7 +54,7 @@ class InMemoryVectorDb(VectorDb):
     def _drop_store(self) -> None:
         with self._lock:
             self._rows = None
-            self._terms, self._postings, self._length = {}, {}, 0
+            self._terms, self._postings, self._length, self._contents = {}, {}, 0, {}
 
     def _table(self) -> dict[str, Chunk]:
         if self._rows is None:
@@ -64,11 +65,13 @@ class InMemoryVectorDb(VectorDb):
         with self._lock:
             rows = self._table()
             if content_id is not None:
-                self._remove([c for c in rows.values() if c.content_id == content_id])
+                self._remove([rows[i] for i in list(self._contents.get(content_id, ()))])
             for c in chunks:
                 if c.id in rows:
                     self._unindex(c.id)
                 rows[c.id] = c
+                if c.content_id is not None:
+                    self._contents.setdefault(c.content_id, set()).add(c.id)
                 words = self.analyzer.terms(c.content)
                 self._terms[c.id] = (words, Counter(words))
                 self._length += len(words)
@@ -76,6 +79,11 @@ class InMemoryVectorDb(VectorDb):
                     self._postings.setdefault(t, set()).add(c.id)
 
     def _unindex(self, id_: str) -> None:
+        content_id = self._rows[id_].content_id
+        if content_id is not None:
+            self._contents[content_id].discard(id_)
+            if not self._contents[content_id]:
+                del self._contents[content_id]
         words, counts = self._terms.pop(id_)
         self._length -= len(words)
         for t in counts:
@@ -85,8 +93,8 @@ class InMemoryVectorDb(VectorDb):
 
     def _remove(self, doomed: list[Chunk]) -> int:
         for c in doomed:
-            del self._rows[c.id]
             self._unindex(c.id)
+            del self._rows[c.id]
         return len(doomed)
 
     def _get(self, ids: list[str]) -> list[Chunk]:
