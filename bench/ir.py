@@ -313,6 +313,7 @@ def run_store(name: str, entries: dict, chunks: Chunks, chunk_vectors: np.ndarra
             cleanup()
         except Exception as exc:  # noqa: BLE001 - a leftover temp table is not a result
             log(f"{name}: cleanup failed: {_error(exc)}")
+    log(f"{name}: {json.dumps(vars(run), default=str)}")  # each store's figures as soon as it is done
     return run
 
 
