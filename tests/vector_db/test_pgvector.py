@@ -376,3 +376,20 @@ def test_concurrent_writers_keep_the_statistics_exact(stores):
     fresh.upsert(s.get([f"w{n}-{i}" for n in range(8) for i in range(40)]))
     assert s.count() == fresh.count() == 8 * 30
     assert _keyword(s, "writer tag3 chunk") == _keyword(fresh, "writer tag3 chunk")
+
+
+def test_a_filter_outside_the_best_postings_still_gets_its_hits(stores):
+    """bm25_depth bounds the postings scored per term; a filter (or a required term) that
+    passes fewer chunks than asked among them makes the search score every posting."""
+    s = stores(bm25_depth=10)
+    s.create(8)
+    # "disk" once in short chunks (high impact), once in long ones (low impact): only the long ones are "ops"
+    s.upsert([Chunk(id=f"s{i}", content="disk", embedding=[1.0] * 8, metadata={"team": "dev"}) for i in range(30)]
+             + [Chunk(id=f"l{i}", content="disk " + "padding words here " * 20, embedding=[1.0] * 8,
+                      metadata={"team": "ops"}) for i in range(5)])
+    assert {h.id for h in s.search("disk", search_type="keyword", limit=10)} <= {f"s{i}" for i in range(30)}
+    ops = s.search("disk", search_type="keyword", limit=5, filters={"team": "ops"})
+    assert sorted(h.id for h in ops) == [f"l{i}" for i in range(5)]
+    assert sorted(h.id for h in s.search("+padding disk", search_type="keyword", limit=5)) == [f"l{i}" for i in range(5)]
+    exact = stores(s.table_name, bm25_depth=None)
+    assert _keyword(exact, "disk")[:10] == _keyword(s, "disk")[:10]
