@@ -128,7 +128,10 @@ def keyword_select(words: QueryWords, params: Any, filtered: bool, depth: int | 
     params.values["ranked"] = " ".join((*words.should, *words.must, *words.phrases))
     params.values["depth"] = depth
     narrow = tsquery(words, params)
-    conditions = [c for c in ("{where}" if filtered else "", f"t.fts @@ ({narrow})" if narrow else "") if c]
+    # a mark whose words PostgreSQL drops (its stop words, punctuation) narrows nothing, as in
+    # the analyzer of every other store: an empty tsquery is no condition
+    narrowing = f"(numnode({narrow}) = 0 OR t.fts @@ ({narrow}))" if narrow else ""
+    conditions = [c for c in ("{where}" if filtered else "", narrowing) if c]
     scores = (
         "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector(%(lang)s::regconfig, %(ranked)s))),"
         " s AS (SELECT greatest(sum(docs), 1)::float8 AS n, greatest(sum(terms), 1)::float8 / greatest(sum(docs), 1)"

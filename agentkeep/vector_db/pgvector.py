@@ -432,8 +432,9 @@ class PgVector(VectorDb):
                 return conn.execute(stmt, params).fetchall()
 
         rows = self._run(run)
-        if kind != "vector" and self.bm25_depth is not None and sum(
-                1 for r in rows if kind == "keyword" or r[0] == "k") < n:
+        # with no condition, fewer hits than n means every term had fewer postings than the depth
+        narrowed = kind != "vector" and (filters or pg_bm25.tsquery(split_query(query), Params("%({name})s")))
+        if narrowed and self.bm25_depth is not None and sum(1 for r in rows if kind == "keyword" or r[0] == "k") < n:
             rows = self._run(lambda conn: run(conn, exact=True))
         if kind != "hybrid":
             return [_hit(r) for r in rows][:limit]

@@ -393,3 +393,12 @@ def test_a_filter_outside_the_best_postings_still_gets_its_hits(stores):
     assert sorted(h.id for h in s.search("+padding disk", search_type="keyword", limit=5)) == [f"l{i}" for i in range(5)]
     exact = stores(s.table_name, bm25_depth=None)
     assert _keyword(exact, "disk")[:10] == _keyword(s, "disk")[:10]
+
+
+def test_marks_of_postgresql_stop_words_narrow_nothing(stores):
+    """PostgreSQL's stop list is longer than the analyzer's: a mark it empties is no condition."""
+    s = stores()
+    s.create(8)
+    s.upsert([Chunk(id="k", content="Rotate the keys", embedding=[1.0] * 8)])
+    for query in ("keys -the", "+what keys", 'keys ""', 'keys -"of the"'):
+        assert [h.id for h in s.search(query, search_type="keyword")] == ["k"], query
