@@ -158,10 +158,6 @@ def test_openai_needs_a_key(monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None, reason="installed")
 def test_sentence_transformers_names_the_extra():
-    import importlib.util
-
-    if importlib.util.find_spec("sentence_transformers") is not None:
-        pytest.skip("sentence-transformers is installed: nothing to name")
     e = SentenceTransformerEmbedder()  # constructing imports nothing
     with pytest.raises(ImportError, match=r"agentkeep\[local-embeddings\]"):
         e.embed(["x"])
